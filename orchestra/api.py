@@ -1,0 +1,37 @@
+"""The shortest way in: ``orchestra.ask(question, documents)``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+from orchestra.backends import Backend, default_backend
+from orchestra.corpus import Corpus, Document
+from orchestra.registry import resolve
+from orchestra.strategies.base import check_question
+from orchestra.types import Answer, Route
+
+
+def build_strategy(name: str, backend: Backend, **options: Any):
+    return resolve("strategy", name)(backend, **options)
+
+
+def ask(question: str, documents: Iterable[str | Path | Document], strategy: str = "auto",
+        backend: Backend | None = None, **options: Any) -> Answer:
+    """Answer ``question`` over ``documents`` (texts, paths or Documents).
+
+    ``strategy="auto"`` lets the default router decide; a strategy name reads that way.
+    """
+    question = check_question(question)
+    backend = backend or default_backend()
+    corpus = Corpus.from_inputs(documents, backend.tokenizer)
+    if strategy == "auto":
+        try:
+            from orchestra.pipeline import Pipeline
+        except ImportError:
+            strategy = "full_context"
+        else:
+            return Pipeline.default(backend, **options).run(question, corpus)
+    answer = build_strategy(strategy, backend, **options).answer(question, corpus)
+    answer.route = Route(strategy=strategy, reason="chosen by the caller", router="fixed")
+    return answer

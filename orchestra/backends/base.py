@@ -1,0 +1,122 @@
+"""The one place a model runs. Every component of a pipeline shares one Backend instance.
+
+A backend takes a *batch* of chat requests (backends that batch natively get the whole batch),
+counts tokens with the model's own tokenizer, and says what it can do through
+``capabilities`` so routers only pick strategies it supports.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar, Sequence
+
+from pydantic import BaseModel, Field, field_validator
+
+from orchestra.errors import InputError
+
+# Capability names strategies may require.
+KV_PAGES = "kv_pages"
+PREFIX_CACHE = "prefix_cache"
+BATCHING = "batching"
+LOGPROBS = "logprobs"
+
+
+class Message(BaseModel):
+    role: str
+    content: str
+
+    @field_validator("role")
+    @classmethod
+    def _role(cls, v: str) -> str:
+        if v not in ("system", "user", "assistant"):
+            raise ValueError(f"role must be system, user or assistant, not {v!r}")
+        return v
+
+
+class GenerationRequest(BaseModel):
+    messages: list[Message]
+    max_tokens: int = Field(default=128, ge=1)
+    temperature: float = Field(default=0.0, ge=0.0)  # 0 means greedy
+    stop: list[str] = Field(default_factory=list)
+    seed: int | None = None
+
+    @classmethod
+    def user(cls, content: str, system: str | None = None, **kw) -> "GenerationRequest":
+        msgs = [Message(role="system", content=system)] if system else []
+        msgs.append(Message(role="user", content=content))
+        return cls(messages=msgs, **kw)
+
+
+class GenerationResult(BaseModel):
+    text: str
+    prompt_tokens: int
+    generated_tokens: int
+    seconds: float
+    finish_reason: str = "stop"  # "stop" (eos or stop string) or "length"
+
+
+class Tokenizer(ABC):
+    """What the corpus needs from a tokenizer: counts and character offsets of tokens."""
+
+    @abstractmethod
+    def count(self, text: str) -> int: ...
+
+    @abstractmethod
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character (start, end) of every token of ``text``, in order, no special tokens."""
+
+
+class Backend(ABC):
+    """Interface every backend implements."""
+
+    name: ClassVar[str] = "backend"
+
+    @property
+    @abstractmethod
+    def context_window(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def capabilities(self) -> frozenset[str]: ...
+
+    @property
+    @abstractmethod
+    def tokenizer(self) -> Tokenizer: ...
+
+    @abstractmethod
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]: ...
+
+    @abstractmethod
+    def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
+        """Tokens of a chat prompt as the model sees it (chat template included)."""
+
+    def count_tokens(self, text: str) -> int:
+        return self.tokenizer.count(text)
+
+    def generate_one(self, request: GenerationRequest) -> GenerationResult:
+        return self.generate([request])[0]
+
+    def describe(self) -> dict:
+        """A JSON-able description, used by pipeline.to_yaml and in reports."""
+        return {"type": self.name}
+
+
+def check_requests(requests: Sequence[GenerationRequest]) -> list[GenerationRequest]:
+    requests = list(requests)
+    for i, r in enumerate(requests):
+        if not isinstance(r, GenerationRequest):
+            raise InputError(f"request {i} is a {type(r).__name__}, not a GenerationRequest")
+        if not r.messages:
+            raise InputError(f"request {i} has no messages")
+    return requests
+
+
+def apply_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """Cut ``text`` at the first stop string; return (text, whether one was found)."""
+    cut = len(text)
+    for s in stop:
+        if s:
+            i = text.find(s)
+            if i != -1:
+                cut = min(cut, i)
+    return text[:cut], cut < len(text)

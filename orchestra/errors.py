@@ -1,0 +1,33 @@
+"""Errors a user can act on. The CLI prints their message and exits non-zero, no traceback."""
+
+
+class OrchestraError(Exception):
+    """Base class: the message alone must tell the user what to fix."""
+
+
+class InputError(OrchestraError):
+    """A document, path or question the user gave cannot be used."""
+
+
+class ConfigError(OrchestraError):
+    """A pipeline file or component option is invalid."""
+
+
+class ContextOverflowError(OrchestraError):
+    """Text does not fit the model's window and no truncation policy was chosen."""
+
+    def __init__(self, needed: int, window: int, what: str = "the corpus"):
+        self.needed = needed
+        self.window = window
+        super().__init__(
+            f"{what} needs {needed} tokens but the model's window is {window} tokens; "
+            "choose a truncation policy (head, tail or middle-out) or another strategy"
+        )
+
+
+class BackendError(OrchestraError):
+    """The inference backend failed or is unavailable."""
+
+
+class CapabilityError(OrchestraError):
+    """A strategy needs a backend capability the backend does not have."""

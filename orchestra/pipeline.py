@@ -1,0 +1,214 @@
+"""A Pipeline: one backend, named retrievers and strategies, and a router.
+
+``run(question, documents)`` builds a Corpus (chunked by the backend's tokenizer), lets the
+router choose a strategy and returns the Answer with its Route. ``run_batch`` builds and
+indexes the corpus once for many questions.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import yaml
+
+from orchestra.backends import Backend, load_backend
+from orchestra.config import (
+    RETRIEVER_REFS,
+    PipelineConfig,
+    check,
+    load_config,
+    load_config_text,
+)
+from orchestra.corpus import Corpus, Document
+from orchestra.errors import ConfigError
+from orchestra.registry import _BUILTIN, _extra, resolve
+from orchestra.strategies.base import check_question
+from orchestra.types import Answer
+
+# The pipeline `orchestra ask` uses when no file is given (examples/pipelines/embedded.yaml).
+DEFAULT_PIPELINE = {
+    "backend": {"type": "transformers", "model": "embedded"},
+    "strategies": {"full": {"type": "full_context"}},
+    "router": {"type": "fixed", "strategy": "full"},
+}
+
+
+class Pipeline:
+    def __init__(self, backend: Backend, strategies: dict[str, Any], router: Any = None,
+                 retrievers: dict[str, Any] | None = None, chunk_tokens: int = 200,
+                 overlap: int = 20):
+        if not strategies:
+            raise ConfigError("a pipeline needs at least one strategy")
+        self.backend = backend
+        self.strategies = dict(strategies)
+        self.retrievers = dict(retrievers or {})
+        if router is None:
+            from routers.fixed import FixedRouter
+
+            router = FixedRouter(self.strategies, strategy=next(iter(self.strategies)))
+        self.router = router
+        self.chunk_tokens = chunk_tokens
+        self.overlap = overlap
+        self._corpora: dict[str, Corpus] = {}
+        self._source: dict | None = None  # the file's data, uninterpolated, for to_yaml
+
+    # -- building -------------------------------------------------------------------------
+    @classmethod
+    def from_yaml(cls, path: str | Path, allow_modules: Iterable[str] = ()) -> "Pipeline":
+        cfg, located = load_config(path)
+        check(cfg, located, allow_modules)
+        pipe = cls.from_config(cfg, allow_modules)
+        pipe._source = located.data
+        return pipe
+
+    @classmethod
+    def from_yaml_text(cls, text: str, allow_modules: Iterable[str] = (),
+                       source: str = "<string>") -> "Pipeline":
+        cfg, located = load_config_text(text, source)
+        check(cfg, located, allow_modules)
+        pipe = cls.from_config(cfg, allow_modules)
+        pipe._source = located.data
+        return pipe
+
+    @classmethod
+    def from_dict(cls, data: dict, allow_modules: Iterable[str] = ()) -> "Pipeline":
+        return cls.from_yaml_text(yaml.safe_dump(data, sort_keys=False), allow_modules,
+                                  source="<dict>")
+
+    @classmethod
+    def default(cls, backend: Backend | None = None, **strategy_options: Any) -> "Pipeline":
+        """The embedded default pipeline; ``strategy_options`` apply to every strategy."""
+        data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULT_PIPELINE.items()}
+        data["strategies"] = {n: {**s, **_applicable(s["type"], strategy_options)}
+                              for n, s in DEFAULT_PIPELINE["strategies"].items()}
+        if backend is None:
+            return cls.from_dict(data)
+        cfg = PipelineConfig.model_validate(data)
+        return cls.from_config(cfg, backend=backend)
+
+    @classmethod
+    def from_config(cls, cfg: PipelineConfig, allow_modules: Iterable[str] = (),
+                    backend: Backend | None = None) -> "Pipeline":
+        allow = tuple(allow_modules)
+        if backend is None:
+            backend = load_backend(cfg.backend.type, allow_modules=allow, **cfg.backend.options)
+        retrievers: dict[str, Any] = {}
+
+        def build_retriever(name: str, stack: tuple = ()) -> Any:
+            if name in retrievers:
+                return retrievers[name]
+            if name in stack:
+                raise ConfigError(f"retrievers refer to each other in a cycle: "
+                                  f"{' -> '.join(stack + (name,))}")
+            comp = cfg.retrievers[name]
+            opts = _resolve_refs(comp.options, RETRIEVER_REFS,
+                                 lambda n: build_retriever(n, stack + (name,)))
+            retrievers[name] = _construct(resolve("retriever", comp.type, allow),
+                                          f"retriever {name!r}", backend=backend, **opts)
+            return retrievers[name]
+
+        for name in cfg.retrievers:
+            build_retriever(name)
+        strategies = {}
+        for name, comp in cfg.strategies.items():
+            opts = _resolve_refs(comp.options, RETRIEVER_REFS, build_retriever)
+            strategies[name] = _construct(resolve("strategy", comp.type, allow),
+                                          f"strategy {name!r}", backend, **opts)
+        router = _construct(resolve("router", cfg.router.type, allow), "the router",
+                            strategies, **cfg.router.options)
+        return cls(backend, strategies, router, retrievers,
+                   chunk_tokens=cfg.corpus.chunk_tokens, overlap=cfg.corpus.overlap)
+
+    # -- running --------------------------------------------------------------------------
+    def corpus(self, documents: Corpus | Iterable[str | Path | Document] | str | Path) -> Corpus:
+        if isinstance(documents, Corpus):
+            return documents
+        if isinstance(documents, (str, Path, Document)):
+            documents = [documents]
+        corpus = Corpus.from_inputs(documents, self.backend.tokenizer,
+                                    chunk_tokens=self.chunk_tokens, overlap=self.overlap)
+        # Reuse the same Corpus object for the same texts so chunkings and indexes are shared.
+        return self._corpora.setdefault(corpus.hash, corpus)
+
+    def run(self, question: str, documents) -> Answer:
+        t0 = time.perf_counter()
+        question = check_question(question)
+        corpus = self.corpus(documents)
+        answer = self.router.route_and_answer(question, corpus, self.backend)
+        answer.cost.wall_seconds = time.perf_counter() - t0
+        return answer
+
+    def run_batch(self, questions: Sequence[str], documents) -> list[Answer]:
+        corpus = self.corpus(documents)
+        return [self.run(q, corpus) for q in questions]
+
+    # -- serialising ----------------------------------------------------------------------
+    def to_config(self) -> dict:
+        if self._source is not None:
+            return self._source
+        return {
+            "version": 1,
+            "backend": self.backend.describe(),
+            "corpus": {"chunk_tokens": self.chunk_tokens, "overlap": self.overlap},
+            "retrievers": {n: {"type": _type_name("retriever", r), **_plain(r.options(), self)}
+                           for n, r in self.retrievers.items()},
+            "strategies": {n: {"type": _type_name("strategy", s), **_plain(s.options(), self)}
+                           for n, s in self.strategies.items()},
+            "router": {"type": _type_name("router", self.router),
+                       **_plain(self.router.options(), self)},
+        }
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_config(), sort_keys=False)
+
+    def __repr__(self) -> str:
+        return (f"Pipeline(backend={self.backend.name}, strategies={list(self.strategies)}, "
+                f"router={getattr(self.router, 'name', type(self.router).__name__)})")
+
+
+def _construct(cls, what: str, *args, **kwargs):
+    try:
+        return cls(*args, **kwargs)
+    except TypeError as e:
+        raise ConfigError(f"{what}: {e}") from None
+
+
+def _resolve_refs(options: dict, fields: set[str], build) -> dict:
+    out = {}
+    for k, v in options.items():
+        if k in fields and v is not None:
+            out[k] = [build(n) for n in v] if isinstance(v, list) else build(v)
+        else:
+            out[k] = v
+    return out
+
+
+def _applicable(type_name: str, options: dict) -> dict:
+    from orchestra.config import accepted_options
+
+    names, open_kw = accepted_options(resolve("strategy", type_name), 1)
+    return {k: v for k, v in options.items() if open_kw or k in names}
+
+
+def _type_name(kind: str, obj: Any) -> str:
+    path = f"{type(obj).__module__}:{type(obj).__name__}"
+    for name, target in {**_BUILTIN[kind], **_extra[kind]}.items():
+        if target == path or target is type(obj):
+            return name
+    return path
+
+
+def _plain(options: dict, pipe: Pipeline) -> dict:
+    """Options with component instances replaced by their names in the pipeline."""
+    names = {id(v): k for k, v in {**pipe.retrievers, **pipe.strategies}.items()}
+
+    def conv(v):
+        if isinstance(v, list):
+            return [conv(x) for x in v]
+        if id(v) in names:
+            return names[id(v)]
+        return v
+
+    return {k: conv(v) for k, v in options.items()}

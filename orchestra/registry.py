@@ -1,0 +1,113 @@
+"""Component types that pipelines may build, by kind and name.
+
+Built-in types are listed as import paths so optional dependencies (vLLM) load only when used.
+Third-party packages add types through the ``orchestra.components`` entry point group: an entry
+named ``KIND.NAME`` (e.g. ``retriever.splade``) pointing at ``module:Class``. A dotted import
+path in a pipeline file is refused unless the caller allows that module explicitly, so a file
+cannot be used to run arbitrary code.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+from typing import Any, Iterable
+
+from orchestra.errors import ConfigError
+
+KINDS = ("backend", "retriever", "strategy", "router")
+
+_BUILTIN: dict[str, dict[str, str]] = {
+    "backend": {
+        "transformers": "orchestra.backends.hf:TransformersBackend",
+        "vllm": "orchestra.backends.vllm_backend:VLLMBackend",
+        "openai": "orchestra.backends.openai_backend:OpenAIBackend",
+    },
+    "retriever": {
+        "bm25": "retrievers.bm25:BM25Retriever",
+        "dense": "retrievers.dense:DenseRetriever",
+        "hybrid": "retrievers.hybrid:HybridRetriever",
+        "graph": "retrievers.graph:GraphRetriever",
+    },
+    "strategy": {
+        "full_context": "orchestra.strategies.full_context:FullContext",
+        "rag": "orchestra.strategies.rag:RAG",
+        "kv_pages": "orchestra.strategies.kv_pages:KVPages",
+        "chain_of_agents": "orchestra.strategies.agents:ChainOfAgents",
+        "map_reduce": "orchestra.strategies.agents:MapReduce",
+    },
+    "router": {
+        "fixed": "routers.fixed:FixedRouter",
+        "rules": "routers.rules:RulesRouter",
+        "self_route": "routers.self_route:SelfRouter",
+        "learned": "routers.learned:LearnedRouter",
+        "llm": "routers.llm:LLMRouter",
+    },
+}
+
+_extra: dict[str, dict[str, Any]] = {k: {} for k in KINDS}
+_entry_points_loaded = False
+
+
+def register(kind: str, name: str, target: Any | None = None):
+    """Register ``target`` (a class or 'module:Class') as ``kind``/``name``; usable as decorator."""
+    if kind not in KINDS:
+        raise ConfigError(f"unknown component kind {kind!r}; kinds: {', '.join(KINDS)}")
+
+    def deco(obj):
+        _extra[kind][name] = obj
+        return obj
+
+    return deco(target) if target is not None else deco
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for ep in entry_points(group="orchestra.components"):
+        kind, _, name = ep.name.partition(".")
+        if kind in KINDS and name:
+            _extra[kind].setdefault(name, ep.value)
+
+
+def names(kind: str) -> list[str]:
+    _load_entry_points()
+    return sorted({*_BUILTIN.get(kind, {}), *_extra.get(kind, {})})
+
+
+def _import(path: str, what: str) -> Any:
+    module, _, attr = path.partition(":")
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as e:
+        raise ConfigError(f"{what} cannot be loaded: {e}") from None
+    try:
+        return getattr(mod, attr)
+    except AttributeError:
+        raise ConfigError(f"{what}: {module} has no {attr}") from None
+
+
+def resolve(kind: str, type_name: str, allow_modules: Iterable[str] = ()) -> Any:
+    """The class for ``type_name``: a registered name, or an allowed ``module:Class`` path."""
+    _load_entry_points()
+    if kind not in KINDS:
+        raise ConfigError(f"unknown component kind {kind!r}")
+    if type_name in _extra[kind]:
+        obj = _extra[kind][type_name]
+        return _import(obj, f"{kind} {type_name!r}") if isinstance(obj, str) else obj
+    if type_name in _BUILTIN[kind]:
+        return _import(_BUILTIN[kind][type_name], f"{kind} {type_name!r}")
+    if ":" in type_name or "." in type_name:
+        module = type_name.split(":")[0] if ":" in type_name else type_name.rsplit(".", 1)[0]
+        allowed = set(allow_modules)
+        if not any(module == m or module.startswith(m + ".") for m in allowed):
+            raise ConfigError(
+                f"{kind} type {type_name!r} is an import path; pipeline files may only name "
+                f"registered types ({', '.join(names(kind))}) unless the caller allows module "
+                f"{module!r} with allow_modules="
+            )
+        path = type_name if ":" in type_name else ":".join(type_name.rsplit(".", 1))
+        return _import(path, f"{kind} {type_name!r}")
+    raise ConfigError(f"unknown {kind} type {type_name!r}; known: {', '.join(names(kind))}")

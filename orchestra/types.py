@@ -1,0 +1,102 @@
+"""The values every strategy returns: Answer, its Cost, its evidence and its Trace.
+
+All are pydantic models so they round-trip through JSON (evaluation results, the learned
+router's training data and the CLI's --json output all rely on that).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from pydantic import BaseModel, Field
+
+
+class Cost(BaseModel):
+    """Measured, never estimated: token counts come from the backend's tokenizer."""
+
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    model_calls: int = 0
+    kv_pages_read: int = 0  # summed over decoding steps (and layers/heads where relevant)
+    kv_pages_total: int = 0  # the matching denominator: pages available at those steps
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+    def __add__(self, other: "Cost") -> "Cost":
+        return Cost(**{k: getattr(self, k) + getattr(other, k) for k in Cost.model_fields})
+
+    def add_generation(self, result: "Any") -> None:
+        """Count one backend result (a GenerationResult)."""
+        self.prompt_tokens += result.prompt_tokens
+        self.generated_tokens += result.generated_tokens
+        self.model_calls += 1
+
+    @property
+    def pages_read_fraction(self) -> float | None:
+        return self.kv_pages_read / self.kv_pages_total if self.kv_pages_total else None
+
+
+class TraceStep(BaseModel):
+    name: str
+    seconds: float = 0.0
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class Trace(BaseModel):
+    steps: list[TraceStep] = Field(default_factory=list)
+
+    def add(self, name: str, seconds: float = 0.0, **detail: Any) -> TraceStep:
+        step = TraceStep(name=name, seconds=seconds, detail=detail)
+        self.steps.append(step)
+        return step
+
+    @contextmanager
+    def step(self, name: str, **detail: Any) -> Iterator[TraceStep]:
+        """Time a block; the block may add to ``step.detail``."""
+        step = TraceStep(name=name, detail=detail)
+        start = time.perf_counter()
+        try:
+            yield step
+        finally:
+            step.seconds = time.perf_counter() - start
+            self.steps.append(step)
+
+    def extend(self, other: "Trace", prefix: str = "") -> None:
+        for s in other.steps:
+            self.steps.append(s.model_copy(update={"name": prefix + s.name}))
+
+
+class Evidence(BaseModel):
+    """A span of the corpus the reader was given."""
+
+    chunk_id: str
+    doc_id: str
+    start: int  # character offsets into the document's text
+    end: int
+    score: float | None = None
+
+
+class Route(BaseModel):
+    strategy: str
+    reason: str
+    signals: dict[str, Any] = Field(default_factory=dict)
+    router: str = "fixed"
+    cost: Cost = Field(default_factory=Cost)  # the cost of deciding (model calls of the router)
+
+
+class Answer(BaseModel):
+    question: str
+    text: str
+    strategy: str
+    evidence: list[Evidence] = Field(default_factory=list)
+    route: Route | None = None
+    cost: Cost = Field(default_factory=Cost)
+    trace: Trace = Field(default_factory=Trace)
+    # Whether the strategy reports that the evidence it read did not contain the answer.
+    unanswerable: bool = False
+
+    def __str__(self) -> str:  # the CLI's and notebooks' plain view
+        return self.text

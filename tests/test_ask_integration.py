@@ -1,0 +1,44 @@
+"""`orchestra ask` end to end on the real embedded model and real essays."""
+
+import random
+
+import pytest
+
+from orchestra.cli.main import main
+
+pytestmark = pytest.mark.slow
+
+
+def haystack_with_needle(essays_dir, tokenizer, tokens, needle, depth):
+    text = "\n\n".join(p.read_text() for p in sorted(essays_dir.glob("*.txt")))
+    offs = tokenizer.offsets(text)
+    hay = text[: offs[tokens][0]]
+    cut = hay.rfind(". ", 0, int(len(hay) * depth)) + 2
+    return hay[:cut] + needle + " " + hay[cut:]
+
+
+def test_passkey_at_half_depth_in_4k_tokens(embedded, essays_dir, tmp_path, capsys):
+    key = str(random.Random(7).randint(10000, 99999))
+    doc = haystack_with_needle(essays_dir, embedded.tokenizer, 4000,
+                               f"The pass key is {key}. Remember it. {key} is the pass key.", 0.5)
+    path = tmp_path / "haystack.txt"
+    path.write_text(doc)
+    code = main(["ask", "--docs", str(path), "--question", "What is the pass key?",
+                 "--strategy", "full_context", "--max-tokens", "24"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert key in out.split("route:")[0]
+    assert "prompt tokens" in out
+
+
+def test_ask_answers_from_an_essay(embedded, essays_dir, capsys):
+    path = essays_dir / "addiction.txt"
+    code = main(["ask", "--docs", str(path), "--question",
+                 "According to the essay, is technological progress speeding up or slowing down?",
+                 "--max-tokens", "32", "--json"])
+    out = capsys.readouterr().out
+    from orchestra.types import Answer
+
+    ans = Answer.model_validate_json(out)
+    assert code == 0 and ans.route is not None and ans.cost.model_calls >= 1
+    assert any(w in ans.text.lower() for w in ("accelerat", "speed", "faster"))

@@ -1,0 +1,61 @@
+"""The CLI: bad input gives one clear message and a non-zero exit, never a traceback."""
+
+import subprocess
+import sys
+
+import pytest
+
+from orchestra import __version__
+from orchestra.cli.main import main
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and __version__ in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name, content, words", [
+    ("missing.txt", None, "missing.txt: no such file or directory"),
+    ("e.txt", b"", "e.txt: the document is empty"),
+    ("a.docx", b"x", "a.docx: unsupported file type"),
+    ("l.txt", b"\xff\xfe\x00x", "l.txt: not UTF-8"),
+])
+def test_bad_documents(capsys, tmp_path, name, content, words):
+    if content is not None:
+        (tmp_path / name).write_bytes(content)
+    code, out, err = run_cli(capsys, "ask", "--docs", str(tmp_path / name), "--question", "q?")
+    assert code == 2 and words in err and "Traceback" not in err
+
+
+def test_empty_question(capsys, tmp_path):
+    (tmp_path / "a.txt").write_text("text")
+    code, _, err = run_cli(capsys, "ask", "--docs", str(tmp_path / "a.txt"), "--question", " ")
+    assert code == 2 and "question is empty" in err
+
+
+def test_validate_reports_errors(capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("strategies:\n  full: {type: full_context, truncate: head}\n")
+    code, _, err = run_cli(capsys, "validate", str(bad))
+    assert code == 2 and f"{bad}:2: field strategies.full.truncate: unknown option" in err
+
+
+@pytest.mark.slow
+def test_corpus_over_window_is_refused_without_traceback(tmp_path, essays_dir):
+    text = "\n\n".join(p.read_text() for p in sorted(essays_dir.glob("*.txt"))[:12])
+    (tmp_path / "long.txt").write_text(text)
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestra.cli.main", "ask", "--docs", str(tmp_path / "long.txt"),
+         "--question", "What is this about?", "--strategy", "full_context"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 2
+    assert "window is 8192 tokens" in proc.stderr and "Traceback" not in proc.stderr
+    assert "truncation" in proc.stderr
