@@ -25,6 +25,7 @@ from typing import Any, Iterable
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from orchestra.errors import ConfigError
+from orchestra.registry import names as registry_names
 from orchestra.registry import resolve
 from orchestra.yaml_lines import Located, load_file, load_located
 
@@ -140,6 +141,10 @@ def check(cfg: PipelineConfig, located: Located, allow_modules: Iterable[str] = 
             names = value if isinstance(value, list) else [value]
             for i, n in enumerate(names):
                 if n is None:
+                    continue
+                # A retriever may also be named by its registered type (built with defaults).
+                if what == "retriever" and isinstance(n, str) and n not in defined \
+                        and n in registry_names("retriever"):
                     continue
                 if not isinstance(n, str) or n not in defined:
                     p = path + (opt,) + ((i,) if isinstance(value, list) else ())

@@ -27,11 +27,19 @@ from orchestra.registry import _BUILTIN, _extra, resolve
 from orchestra.strategies.base import check_question
 from orchestra.types import Answer
 
-# The pipeline `orchestra ask` uses when no file is given (examples/pipelines/embedded.yaml).
+# The pipeline `orchestra ask` uses when no file is given; examples/pipelines/embedded.yaml
+# holds the same (a test keeps them equal).
 DEFAULT_PIPELINE = {
-    "backend": {"type": "transformers", "model": "embedded"},
-    "strategies": {"full": {"type": "full_context"}},
-    "router": {"type": "fixed", "strategy": "full"},
+    "backend": {"type": "transformers", "model": "embedded", "device": "auto"},
+    "retrievers": {"dense": {"type": "dense"}, "bm25": {"type": "bm25"}},
+    "strategies": {
+        "rag": {"type": "rag", "retriever": ["dense", "bm25"], "reorder": "edges"},
+        "full": {"type": "full_context"},
+        "pages": {"type": "kv_pages", "page_size": 64, "top_pages": 16},
+        "agents": {"type": "chain_of_agents"},
+        "mapreduce": {"type": "map_reduce"},
+    },
+    "router": {"type": "self_route", "first": "rag", "fallback": ["full", "pages", "agents"]},
 }
 
 
@@ -99,6 +107,8 @@ class Pipeline:
         def build_retriever(name: str, stack: tuple = ()) -> Any:
             if name in retrievers:
                 return retrievers[name]
+            if name not in cfg.retrievers:
+                return name  # a registered retriever type; the strategy builds it
             if name in stack:
                 raise ConfigError(f"retrievers refer to each other in a cycle: "
                                   f"{' -> '.join(stack + (name,))}")

@@ -18,12 +18,14 @@ def haystack_with_needle(essays_dir, tokenizer, tokens, needle, depth):
 
 
 def test_passkey_at_half_depth_in_4k_tokens(embedded, essays_dir, tmp_path, capsys):
-    key = str(random.Random(7).randint(10000, 99999))
+    # The pass key is phrased as RULER's needle; the bare "The pass key is N." of the
+    # original passkey task is too easy for a 135M model to confuse with a generic definition.
+    key = str(random.Random(7).randint(100000, 999999))
     doc = haystack_with_needle(essays_dir, embedded.tokenizer, 4000,
-                               f"The pass key is {key}. Remember it. {key} is the pass key.", 0.5)
+                               f"The special magic number for Lisbon is {key}.", 0.5)
     path = tmp_path / "haystack.txt"
     path.write_text(doc)
-    code = main(["ask", "--docs", str(path), "--question", "What is the pass key?",
+    code = main(["ask", "--docs", str(path), "--question", "What is the special magic number for Lisbon?",
                  "--strategy", "full_context", "--max-tokens", "24"])
     out = capsys.readouterr().out
     assert code == 0

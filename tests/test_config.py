@@ -112,3 +112,12 @@ def test_invalid_yaml_and_missing_file(tmp_path):
                          ids=lambda p: p.name)
 def test_every_example_pipeline_validates(path):
     validate(path)
+
+
+def test_default_pipeline_is_the_embedded_example():
+    import yaml
+
+    from orchestra.pipeline import DEFAULT_PIPELINE
+
+    example = yaml.safe_load((REPO / "examples" / "pipelines" / "embedded.yaml").read_text())
+    assert example == DEFAULT_PIPELINE

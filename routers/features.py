@@ -1,0 +1,209 @@
+"""Cheap signals a router decides from (a Pre-Route "query profile").
+
+``compute_features(question, corpus, backend, strategies=None)`` returns a flat JSON-able dict;
+the evaluation runner stores it with every results row, and the learned router trains on it, so
+the keys below are a contract (add keys, never rename them):
+
+- ``corpus_tokens``, ``n_documents``, ``max_doc_tokens``: sizes by the backend's tokenizer.
+- ``context_window``, ``effective_window`` (= ``effective_fraction`` x window),
+  ``window_ratio`` and ``effective_ratio`` (corpus tokens over each), ``fits_window`` (the
+  corpus plus the reader prompt fits the window), ``fits_effective``.
+- ``question_tokens``, ``question_words``.
+- ``question_kind`` (``lookup``, ``aggregation`` or ``multi_hop``), ``question_kind_rule`` (the
+  rule that fired, for reasons in words), and the one-hot ``kind_lookup`` / ``kind_aggregation``
+  / ``kind_multi_hop``.
+- When a RAG strategy is among ``strategies``: its retrieval candidates (``retrieve_with_profile``
+  when it has one, else the hits of ``retrieve(question, corpus)``) give ``retrieval_top`` (best
+  score), ``retrieval_margin`` (best minus second), ``retrieval_rel_margin`` (margin over |best|),
+  ``retrieval_lead`` ((best minus the candidates' mean) over |best|), ``retrieval_hits`` and,
+  when the strategy says, ``retrieval_score_kind`` (cosine, bm25, rrf, ...). Raw scores depend
+  on the retriever, so rules use the scale-free ``retrieval_rel_margin``.
+
+Default: the effective window is 1/8 of the nominal one (``DEFAULT_EFFECTIVE_FRACTION``). The
+design notes measured SmolLM2 (window 8192): full context at 12k tokens is truncated and poor,
+and already at 2k it loses to RAG on QA (0.19 vs 0.44 "contains"), while RAG hands the reader
+about 1000-1500 tokens. So full context pays only while the corpus is about as small as what RAG
+would give the reader anyway: 8192 / 8 = 1024 tokens. Larger models tolerate more; raise the
+fraction for them.
+
+Question kinds come from a small rule set (checked in this order, first match wins):
+1. aggregation/summary: asks for the whole (``summar*``, ``overview``, ``main points/ideas/
+   themes``, ``key points``, ``overall``, ``gist``, ``what is the document/text/essay ... about``),
+   counts or lists over it (``how many times``, ``how often``, ``list all``, ``every time/
+   mention``, ``each of the``, ``throughout``, ``most common``), or spans documents (``across
+   the``). Bare ``all`` or ``how many`` are not enough: "How many people live in X?" is a lookup.
+2. multi-hop: joins facts: ``both``, ``compare``, ``difference/relationship between``, ``in
+   common``, ``the same``, ``whose``, a choice between two named things (``..., X or Y?`` with
+   ``which``/``who`` or a comparative such as ``first``, ``older``, ``more``), or a chain of two
+   or more ``of the`` relations ("the director of the film that ...").
+3. lookup: everything else (one fact in one place).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+from orchestra.backends.base import Backend
+from orchestra.corpus import Corpus
+
+from routers import kinds
+
+DEFAULT_EFFECTIVE_FRACTION = 0.125
+# Tokens kept free for the reader's instructions, the question and the answer when checking
+# whether a corpus fits the window without a full-context strategy to ask.
+PROMPT_RESERVE = 256
+
+QUESTION_KINDS = ("lookup", "aggregation", "multi_hop")
+
+# The numeric features the learned router may train on (categorical ones are one-hot above).
+NUMERIC_FEATURES = (
+    "corpus_tokens", "n_documents", "max_doc_tokens", "window_ratio", "effective_ratio",
+    "fits_window", "fits_effective", "question_tokens", "question_words",
+    "kind_lookup", "kind_aggregation", "kind_multi_hop",
+    "retrieval_top", "retrieval_margin", "retrieval_rel_margin", "retrieval_lead",
+)
+
+_AGGREGATION = [
+    ("summary", r"\bsummar(y|ies|ize|ise|izing|ising)\b|\boverview\b|\bgist\b|\brecap\b"),
+    ("main points", r"\b(main|key|central|major)\s+(points?|ideas?|themes?|topics?|arguments?|"
+                    r"findings|takeaways?|messages?|lessons?)\b"),
+    ("overall", r"\boverall\b|\bin general\b|\bas a whole\b"),
+    ("about the whole", r"\bwhat\s+(is|are)\s+(this|the|these)\s+(\w+\s+)?(documents?|texts?|"
+                        r"essays?|articles?|papers?|stor(y|ies)|books?|reports?|transcripts?|"
+                        r"meetings?|passages?|chapters?)\s+(mainly\s+|mostly\s+)?about\b"),
+    ("counting", r"\bhow\s+(many\s+times|often)\b|\bnumber\s+of\s+times\b|\bcount\b"),
+    ("listing", r"\blist\s+(all|every|each|the)\b|\b(name|list|give)\s+all\b|"
+                r"\bevery\s+(time|one|mention|instance|occurrence)\b|\beach\s+of\s+the\b|"
+                r"\bthroughout\b"),
+    ("frequency", r"\bmost\s+(common|frequent|frequently|often)\b|\brecurring\b"),
+    ("across documents", r"\bacross\s+(the|all|these)\b"),
+]
+_MULTI_HOP = [
+    ("both", r"\bboth\b"),
+    ("comparison", r"\bcompar(e|ed|ing|ison)\b|\b(difference|relationship|connection)\s+between\b|"
+                   r"\bin\s+common\b|\bthe\s+same\b"),
+    ("whose", r"\bwhose\b"),
+]
+_COMPARATIVE = (r"\b(which|who|first|earlier|later|older|younger|larger|bigger|smaller|longer|"
+                r"shorter|more|less|fewer|higher|lower|taller|closer|further|farther)\b")
+_CHOICE = re.compile(r",\s*[^,?]+\s+or\s+[^,?]+\?\s*$|\b\w+\s+or\s+\w+\?\s*$", re.I)
+_OF_THE = re.compile(r"\bof\s+(the|a|an|his|her|their|its)\b", re.I)
+
+
+def question_kind(question: str) -> tuple[str, str]:
+    """(kind, rule that fired) by the rule set in the module docstring."""
+    q = question.strip()
+    for rule, pattern in _AGGREGATION:
+        if re.search(pattern, q, re.I):
+            return "aggregation", rule
+    for rule, pattern in _MULTI_HOP:
+        if re.search(pattern, q, re.I):
+            return "multi_hop", rule
+    if _CHOICE.search(q) and re.search(_COMPARATIVE, q, re.I):
+        return "multi_hop", "choice between two"
+    if len(_OF_THE.findall(q)) >= 2:
+        return "multi_hop", "chained relations"
+    return "lookup", "default"
+
+
+def score_profile(hits: Any) -> dict[str, float | int]:
+    """Scale-free statistics of retrieval scores (any order)."""
+    scores = sorted((s for s in (_score(h) for h in hits or ()) if s is not None), reverse=True)
+    if not scores:
+        return {}
+    second = scores[1] if len(scores) > 1 else scores[0]
+    return _profile(scores[0], second, sum(scores) / len(scores), len(scores))
+
+
+def _profile(top: float, second: float, mean: float, n: int) -> dict[str, float | int]:
+    return {
+        "retrieval_top": float(top),
+        "retrieval_margin": float(top - second),
+        "retrieval_rel_margin": float((top - second) / abs(top)) if top else 0.0,
+        "retrieval_lead": float((top - mean) / abs(top)) if top else 0.0,
+        "retrieval_hits": int(n),
+    }
+
+
+def retrieval_profile(strategy: Any, question: str, corpus: Corpus) -> dict[str, float | int]:
+    """The score profile of a RAG strategy's retrieval for this question ({} if it has none)."""
+    with_profile = getattr(strategy, "retrieve_with_profile", None)
+    if with_profile is not None:
+        _, p = with_profile(question, corpus)
+        if p.get("top_score") is None:
+            return {}
+        second = p["second_score"] if p.get("second_score") is not None else p["top_score"]
+        out = _profile(p["top_score"], second, p["mean_score"], p.get("n", 0))
+        if isinstance(p.get("score_kind"), str):
+            out["retrieval_score_kind"] = p["score_kind"]
+        return out
+    return score_profile(retrieval_hits(strategy, question, corpus))
+
+
+def _score(hit: Any) -> float | None:
+    # Retrievers return (chunk, score) pairs, objects with .score, or dicts; accept each.
+    if isinstance(hit, (int, float)):
+        return float(hit)
+    if isinstance(hit, (tuple, list)) and len(hit) >= 2 and isinstance(hit[1], (int, float)):
+        return float(hit[1])
+    if isinstance(hit, Mapping):
+        s = hit.get("score")
+        return float(s) if isinstance(s, (int, float)) else None
+    s = getattr(hit, "score", None)
+    return float(s) if isinstance(s, (int, float)) else None
+
+
+def retrieval_hits(strategy: Any, question: str, corpus: Corpus) -> Any:
+    """Hits of ``strategy.retrieve`` (None when the strategy has no such method)."""
+    retrieve = getattr(strategy, "retrieve", None)
+    if retrieve is None:
+        return None
+    hits = retrieve(question, corpus)
+    # A retrieve() may return (hits, trace) or an object holding the hits.
+    if isinstance(hits, tuple) and len(hits) == 2 and isinstance(hits[0], (list, tuple)):
+        hits = hits[0]
+    if hasattr(hits, "hits"):
+        hits = hits.hits
+    return hits
+
+
+def fits_window(corpus: Corpus, question: str, backend: Backend,
+                strategies: Mapping[str, Any] | None = None) -> bool:
+    """Whether full context could read the whole corpus (asks a full-context strategy if any)."""
+    name = kinds.first_of(strategies or {}, kinds.FULL)
+    if name is not None and hasattr(strategies[name], "fits"):
+        return bool(strategies[name].fits(corpus, question)[0])
+    return corpus.n_tokens + PROMPT_RESERVE <= backend.context_window
+
+
+def compute_features(question: str, corpus: Corpus, backend: Backend,
+                     strategies: Mapping[str, Any] | None = None,
+                     effective_fraction: float = DEFAULT_EFFECTIVE_FRACTION,
+                     retrieval: bool = True) -> dict[str, Any]:
+    """The query profile (keys in the module docstring). ``strategies`` lets a RAG strategy
+    add the retrieval score profile; without it those keys are absent."""
+    window = backend.context_window
+    n_tokens = corpus.n_tokens
+    effective = max(1, int(window * effective_fraction))
+    kind, rule = question_kind(question)
+    feats: dict[str, Any] = {
+        "corpus_tokens": n_tokens,
+        "n_documents": len(corpus.documents),
+        "max_doc_tokens": max(corpus.doc_tokens(d) for d in corpus.documents),
+        "context_window": window,
+        "effective_window": effective,
+        "window_ratio": n_tokens / window,
+        "effective_ratio": n_tokens / effective,
+        "fits_window": fits_window(corpus, question, backend, strategies),
+        "fits_effective": n_tokens <= effective,
+        "question_tokens": backend.count_tokens(question),
+        "question_words": len(question.split()),
+        "question_kind": kind,
+        "question_kind_rule": rule,
+        **{f"kind_{k}": int(k == kind) for k in QUESTION_KINDS},
+    }
+    rag = kinds.first_of(strategies or {}, kinds.RAG)
+    if retrieval and rag is not None:
+        feats.update(retrieval_profile(strategies[rag], question, corpus))
+    return feats

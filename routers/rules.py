@@ -1,0 +1,162 @@
+"""The rules router: decide from measured signals, no model call.
+
+Rules, in order (defaults documented in routers/features.py and below):
+1. The corpus fits the *effective* window (``effective_fraction`` x the backend's window,
+   1/8 by default: 1024 tokens for SmolLM2): read it all (``short`` order: full context first).
+2. An aggregation/summary question over a longer corpus needs every part read: agents first
+   (``aggregation`` order).
+3. A lookup or multi-hop question over a longer corpus: retrieval first (``lookup`` /
+   ``multi_hop`` orders). When a RAG strategy exists its score profile is measured; a flat
+   profile (the best hit under ``weak_rel_margin`` = 5% ahead of the second) means the
+   retriever is unsure, so the ``weak_retrieval`` order is used (KV pages, which select inside
+   attention, then agents, then RAG anyway). Measured with the dense retriever on 4k and 30k
+   needle haystacks: a present needle leads by 62-85%; a "main ideas" question's best hit by
+   1-6% (one outlier 31%); a question whose answer is absent by 1-68% (another needle often
+   matches). Rank-fused (RRF, hybrid) scores are flat by construction, so the test is skipped
+   for them.
+Within an order, the first strategy that exists, that the backend can run and that can take the
+corpus (full context only when the corpus fits the window) wins. Orders name strategy kinds
+(full_context, rag, kv_pages, agents) or a pipeline's own strategy names.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping
+
+from orchestra.errors import ConfigError
+from orchestra.types import Cost, Route
+
+from routers import features as F
+from routers import kinds
+from routers.base import Router
+
+DEFAULT_ORDERS: dict[str, list[str]] = {
+    "short": [kinds.FULL, kinds.RAG, kinds.PAGES, kinds.AGENTS],
+    "aggregation": [kinds.AGENTS, kinds.FULL, kinds.PAGES, kinds.RAG],
+    "multi_hop": [kinds.RAG, kinds.AGENTS, kinds.PAGES, kinds.FULL],
+    "lookup": [kinds.RAG, kinds.PAGES, kinds.AGENTS, kinds.FULL],
+    "weak_retrieval": [kinds.PAGES, kinds.AGENTS, kinds.RAG, kinds.FULL],
+}
+# A best hit under 5% ahead of the second is no clear winner (see the measurements above).
+DEFAULT_WEAK_REL_MARGIN = 0.05
+# Score kinds whose values are fused ranks, not similarities: no margin means anything.
+RANK_SCORES = ("rrf",)
+
+
+def can_read(name: str, strategy: Any, corpus, question: str, backend,
+             feats: Mapping[str, Any]) -> tuple[bool, str]:
+    """(whether ``strategy`` can take this corpus, why not)."""
+    if not strategy.requires <= backend.capabilities:
+        missing = sorted(strategy.requires - backend.capabilities)
+        return False, f"{name} needs {', '.join(missing)}"
+    if kinds.kind_of(name, strategy) == kinds.FULL:
+        fits = feats.get("fits_window")
+        if fits is None:
+            fits = F.fits_window(corpus, question, backend, {name: strategy})
+        if not fits and getattr(strategy, "truncation", None) is None:
+            return False, f"{name} cannot take {feats.get('corpus_tokens')} tokens"
+    elif callable(getattr(strategy, "fits", None)):
+        # Any other strategy that can tell whether it takes this corpus is asked.
+        fits = strategy.fits(corpus, question)
+        if not (fits[0] if isinstance(fits, tuple) else fits):
+            return False, f"{name} cannot take {corpus.n_tokens} tokens"
+    return True, ""
+
+
+def pick(order: list[str], strategies: Mapping[str, Any], corpus, question: str, backend,
+         feats: Mapping[str, Any]) -> tuple[str | None, list[str]]:
+    """The first usable strategy of ``order``, and the notes on those passed over."""
+    notes = []
+    for wanted in order:
+        for name in _candidates(strategies, wanted):
+            ok, why = can_read(name, strategies[name], corpus, question, backend, feats)
+            if ok:
+                return name, notes
+            notes.append(why)
+    return None, notes
+
+
+def _candidates(strategies: Mapping[str, Any], wanted: str) -> list[str]:
+    if wanted in strategies:
+        return [wanted]
+    return kinds.by_kind(strategies).get(wanted, [])
+
+
+class RulesRouter(Router):
+    name = "rules"
+
+    def __init__(self, strategies, effective_fraction: float = F.DEFAULT_EFFECTIVE_FRACTION,
+                 weak_rel_margin: float = DEFAULT_WEAK_REL_MARGIN,
+                 use_retrieval: bool = True, orders: dict[str, list[str]] | None = None):
+        super().__init__(strategies)
+        if not 0 < effective_fraction <= 1:
+            raise ConfigError(f"router 'rules': effective_fraction must be in (0, 1], "
+                              f"got {effective_fraction}")
+        unknown = set(orders or {}) - set(DEFAULT_ORDERS)
+        if unknown:
+            raise ConfigError(f"router 'rules': unknown order(s) {', '.join(sorted(unknown))}; "
+                              f"known: {', '.join(DEFAULT_ORDERS)}")
+        self.effective_fraction = effective_fraction
+        self.weak_rel_margin = weak_rel_margin
+        self.use_retrieval = use_retrieval
+        self.orders = {k: list(v) for k, v in DEFAULT_ORDERS.items()}
+        for k, v in (orders or {}).items():
+            if not isinstance(v, list) or not v:
+                raise ConfigError(f"router 'rules': order {k!r} must be a non-empty list")
+            self.orders[k] = list(v)
+
+    def options(self) -> dict[str, Any]:
+        return {"effective_fraction": self.effective_fraction,
+                "weak_rel_margin": self.weak_rel_margin, "use_retrieval": self.use_retrieval,
+                "orders": self.orders}
+
+    def route(self, question, corpus, backend) -> Route:
+        t0 = time.perf_counter()
+        strategies = self.available(backend)
+        if not strategies:
+            raise ConfigError(f"router 'rules': none of {', '.join(self.strategies)} runs on "
+                              f"the {backend.name} backend")
+        # Retrieval is the one costly signal: measure it only where it changes the decision.
+        feats = F.compute_features(question, corpus, backend, strategies,
+                                   self.effective_fraction, retrieval=False)
+        situation, why = self._situation(question, corpus, backend, strategies, feats)
+        name, notes = pick(self.orders[situation], strategies, corpus, question, backend, feats)
+        if name is None:
+            name = next(iter(strategies))
+            why += f"; none of {self.orders[situation]} is usable here, so {name}"
+        else:
+            why += f" -> {name}"
+        if notes:
+            why += f" (passed over: {'; '.join(notes)})"
+        signals = {k: feats[k] for k in (
+            "corpus_tokens", "context_window", "effective_window", "fits_window",
+            "question_kind", "question_kind_rule", "retrieval_top", "retrieval_margin",
+            "retrieval_rel_margin", "retrieval_lead") if k in feats}
+        signals["situation"] = situation
+        return Route(strategy=name, reason=why, signals=signals, router=self.name,
+                     cost=Cost(wall_seconds=time.perf_counter() - t0))
+
+    def _situation(self, question, corpus, backend, strategies, feats) -> tuple[str, str]:
+        size = (f"corpus of {feats['corpus_tokens']} tokens "
+                f"{'within' if feats['fits_effective'] else 'over'} the effective window of "
+                f"{feats['effective_window']} ({self.effective_fraction:g} of "
+                f"{feats['context_window']})")
+        if feats["fits_effective"]:
+            return "short", size
+        kind = feats["question_kind"]
+        what = f"{size}; {kind.replace('_', '-')} question ({feats['question_kind_rule']})"
+        if kind == "aggregation":
+            return "aggregation", what
+        rag = kinds.first_of(strategies, kinds.RAG)
+        if self.use_retrieval and rag is not None:
+            feats.update(F.retrieval_profile(strategies[rag], question, corpus))
+            if "retrieval_rel_margin" in feats and \
+                    feats.get("retrieval_score_kind") not in RANK_SCORES:
+                m = feats["retrieval_rel_margin"]
+                weak = m < self.weak_rel_margin
+                what += (f"; retrieval {'flat' if weak else 'peaked'} (best hit "
+                         f"{100 * m:.0f}% ahead of the second)")
+                if weak:
+                    return "weak_retrieval", what
+        return kind, what

@@ -1,0 +1,173 @@
+"""Self-Route (Li et al., 2024): answer with RAG first, letting the model decline.
+
+The first strategy (RAG by default) reads with ``may_decline=True``: the reader is told it may
+reply "unanswerable" when the retrieved passages lack the answer. An answer is accepted as is;
+a declined one escalates to the first usable ``fallback`` strategy: full context when the corpus
+fits the window, else KV pages or agents (the default order). The failed attempt's cost is the
+cost of routing: it is in ``answer.route.cost`` and added to ``answer.cost``, so a Self-Route
+answer always shows what it really spent.
+
+``route()`` alone cannot know whether RAG will decline; it names the first strategy. The
+Pipeline calls ``route_and_answer``, which reads while deciding.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import time
+from typing import Any
+
+from orchestra.errors import ConfigError, ContextOverflowError
+from orchestra.prompts import UNANSWERABLE
+from orchestra.types import Answer, Cost, Route
+
+from routers import features as F
+from routers import kinds
+from routers.base import Router
+from routers.rules import can_read
+
+DEFAULT_FALLBACK = [kinds.FULL, kinds.PAGES, kinds.AGENTS]
+
+
+# Small readers often decline in their own words instead of the exact "unanswerable".
+_DECLINE = re.compile(
+    r"^\W*(unanswerable|not answerable|"
+    r"(the |this )?(given )?(text|passage|document|context)s? (does|do) not (contain|mention|"
+    r"say|provide|include|specify|state)|"
+    r"there is no (information|mention)|no (information|answer) (is )?(given|provided|found)|"
+    r"(it|this) is not (mentioned|stated|provided)|(i )?cannot (answer|be determined))",
+    re.I)
+
+
+def declined(answer: Answer) -> bool:
+    """Whether the reader said the passages lack the answer ("unanswerable", or a plain
+    "The text does not mention ..." at the start of its reply)."""
+    text = answer.text.strip()
+    return answer.unanswerable or UNANSWERABLE in text.lower()[:40] or bool(_DECLINE.match(text))
+
+
+def accepts_may_decline(strategy: Any) -> bool:
+    try:
+        return "may_decline" in inspect.signature(strategy.answer).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class SelfRouter(Router):
+    name = "self_route"
+
+    def __init__(self, strategies, first: str | None = None,
+                 fallback: list[str] | None = None):
+        super().__init__(strategies)
+        if first is not None and kinds.resolve_name(self.strategies, first) is None:
+            raise ConfigError(f"router 'self_route': first strategy {first!r} is not defined; "
+                              f"defined: {', '.join(self.strategies)}")
+        for f in fallback or ():
+            if kinds.resolve_name(self.strategies, f) is None:
+                raise ConfigError(f"router 'self_route': fallback {f!r} is not defined; "
+                                  f"defined: {', '.join(self.strategies)}")
+        self.first = first
+        self.fallback = list(fallback) if fallback is not None else None
+
+    def options(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.first is not None:
+            out["first"] = self.first
+        if self.fallback is not None:
+            out["fallback"] = self.fallback
+        return out
+
+    # -- decisions ------------------------------------------------------------------------
+    def _first(self, strategies) -> str | None:
+        name = kinds.resolve_name(strategies, self.first or kinds.RAG)
+        if name is not None and accepts_may_decline(strategies[name]):
+            return name
+        return None
+
+    def _escalation(self, question, corpus, backend, strategies, skip: str | None
+                    ) -> tuple[str | None, list[str], dict]:
+        feats = {"corpus_tokens": corpus.n_tokens,
+                 "fits_window": F.fits_window(corpus, question, backend, strategies)}
+        notes = []
+        for wanted in self.fallback or DEFAULT_FALLBACK:
+            names = [wanted] if wanted in strategies else kinds.by_kind(strategies).get(wanted, [])
+            for name in names:
+                if name == skip:
+                    continue
+                ok, why = can_read(name, strategies[name], corpus, question, backend, feats)
+                if ok:
+                    return name, notes, feats
+                notes.append(why)
+        return None, notes, feats
+
+    def route(self, question, corpus, backend) -> Route:
+        t0 = time.perf_counter()
+        strategies = self.available(backend)
+        first = self._first(strategies)
+        if first is not None:
+            return Route(strategy=first, router=self.name, signals={"stage": "first"},
+                         reason=f"Self-Route: {first} first; escalate if it declines",
+                         cost=Cost(wall_seconds=time.perf_counter() - t0))
+        name, notes, feats = self._escalation(question, corpus, backend, strategies, None)
+        if name is None:
+            raise ConfigError("router 'self_route': no strategy can read this corpus "
+                              f"({'; '.join(notes) or 'none available'})")
+        return Route(strategy=name, router=self.name, signals={"stage": "no_first", **feats},
+                     reason=f"Self-Route: no strategy that may decline is defined (RAG); "
+                            f"{name} reads directly",
+                     cost=Cost(wall_seconds=time.perf_counter() - t0))
+
+    def route_and_answer(self, question, corpus, backend) -> Answer:
+        strategies = self.available(backend)
+        first = self._first(strategies)
+        if first is None:
+            return super().route_and_answer(question, corpus, backend)
+        t0 = time.perf_counter()
+        attempt = strategies[first].answer(question, corpus, may_decline=True)
+        if not declined(attempt):
+            attempt.route = Route(
+                strategy=first, router=self.name,
+                reason=f"Self-Route: {first} answered from its passages (did not decline)",
+                signals={"first": first, "declined": False},
+                cost=Cost(wall_seconds=max(0.0, time.perf_counter() - t0
+                                           - attempt.cost.wall_seconds)))
+            return attempt
+        tried = [first]
+        name, notes, feats = self._escalation(question, corpus, backend, strategies, first)
+        while name is not None:
+            try:
+                final = strategies[name].answer(question, corpus)
+            except ContextOverflowError as e:
+                # A strategy's own size check is the authority; move on to the next.
+                notes.append(f"{name}: {e}")
+                tried.append(name)
+                rest = {n: s for n, s in strategies.items() if n not in tried}
+                name, more, _ = self._escalation(question, corpus, backend, rest, None)
+                notes += more
+                continue
+            break
+        else:
+            attempt.route = Route(
+                strategy=first, router=self.name,
+                reason=f"Self-Route: {first} declined and no fallback can read this corpus "
+                       f"({'; '.join(notes) or 'none defined'}); keeping its reply",
+                signals={"first": first, "declined": True, **feats},
+                cost=Cost(wall_seconds=max(0.0, time.perf_counter() - t0
+                                           - attempt.cost.wall_seconds)))
+            return attempt
+        # The declined attempt is what routing cost.
+        routing = attempt.cost.model_copy()
+        routing.wall_seconds = max(0.0, time.perf_counter() - t0 - final.cost.wall_seconds)
+        size = ("fits the window" if feats["fits_window"] else "exceeds the window")
+        final.route = Route(
+            strategy=name, router=self.name,
+            reason=f"Self-Route: {first} declined (\"{attempt.text.strip()[:40]}\"); corpus of "
+                   f"{feats['corpus_tokens']} tokens {size} -> {name}"
+                   + (f" (passed over: {'; '.join(notes)})" if notes else ""),
+            signals={"first": first, "declined": True, "first_text": attempt.text[:200],
+                     **feats},
+            cost=routing)
+        final.cost = final.cost + routing
+        final.trace.extend(attempt.trace, prefix=f"self_route.{first}.")
+        return final
