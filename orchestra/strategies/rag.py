@@ -1,0 +1,188 @@
+"""Strategy 2: read only what a retriever finds, in the order the reader reads best.
+
+Retrieve until ``top_k_tokens`` (counted with the backend's tokenizer) are filled, drop
+near-duplicate chunks, reorder (``document_order`` by default), read once. The Answer cites the
+exact character spans the reader was given, and its Cost is what the backend measured for that
+prompt. ``retrieve_with_profile`` gives routers the same selection and its score profile
+without a model call.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from contextlib import nullcontext
+from typing import Any, Sequence
+
+from orchestra.corpus import Corpus
+from orchestra.errors import ConfigError, InputError
+from orchestra.prompts import UNANSWERABLE, format_passages
+from orchestra.strategies.base import Strategy, check_question
+from orchestra.types import Answer, Evidence, Trace
+from retrievers.base import Retriever, ScoredChunk, make_retriever, score_profile
+from retrievers.reorder import check_policy, reorder
+
+# Measured with benchmarks/rag_sweep.py (dense, 128-token chunks, document order): evidence
+# recall was 1.00 at 768 tokens on 30 SQuAD questions in 16k-token haystacks and 4 needles
+# (0.97 at 384); the embedded reader's contains was the same at 384, 768 and 1152 (QA1 0.33 on
+# 6 questions, NIAH 1.00 on 2, 8k tokens). 768 keeps full recall at ~750 prompt tokens, below
+# the 1,000-1,300 of LangChain's top-6, and leaves the small reader little to get lost in.
+DEFAULT_TOP_K_TOKENS = 768
+NOT_FOUND = "No passage in the documents matches the question."
+_WORD = re.compile(r"\w+")
+
+
+def _shingles(text: str, n: int = 3) -> set[tuple[str, ...]]:
+    words = _WORD.findall(text.lower())
+    return {tuple(words[i:i + n]) for i in range(max(1, len(words) - n + 1))}
+
+
+class RAG(Strategy):
+    name = "rag"
+
+    def __init__(self, backend, retriever: Any = None, top_k_tokens: int = DEFAULT_TOP_K_TOKENS,
+                 reorder: str = "document_order", dedup_threshold: float = 0.8, **kw):
+        super().__init__(backend, **kw)
+        # options() returns the retriever as given (None, a name, a dict, an instance or a list
+        # of them), so a pipeline writes the names it built them under.
+        self._given_retriever = list(retriever) if isinstance(retriever, tuple) else retriever
+        if retriever is None:
+            retriever = "dense"
+        if isinstance(retriever, (list, tuple)):
+            from retrievers.hybrid import HybridRetriever
+
+            retriever = (make_retriever(retriever[0], backend) if len(retriever) == 1
+                         else HybridRetriever(backend, retrievers=list(retriever)))
+        self.retriever: Retriever = make_retriever(retriever, backend)
+        if not isinstance(top_k_tokens, int) or top_k_tokens < 1:
+            raise ConfigError(f"strategy 'rag': top_k_tokens must be a positive integer, "
+                              f"got {top_k_tokens!r}")
+        chunk_tokens = getattr(self.retriever, "chunk_tokens", None)
+        if chunk_tokens and top_k_tokens < chunk_tokens:
+            raise ConfigError(
+                f"strategy 'rag': top_k_tokens={top_k_tokens} is smaller than one chunk of the "
+                f"{self.retriever.name} retriever ({chunk_tokens} tokens); raise top_k_tokens or "
+                "give the retriever a smaller chunk_tokens")
+        if not 0 < dedup_threshold <= 1:
+            raise ConfigError(f"strategy 'rag': dedup_threshold must be in (0, 1], "
+                              f"got {dedup_threshold}")
+        self.top_k_tokens = top_k_tokens
+        self.reorder = check_policy(reorder)
+        self.dedup_threshold = float(dedup_threshold)
+
+    def options(self) -> dict[str, Any]:
+        return {**super().options(), "retriever": self._given_retriever, "top_k_tokens": self.top_k_tokens,
+                "reorder": self.reorder, "dedup_threshold": self.dedup_threshold}
+
+    # -- selection (no model call) -----------------------------------------------------------
+    def budget(self, question: str) -> int:
+        """Context tokens: top_k_tokens, or less when the window cannot hold that much."""
+        overhead = self.backend.count_prompt_tokens(self.reader_request("", question).messages)
+        room = self.backend.context_window - overhead - self.max_tokens
+        return max(0, min(self.top_k_tokens, room))
+
+    def retrieve(self, question: str, corpus: Corpus) -> list[ScoredChunk]:
+        """The chunks the reader would be given, in the order it would read them."""
+        return self.retrieve_with_profile(question, corpus)[0]
+
+    def retrieve_with_profile(self, question: str, corpus: Corpus
+                              ) -> tuple[list[ScoredChunk], dict[str, Any]]:
+        question = check_question(question)
+        if not isinstance(corpus, Corpus):
+            raise InputError(f"RAG needs a Corpus, got {type(corpus).__name__}")
+        budget = self.budget(question)
+        per = getattr(self.retriever, "chunk_tokens", None) or 128
+        # Index and search under the retriever's lock: a shared retriever indexing another
+        # corpus in between would answer from the wrong documents.
+        with getattr(self.retriever, "_lock", None) or nullcontext():
+            t0 = time.perf_counter()
+            self.retriever.index(corpus)
+            t_index = time.perf_counter() - t0
+            n_chunks = len(self.retriever.chunks or []) or 1
+            # Enough candidates to fill the budget even after duplicates and oversize chunks drop.
+            depth = min(n_chunks, max(8, 2 * math.ceil(budget / per) + 4))
+            t1 = time.perf_counter()
+            candidates = self.retriever.retrieve(question, depth)
+            t_search = time.perf_counter() - t1
+        selected, used, dup, too_big, smallest = [], 0, 0, 0, None
+        sep = self.backend.count_tokens("\n\n")
+        kept_shingles: list[set] = []
+        for sc in candidates:
+            sh = _shingles(sc.chunk.text)
+            if any(_overlap(sh, o) >= self.dedup_threshold for o in kept_shingles):
+                dup += 1
+                continue
+            cost = self.backend.count_tokens(sc.chunk.text.strip()) + (sep if selected else 0)
+            smallest = cost if smallest is None else min(smallest, cost)
+            if used + cost > budget:
+                too_big += 1
+                continue
+            selected.append(sc)
+            kept_shingles.append(sh)
+            used += cost
+            if budget - used < 8:
+                break
+        if candidates and not selected:
+            raise ConfigError(
+                f"strategy 'rag': the context budget ({budget} tokens) is smaller than any "
+                f"retrieved chunk (the smallest has {smallest} tokens); raise top_k_tokens or use "
+                "smaller chunks")
+        ordered = reorder(selected, self.reorder)
+        profile = {
+            **score_profile(candidates),
+            "retriever": self.retriever.name,
+            "score_kind": getattr(self.retriever, "score_kind", "score"),
+            "candidates": len(candidates),
+            "selected": len(selected),
+            "selected_tokens": used,
+            "budget": budget,
+            "duplicates_dropped": dup,
+            "over_budget_skipped": too_big,
+            "corpus_chunks": n_chunks,
+            "reorder": self.reorder,
+            "index_seconds": t_index,
+            "search_seconds": t_search,
+            "index_from_cache": bool(getattr(self.retriever, "loaded_from_cache", False)),
+        }
+        return ordered, profile
+
+    # -- answering ---------------------------------------------------------------------------
+    def answer(self, question: str, corpus: Corpus, may_decline: bool = False) -> Answer:
+        """Answer from retrieved passages; ``may_decline`` lets the reader say 'unanswerable'."""
+        question = check_question(question)
+        t0 = time.perf_counter()
+        ans = self._answer(question, corpus, may_decline=may_decline)
+        ans.cost.wall_seconds = time.perf_counter() - t0
+        return ans
+
+    def _answer(self, question: str, corpus: Corpus, may_decline: bool = False) -> Answer:
+        trace = Trace()
+        with trace.step("retrieve") as st:
+            chunks, profile = self.retrieve_with_profile(question, corpus)
+            st.detail.update(profile)
+        if not chunks:
+            # Nothing matched: reading an empty context would only invite an invented answer.
+            return Answer(question=question, text=UNANSWERABLE if may_decline else NOT_FOUND,
+                          strategy=self.name, trace=trace, unanswerable=True)
+        context = format_passages([c.chunk for c in chunks])
+        ans = self.read(context, question, [c.chunk for c in chunks], trace,
+                        may_decline=may_decline)
+        ans.evidence = [_evidence(c) for c in chunks]
+        return ans
+
+
+def _overlap(a: set, b: set) -> float:
+    """Share of the smaller shingle set found in the other (1.0: one contains the other)."""
+    if not a or not b:
+        return 0.0
+    return len(a & b) / min(len(a), len(b))
+
+
+def _evidence(sc: ScoredChunk) -> Evidence:
+    """The exact span given to the reader: format_passages strips each chunk's whitespace."""
+    c = sc.chunk
+    lead = len(c.text) - len(c.text.lstrip())
+    trail = len(c.text) - len(c.text.rstrip())
+    return Evidence(chunk_id=c.id, doc_id=c.doc_id, start=c.start + lead,
+                    end=c.end - trail, score=sc.score)

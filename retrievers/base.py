@@ -1,0 +1,229 @@
+"""The retriever interface: ``index(corpus)``, then ``retrieve(question, k) -> [ScoredChunk]``.
+
+Each retriever chooses its own chunking (``corpus.chunk(chunk_tokens, overlap)``): a dense
+retriever wants chunks its embedder can read whole, a lexical one does not care. Indexes persist
+under ``cache_dir("indexes", <name>)`` in one ``.npz`` file per (corpus, settings), written with
+``atomic_file`` so a crash never leaves a half-written index; an unreadable file is rebuilt with a
+warning. Subclasses implement ``_build``, ``_retrieve`` and, to persist, ``_state`` /
+``_load_state``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import threading
+import warnings
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+
+from orchestra.cache import atomic_file, cache_dir, stable_hash
+from orchestra.corpus import Chunk, Corpus
+from orchestra.errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+# Bump when the layout of stored index files changes, so old files are not misread.
+INDEX_FORMAT = 1
+
+
+class IndexCacheWarning(UserWarning):
+    """A stored index could not be read and was rebuilt."""
+
+
+@dataclass(frozen=True)
+class ScoredChunk:
+    chunk: Chunk
+    score: float
+
+    @property
+    def id(self) -> str:
+        return self.chunk.id
+
+    @property
+    def text(self) -> str:
+        return self.chunk.text
+
+
+def score_profile(scored: Sequence[ScoredChunk]) -> dict[str, Any]:
+    """Cheap signals about how sure retrieval is, for routers (no model call needed)."""
+    s = sorted((float(c.score) for c in scored), reverse=True)
+    if not s:
+        return {"n": 0, "top_score": None, "second_score": None, "margin": None,
+                "mean_score": None, "top_minus_mean": None}
+    mean = statistics.fmean(s)
+    return {
+        "n": len(s),
+        "top_score": s[0],
+        "second_score": s[1] if len(s) > 1 else None,
+        "margin": s[0] - s[1] if len(s) > 1 else None,
+        "mean_score": mean,
+        "top_minus_mean": s[0] - mean,
+    }
+
+
+def check_chunking(name: str, chunk_tokens: Any, overlap: Any) -> tuple[int, int]:
+    try:
+        chunk_tokens, overlap = int(chunk_tokens), int(overlap)
+    except (TypeError, ValueError):
+        raise ConfigError(f"retriever {name!r}: chunk_tokens and overlap must be integers, "
+                          f"got {chunk_tokens!r} and {overlap!r}") from None
+    if chunk_tokens < 1:
+        raise ConfigError(f"retriever {name!r}: chunk_tokens must be at least 1, got {chunk_tokens}")
+    if not 0 <= overlap < chunk_tokens:
+        raise ConfigError(f"retriever {name!r}: overlap must be in [0, chunk_tokens={chunk_tokens}),"
+                          f" got {overlap}")
+    return chunk_tokens, overlap
+
+
+class Retriever(ABC):
+    name: ClassVar[str] = "retriever"
+    # What the scores mean; routers compare score profiles only within one kind.
+    score_kind: ClassVar[str] = "score"
+    # 128 tokens of SmolLM2's tokenizer are ~130-170 MiniLM word pieces: within its 256 limit.
+    default_chunk_tokens: ClassVar[int] = 128
+    default_overlap: ClassVar[int] = 16
+    persistent: ClassVar[bool] = True
+
+    def __init__(self, backend: Any = None, chunk_tokens: int | None = None,
+                 overlap: int | None = None, cache: bool = True):
+        # ``backend`` is accepted so a pipeline can build every component the same way.
+        self.backend = backend
+        self.chunk_tokens, self.overlap = check_chunking(
+            self.name, chunk_tokens or self.default_chunk_tokens,
+            self.default_overlap if overlap is None else overlap)
+        self.cache = bool(cache)
+        self.chunks: list[Chunk] | None = None
+        self.corpus: Corpus | None = None
+        self._key: str | None = None
+        self._lock = threading.RLock()
+        self.loaded_from_cache = False
+
+    # -- public API --------------------------------------------------------------------------
+    def index(self, corpus: Corpus) -> "Retriever":
+        """Index ``corpus`` (a no-op when it is the corpus already indexed)."""
+        if not isinstance(corpus, Corpus):
+            raise InputError(f"index() needs a Corpus, got {type(corpus).__name__}")
+        with self._lock:
+            if corpus is self.corpus:
+                return self
+            chunks = corpus.chunk(self.chunk_tokens, self.overlap)
+            key = self.cache_key(corpus, chunks)
+            if key == self._key:
+                self.corpus = corpus
+                return self
+            self._build_or_load(corpus, chunks, key)
+            self.chunks, self.corpus, self._key = chunks, corpus, key
+        return self
+
+    def retrieve(self, question: str, k: int = 5) -> list[ScoredChunk]:
+        """The ``k`` best chunks for ``question``, best first (fewer when fewer match)."""
+        if not isinstance(question, str) or not question.strip():
+            raise InputError("the question is empty")
+        if not isinstance(k, int) or k < 1:
+            raise InputError(f"k must be a positive integer, got {k!r}")
+        with self._lock:
+            if self.chunks is None:
+                raise InputError(f"the {self.name} retriever has no index: call index(corpus) "
+                                 "first")
+            if not self.chunks:
+                return []
+            return self._retrieve(question.strip(), min(k, len(self.chunks)))
+
+    def options(self) -> dict[str, Any]:
+        """Settings that rebuild this retriever (pipeline.to_yaml writes them)."""
+        return {"chunk_tokens": self.chunk_tokens, "overlap": self.overlap, "cache": self.cache}
+
+    def spec(self) -> dict[str, Any]:
+        """``{"type": name, **options}``: enough to rebuild this retriever from YAML."""
+        return {"type": self.name, **self.options()}
+
+    @property
+    def is_indexed(self) -> bool:
+        return self.chunks is not None
+
+    # -- persistence -------------------------------------------------------------------------
+    def index_settings(self) -> dict[str, Any]:
+        """The settings an index depends on (cache key); ``cache`` itself does not matter."""
+        return {k: v for k, v in self.options().items() if k != "cache"}
+
+    def cache_key(self, corpus: Corpus, chunks: Sequence[Chunk]) -> str:
+        # Chunk ids pin the tokenizer too: the same text chunked by another tokenizer differs.
+        return stable_hash(INDEX_FORMAT, self.name, self.index_settings(), corpus.hash,
+                           [c.id for c in chunks])
+
+    def index_path(self, corpus: Corpus, key: str) -> Path:
+        return cache_dir("indexes", self.name) / f"{corpus.hash}-{key}.npz"
+
+    def _build_or_load(self, corpus: Corpus, chunks: list[Chunk], key: str) -> None:
+        self.loaded_from_cache = False
+        path = self.index_path(corpus, key) if (self.cache and self.persistent) else None
+        if path is not None and path.exists():
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    state = {k: z[k] for k in z.files}
+                meta = json.loads(str(state.pop("__meta__")))
+                if meta.get("key") != key or meta.get("n_chunks") != len(chunks):
+                    raise ValueError("it belongs to another corpus or settings")
+                self._load_state(state, chunks)
+                self.loaded_from_cache = True
+                log.info("loaded %s index from %s", self.name, path)
+                return
+            except Exception as e:  # any unreadable file is rebuilt, never trusted
+                warnings.warn(f"{self.name} index file {path} is corrupt or partial ({e}); "
+                              "rebuilding it", IndexCacheWarning, stacklevel=3)
+        self._build(chunks, corpus)
+        if path is not None:
+            state = self._state()
+            if state is not None:
+                meta = json.dumps({"key": key, "n_chunks": len(chunks), "name": self.name,
+                                   "format": INDEX_FORMAT})
+                with atomic_file(path) as f:
+                    np.savez(f, __meta__=np.array(meta), **state)
+
+    # -- for subclasses ----------------------------------------------------------------------
+    @abstractmethod
+    def _build(self, chunks: list[Chunk], corpus: Corpus) -> None: ...
+
+    @abstractmethod
+    def _retrieve(self, question: str, k: int) -> list[ScoredChunk]: ...
+
+    def _state(self) -> dict[str, np.ndarray] | None:
+        """Arrays that restore the index (None: nothing to persist)."""
+        return None
+
+    def _load_state(self, state: dict[str, np.ndarray], chunks: list[Chunk]) -> None:
+        raise ValueError(f"{self.name} indexes are not persisted")
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
+        return f"{type(self).__name__}({opts})"
+
+
+def make_retriever(spec: Any, backend: Any = None) -> Retriever:
+    """A Retriever from an instance, a registered name ("dense") or a dict with a ``type``."""
+    from orchestra.registry import resolve
+
+    if isinstance(spec, Retriever):
+        return spec
+    if isinstance(spec, str):
+        spec = {"type": spec}
+    if isinstance(spec, dict):
+        spec = dict(spec)
+        type_name = spec.pop("type", None)
+        if not type_name:
+            raise ConfigError(f"a retriever setting needs a 'type' (one of bm25, dense, hybrid, "
+                              f"graph), got {spec!r}")
+        cls = resolve("retriever", type_name)
+        try:
+            return cls(backend=backend, **spec)
+        except TypeError as e:
+            raise ConfigError(f"retriever {type_name!r}: {e}") from None
+    if callable(getattr(spec, "retrieve", None)) and callable(getattr(spec, "index", None)):
+        return spec  # duck-typed retrievers (adapters) are used as they are
+    raise ConfigError(f"cannot build a retriever from {type(spec).__name__} {spec!r}")
