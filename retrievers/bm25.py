@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from functools import lru_cache
 
@@ -58,6 +59,9 @@ class BM25Retriever(Retriever):
 
     def _new(self):
         import bm25s
+
+        # bm25s sets its own logger to DEBUG, which floods any root handler (the CLI's).
+        logging.getLogger("bm25s").setLevel(logging.WARNING)
 
         return bm25s.BM25(k1=self.k1, b=self.b)
 

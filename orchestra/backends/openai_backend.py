@@ -1,0 +1,326 @@
+"""The ``openai`` backend: any OpenAI-compatible chat-completions server over HTTP.
+
+Works with ``vllm serve``, llama.cpp's server and ``orchestra serve``. A batch is sent as
+concurrent requests (the server batches them). Token counts of generations come from the
+server's ``usage``; counting text (for chunking and budgets) uses, in order of preference, a
+local Hugging Face tokenizer directory (``tokenizer=``; ``"embedded"`` is the embedded model's),
+or the server's ``/tokenize`` endpoint, and otherwise fails saying how to fix it.
+
+Connection errors, timeouts, 429 and 5xx are retried ``max_retries`` times with exponential
+backoff (honouring ``Retry-After``); then a BackendError names the URL, attempts and cause.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Sequence
+from urllib.parse import urlsplit
+
+from orchestra.backends.base import (
+    BATCHING,
+    PREFIX_CACHE,
+    Backend,
+    GenerationRequest,
+    GenerationResult,
+    Message,
+    Tokenizer,
+    check_requests,
+)
+from orchestra.errors import BackendError, ConfigError
+
+RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class ServerTokenizer(Tokenizer):
+    """Counts and offsets from the server's /tokenize (offsets need ``orchestra serve``)."""
+
+    def __init__(self, backend: "OpenAIBackend"):
+        self.backend = backend
+        # Strategies count the same chunks again and again; each count is an HTTP call.
+        self.count = functools.lru_cache(maxsize=8192)(self._count)  # type: ignore[method-assign]
+
+    def _tokenize(self, text: str, offsets: bool) -> dict:
+        body = {"prompt": text, "add_special_tokens": False}
+        if self.backend.model:
+            body["model"] = self.backend.model
+        if offsets:
+            body["return_offsets"] = True
+        return self.backend._call("POST", self.backend.root_url + "/tokenize", body).json()
+
+    def count(self, text: str) -> int:  # replaced per instance by a cached _count
+        return self._count(text)
+
+    def _count(self, text: str) -> int:
+        data = self._tokenize(text, False)
+        return int(data["count"]) if "count" in data else len(data["tokens"])
+
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        data = self._tokenize(text, True)
+        if "offsets" not in data:
+            raise BackendError(
+                f"the server at {self.backend.root_url} counts tokens but gives no character "
+                "offsets, which chunking documents needs; give the openai backend "
+                "tokenizer=<local Hugging Face tokenizer directory> (or 'embedded')"
+            )
+        return [(int(a), int(b)) for a, b in data["offsets"]]
+
+
+class OpenAIBackend(Backend):
+    name = "openai"
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000/v1",
+        model: str | None = None,
+        api_key: str | None = None,
+        tokenizer: str | None = None,
+        context_window: int | None = None,
+        timeout: float = 120.0,
+        connect_timeout: float = 5.0,
+        max_retries: int = 3,
+        backoff: float = 0.5,
+        max_backoff: float = 8.0,
+        concurrency: int = 8,
+        prefix_cache: bool = False,
+        trust_env: bool = True,
+    ):
+        import httpx
+
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"openai backend: base_url must be an http(s) URL, "
+                              f"not {base_url!r}")
+        base = base_url.rstrip("/")
+        if not parts.path.strip("/"):
+            base += "/v1"
+        self.base_url = base
+        # vLLM and llama.cpp serve /tokenize beside /v1, not under it.
+        self.root_url = base[: -len("/v1")] if base.endswith("/v1") else base
+        if max_retries < 0 or concurrency < 1 or timeout <= 0:
+            raise ConfigError("openai backend: max_retries >= 0, concurrency >= 1 and "
+                              "timeout > 0 are required")
+        self.model = model
+        self.max_retries = int(max_retries)
+        self.backoff = float(backoff)
+        self.max_backoff = float(max_backoff)
+        self.timeout = float(timeout)
+        self.concurrency = int(concurrency)
+        self.prefix_cache = bool(prefix_cache)
+        self._tokenizer_option = tokenizer
+        self._window = context_window
+        self._tok: Tokenizer | None = None
+        self._hf = None  # a local HF tokenizer, when given
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(self.timeout, connect=float(connect_timeout)),
+            limits=httpx.Limits(max_connections=self.concurrency + 2),
+            headers=headers, trust_env=trust_env,
+        )
+        self._options = {k: v for k, v in {
+            "base_url": base_url, "model": model, "tokenizer": tokenizer,
+            "context_window": context_window}.items() if v is not None}
+        if tokenizer is not None:
+            self._load_local_tokenizer(tokenizer)
+
+    # -- HTTP -----------------------------------------------------------------------------
+    def _call(self, method: str, url: str, body: dict | None = None):
+        import httpx
+
+        attempts = self.max_retries + 1
+        cause = ""
+        for attempt in range(attempts):
+            wait = min(self.max_backoff, self.backoff * (2 ** attempt))
+            try:
+                r = self._client.request(method, url, json=body)
+            except httpx.TimeoutException:
+                cause = f"no reply within the {self.timeout:g} s timeout"
+            except httpx.TransportError as e:
+                cause = f"could not connect ({e or type(e).__name__}); is the server running?"
+            else:
+                if r.status_code < 400:
+                    return r
+                message = _error_message(r)
+                if r.status_code not in RETRY_STATUS:
+                    raise BackendError(f"openai backend: {method} {url} was refused with HTTP "
+                                       f"{r.status_code}: {message}")
+                cause = f"HTTP {r.status_code}: {message}"
+                wait = min(self.max_backoff, _retry_after(r) or wait)
+            if attempt + 1 < attempts:
+                time.sleep(wait)
+        raise BackendError(f"openai backend: {method} {url} failed after {attempts} "
+                           f"attempt{'s' if attempts > 1 else ''} ({self.max_retries} "
+                           f"retr{'ies' if self.max_retries != 1 else 'y'}): {cause}")
+
+    def _models(self) -> list[dict]:
+        data = self._call("GET", self.base_url + "/models").json().get("data") or []
+        if not data:
+            raise BackendError(f"openai backend: the server at {self.base_url} lists no models")
+        return data
+
+    def _model_entry(self) -> dict:
+        models = self._models()
+        if self.model is None:
+            return models[0]
+        for m in models:
+            if m.get("id") == self.model:
+                return m
+        raise BackendError(f"openai backend: model {self.model!r} is not served at "
+                           f"{self.base_url}; it serves {', '.join(str(m.get('id')) for m in models)}")
+
+    def _model_name(self) -> str:
+        if self.model is None:
+            self.model = str(self._model_entry()["id"])
+        return self.model
+
+    # -- protocol -------------------------------------------------------------------------
+    @property
+    def context_window(self) -> int:
+        if self._window is None:
+            entry = self._model_entry()
+            meta = entry.get("meta") or {}
+            window = entry.get("max_model_len") or meta.get("n_ctx") or meta.get("n_ctx_train")
+            if not window:
+                raise ConfigError(f"openai backend: the server at {self.base_url} does not say "
+                                  "its context window; give context_window=")
+            self._window = int(window)
+        return self._window
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return frozenset({BATCHING, PREFIX_CACHE} if self.prefix_cache else {BATCHING})
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        if self._tok is None:
+            self._tok = self._server_tokenizer()
+        return self._tok
+
+    def describe(self) -> dict:
+        return {"type": self.name, **self._options}  # never the API key
+
+    def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
+        msgs = [m.model_dump() if isinstance(m, Message) else dict(m) for m in messages]
+        if self._hf is not None:
+            text = self._hf.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+            return len(self._hf(text, add_special_tokens=False)["input_ids"])
+        self.tokenizer  # fails clearly when the server cannot count
+        body = {"model": self._model_name(), "messages": msgs, "add_generation_prompt": True}
+        data = self._call("POST", self.root_url + "/tokenize", body).json()
+        return int(data["count"]) if "count" in data else len(data["tokens"])
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        requests = check_requests(requests)
+        self._model_name()
+        if len(requests) == 1:
+            return [self._generate_one(requests[0])]
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.concurrency,
+                                                thread_name_prefix="orchestra-openai")
+        return list(self._pool.map(self._generate_one, requests))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+        self._client.close()
+
+    # -- implementation -------------------------------------------------------------------
+    def _generate_one(self, req: GenerationRequest) -> GenerationResult:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": [m.model_dump() for m in req.messages],
+            "max_tokens": req.max_tokens,
+            "temperature": req.temperature,
+        }
+        if req.stop:
+            body["stop"] = list(req.stop)
+        if req.seed is not None:
+            body["seed"] = req.seed
+        t0 = time.perf_counter()
+        data = self._call("POST", self.base_url + "/chat/completions", body).json()
+        seconds = time.perf_counter() - t0
+        try:
+            choice = data["choices"][0]
+            text = choice["message"].get("content") or ""
+        except (KeyError, IndexError, TypeError, AttributeError):
+            raise BackendError(f"openai backend: the server's reply has no choices[0].message: "
+                               f"{str(data)[:200]}") from None
+        usage = data.get("usage") or {}
+        if "prompt_tokens" in usage and "completion_tokens" in usage:
+            n_prompt, n_gen = int(usage["prompt_tokens"]), int(usage["completion_tokens"])
+        elif self._hf is not None:
+            n_prompt = self.count_prompt_tokens(req.messages)
+            n_gen = len(self._hf(text, add_special_tokens=False)["input_ids"])
+        else:
+            raise BackendError("openai backend: the server's reply has no usage token counts "
+                               "and no local tokenizer= was given to count them")
+        return GenerationResult(
+            text=text.strip(), prompt_tokens=n_prompt, generated_tokens=n_gen, seconds=seconds,
+            finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+        )
+
+    def _load_local_tokenizer(self, option: str) -> None:
+        if option == "embedded":
+            from orchestra.backends.embedded import embedded_model_dir
+
+            path = embedded_model_dir()
+        else:
+            path = Path(option).expanduser()
+            if not (path / "tokenizer_config.json").is_file() and not (
+                    path / "tokenizer.json").is_file():
+                raise ConfigError(f"openai backend: tokenizer {option!r} is not 'embedded' nor a "
+                                  "local Hugging Face tokenizer directory (no tokenizer.json or "
+                                  "tokenizer_config.json there)")
+        from transformers import AutoTokenizer
+
+        from orchestra.backends.hf import HFTokenizer
+
+        self._hf = AutoTokenizer.from_pretrained(path)
+        self._tok = HFTokenizer(self._hf)
+
+    def _server_tokenizer(self) -> Tokenizer:
+        import httpx
+
+        url = self.root_url + "/tokenize"
+        body = {"prompt": "probe", "add_special_tokens": False}
+        if self.model:
+            body["model"] = self.model
+        try:
+            r = self._client.post(url, json=body)
+        except httpx.HTTPError:
+            r = None
+        if r is not None and r.status_code in (404, 405, 501):
+            raise BackendError(
+                f"openai backend: the server at {self.root_url} has no /tokenize endpoint, so "
+                "tokens cannot be counted; give tokenizer=<local Hugging Face tokenizer "
+                "directory> (or 'embedded' for the embedded model)"
+            )
+        if r is None or r.status_code >= 400:
+            self._call("POST", url, body)  # retries, then raises with the cause
+        return ServerTokenizer(self)
+
+
+def _error_message(r) -> str:
+    try:
+        data = r.json()
+        err = data.get("error", data) if isinstance(data, dict) else data
+        msg = err.get("message", err) if isinstance(err, dict) else err
+        return str(msg)[:300]
+    except ValueError:
+        return (r.text or r.reason_phrase or "")[:300]
+
+
+def _retry_after(r) -> float | None:
+    value = r.headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None

@@ -1,0 +1,77 @@
+"""Pieces both adapters share: role mapping, the bundled embedder, evidence to text."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from orchestra.backends.base import Backend, GenerationRequest, GenerationResult, Message
+from orchestra.errors import InputError
+
+ROLES = {
+    # LangChain message types and LlamaIndex MessageRole values, to ours.
+    "system": "system", "human": "user", "user": "user", "ai": "assistant",
+    "assistant": "assistant", "developer": "system",
+}
+
+
+def to_message(role: str, content: Any, where: str) -> Message:
+    ours = ROLES.get(str(role).lower())
+    if ours is None:
+        raise InputError(f"{where}: messages of role {role!r} are not supported; "
+                         "use system, user (human) or assistant (ai) messages")
+    if not isinstance(content, str):
+        # Content blocks (LangChain lists, LlamaIndex blocks): keep their text parts only.
+        parts = []
+        for block in content or []:
+            if isinstance(block, str):
+                parts.append(block)
+            elif isinstance(block, dict) and block.get("type") == "text":
+                parts.append(block.get("text", ""))
+            elif getattr(block, "text", None) is not None:
+                parts.append(block.text)
+            else:
+                raise InputError(f"{where}: only text content is supported, got {block!r:.80}")
+        content = "".join(parts)
+    return Message(role=ours, content=content)
+
+
+def run_one(backend: Backend, messages: list[Message], max_tokens: int, temperature: float,
+            stop: Iterable[str] | None) -> GenerationResult:
+    if not messages:
+        raise InputError("no messages were given")
+    req = GenerationRequest(messages=messages, max_tokens=max_tokens, temperature=temperature,
+                            stop=list(stop or []))
+    return backend.generate_one(req)
+
+
+def usage(result: GenerationResult) -> dict[str, int]:
+    return {"input_tokens": result.prompt_tokens, "output_tokens": result.generated_tokens,
+            "total_tokens": result.prompt_tokens + result.generated_tokens}
+
+
+def backend_model_name(backend: Backend) -> str:
+    d = backend.describe()
+    return f"orchestra-{d.get('type', backend.name)}:{d.get('model', 'default')}"
+
+
+def minilm():
+    """The bundled all-MiniLM-L6-v2, shared with the dense retriever (one copy per process)."""
+    from retrievers.dense import load_embedder
+
+    return load_embedder()
+
+
+def embed(texts: list[str]) -> list[list[float]]:
+    if not texts:
+        return []
+    vecs = minilm().encode(list(texts), batch_size=32, normalize_embeddings=True,
+                           show_progress_bar=False)
+    return [v.tolist() for v in vecs]
+
+
+def evidence_text(corpus, ev) -> str:
+    """The text an Evidence span points at, from its document."""
+    try:
+        return corpus.document(ev.doc_id).text[ev.start:ev.end]
+    except KeyError:
+        return ""

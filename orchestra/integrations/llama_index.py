@@ -1,0 +1,249 @@
+"""LlamaIndex interop (needs only ``llama-index-core``), in both directions.
+
+- ``OrchestraLLM``: any orchestra backend as a LlamaIndex ``LLM`` (a ``CustomLLM``; chat
+  messages go to the backend as messages, so its own chat template applies).
+- ``PipelineQueryEngine``: a Pipeline as a query engine; ``query()`` returns a ``Response``
+  whose source nodes are the evidence the reader saw, with the route and cost in metadata.
+- ``LlamaIndexRetriever``: a LlamaIndex retriever (ready, or built over our chunks by a
+  factory) usable as an orchestra retriever.
+- ``nodes_to_documents``: LlamaIndex nodes / Documents as orchestra Documents.
+- ``OrchestraLIRetriever``: an orchestra retriever as a LlamaIndex retriever.
+- ``MiniLMEmbedding``: the bundled embedder as a LlamaIndex embedding model (offline).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+from llama_index.core.base.base_query_engine import BaseQueryEngine
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    ChatResponseGen,
+    CompletionResponse,
+    CompletionResponseGen,
+    LLMMetadata,
+)
+from llama_index.core.base.response.schema import Response
+from llama_index.core.llms import CustomLLM
+from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+from llama_index.core.retrievers import BaseRetriever
+from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle, TextNode
+from pydantic import ConfigDict, Field, model_validator
+
+from orchestra.backends.base import Backend, Message
+from orchestra.corpus import Document
+from orchestra.errors import InputError
+from orchestra.integrations import _common
+from orchestra.integrations.retriever_adapter import ExternalRetriever
+
+__all__ = ["OrchestraLLM", "PipelineQueryEngine", "LlamaIndexRetriever", "nodes_to_documents",
+           "OrchestraLIRetriever", "MiniLMEmbedding"]
+
+
+# -- our backend as a LlamaIndex LLM --------------------------------------------------------
+class OrchestraLLM(CustomLLM):
+    """An orchestra backend as a LlamaIndex LLM (the embedded default when none is given)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    backend: Any = Field(default=None, exclude=True)
+    max_tokens: int = 256
+    temperature: float = 0.0
+
+    @model_validator(mode="after")
+    def _orchestra_backend(self) -> "OrchestraLLM":
+        if self.backend is None:
+            from orchestra.backends import default_backend
+
+            self.backend = default_backend()
+        if not isinstance(self.backend, Backend):
+            raise InputError(f"backend must be an orchestra Backend, not "
+                             f"{type(self.backend).__name__}")
+        return self
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "orchestra_llm"
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        return LLMMetadata(context_window=self.backend.context_window,
+                           num_output=self.max_tokens, is_chat_model=True,
+                           model_name=_common.backend_model_name(self.backend))
+
+    def _run(self, messages: list[Message], kwargs: dict):
+        return _common.run_one(self.backend, messages,
+                               kwargs.get("max_tokens", self.max_tokens),
+                               kwargs.get("temperature", self.temperature), kwargs.get("stop"))
+
+    @staticmethod
+    def _raw(res) -> dict:
+        return {"finish_reason": res.finish_reason, "usage": {
+            "prompt_tokens": res.prompt_tokens, "completion_tokens": res.generated_tokens,
+            "total_tokens": res.prompt_tokens + res.generated_tokens}}
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        res = self._run([Message(role="user", content=prompt)], kwargs)
+        return CompletionResponse(text=res.text, raw=self._raw(res),
+                                  additional_kwargs=_common.usage(res))
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False,
+                        **kwargs: Any) -> CompletionResponseGen:
+        # Backends return whole replies; the stream is that reply as one delta.
+        resp = self.complete(prompt, formatted=formatted, **kwargs)
+
+        def gen():
+            yield CompletionResponse(text=resp.text, delta=resp.text, raw=resp.raw,
+                                     additional_kwargs=resp.additional_kwargs)
+
+        return gen()
+
+    @llm_chat_callback()
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        ours = [_common.to_message(getattr(m.role, "value", m.role), m.content or "",
+                                   f"message {i}") for i, m in enumerate(messages)]
+        res = self._run(ours, kwargs)
+        return ChatResponse(message=ChatMessage(role="assistant", content=res.text),
+                            raw=self._raw(res), additional_kwargs=_common.usage(res))
+
+    @llm_chat_callback()
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        resp = self.chat(messages, **kwargs)
+
+        def gen():
+            yield ChatResponse(message=resp.message, delta=resp.message.content, raw=resp.raw,
+                               additional_kwargs=resp.additional_kwargs)
+
+        return gen()
+
+
+# -- LlamaIndex nodes as our documents ------------------------------------------------------
+def nodes_to_documents(nodes: Iterable[Any]) -> list[Document]:
+    """LlamaIndex Documents / nodes (or NodeWithScore) as orchestra Documents."""
+    docs = []
+    for i, n in enumerate(nodes):
+        node = n.node if isinstance(n, NodeWithScore) else n
+        if not isinstance(node, BaseNode):
+            raise InputError(f"item {i} is a {type(n).__name__}, not a LlamaIndex node")
+        text = node.get_content()
+        if not text.strip():
+            raise InputError(f"node {node.node_id!r} is empty")
+        meta = dict(node.metadata or {})
+        docs.append(Document(id=str(node.node_id), text=text,
+                             source=meta.get("file_path") or meta.get("file_name"),
+                             metadata=meta))
+    return docs
+
+
+def _documents(documents):
+    """Accept LlamaIndex nodes wherever documents are taken."""
+    if isinstance(documents, (list, tuple)) and documents and all(
+            isinstance(d, (BaseNode, NodeWithScore)) for d in documents):
+        return nodes_to_documents(documents)
+    return documents
+
+
+# -- a Pipeline as a query engine -----------------------------------------------------------
+class PipelineQueryEngine(BaseQueryEngine):
+    """A Pipeline as a LlamaIndex query engine over ``documents`` (texts, paths, Documents or
+    LlamaIndex nodes). ``query(q)`` returns a Response with the evidence as source nodes."""
+
+    def __init__(self, pipeline, documents, callback_manager=None):
+        self.pipeline = pipeline
+        self.corpus = pipeline.corpus(_documents(documents))
+        super().__init__(callback_manager=callback_manager)
+
+    def _get_prompt_modules(self) -> dict:
+        return {}
+
+    def _query(self, query_bundle: QueryBundle) -> Response:
+        answer = self.pipeline.run(query_bundle.query_str, self.corpus)
+        nodes = []
+        for ev in answer.evidence:
+            node = TextNode(text=_common.evidence_text(self.corpus, ev), id_=ev.chunk_id,
+                            metadata={"doc_id": ev.doc_id, "start": ev.start, "end": ev.end})
+            nodes.append(NodeWithScore(node=node, score=ev.score))
+        meta = {"strategy": answer.strategy, "cost": answer.cost.model_dump(),
+                "route": answer.route.model_dump() if answer.route else None,
+                "unanswerable": answer.unanswerable, "answer": answer}
+        return Response(response=answer.text, source_nodes=nodes, metadata=meta)
+
+    async def _aquery(self, query_bundle: QueryBundle) -> Response:
+        return self._query(query_bundle)
+
+
+# -- LlamaIndex retrievers as ours ----------------------------------------------------------
+def _to_node(chunk) -> TextNode:
+    return TextNode(text=chunk.text, id_=chunk.id,
+                    metadata={"chunk_id": chunk.id, "doc_id": chunk.doc_id,
+                              "start": chunk.start, "end": chunk.end},
+                    excluded_embed_metadata_keys=["chunk_id", "doc_id", "start", "end"],
+                    excluded_llm_metadata_keys=["chunk_id", "doc_id", "start", "end"])
+
+
+class LlamaIndexRetriever(ExternalRetriever):
+    """A LlamaIndex ``BaseRetriever`` as an orchestra retriever.
+
+    Give a ready ``retriever`` (hits map back to the corpus by ``chunk_id`` metadata or text),
+    or ``factory(nodes) -> BaseRetriever`` to build one over the corpus chunks at index time,
+    e.g. ``lambda nodes: VectorStoreIndex(nodes, embed_model=MiniLMEmbedding())
+    .as_retriever(similarity_top_k=8)``.
+    """
+
+    name = "llama_index"
+
+    def _make(self, chunks):
+        return self.factory([_to_node(c) for c in chunks])
+
+    def _search(self, question: str, k: int):
+        hits = self.external.retrieve(question)
+        out = []
+        for h in hits:
+            meta = dict(h.node.metadata or {})
+            if "chunk_id" not in meta:
+                meta["chunk_id"] = h.node.node_id
+            out.append((h.node.get_content(), meta, h.score))
+        return out
+
+
+# -- our retrievers as LlamaIndex's ---------------------------------------------------------
+class OrchestraLIRetriever(BaseRetriever):
+    """An orchestra retriever, indexed over ``corpus``, as a LlamaIndex retriever."""
+
+    def __init__(self, retriever, corpus, k: int = 4, **kw: Any):
+        self.retriever = retriever
+        self.corpus = corpus
+        self.k = k
+        retriever.index(corpus)
+        super().__init__(**kw)
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        return [NodeWithScore(node=_to_node(h.chunk), score=h.score)
+                for h in self.retriever.retrieve(query_bundle.query_str, self.k)]
+
+
+# -- the bundled embedder as a LlamaIndex embedding model -----------------------------------
+class MiniLMEmbedding(BaseEmbedding):
+    """all-MiniLM-L6-v2 from the installed package; normalised vectors, offline."""
+
+    model_name: str = "all-MiniLM-L6-v2"
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "orchestra_minilm"
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        return _common.embed([query])[0]
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return self._get_query_embedding(query)
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        return _common.embed([text])[0]
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        return _common.embed(texts)
