@@ -1,0 +1,203 @@
+"""Strategy 3: retrieval inside attention over the pages of the document's KV cache.
+
+The corpus is prefilled once into pages (orchestra/kv); each question and each generated token
+then attends to the sink tokens, the local window and the best ``top_pages`` pages, re-chosen at
+every step in every layer and KV head, all at positions inside the trained window (InfLLM's
+scheme). Prefilled documents are kept in memory (and on disk with ``persist``), so many
+questions over one document pay for one prefill. Cost reports pages read over pages available
+(summed over steps, layers and KV heads) and prefill and decode time separately.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+
+from orchestra.backends.base import KV_PAGES, Message
+from orchestra.cache import cache_dir, stable_hash
+from orchestra.corpus import Corpus
+from orchestra.errors import CapabilityError, ConfigError, InputError
+from orchestra.kv.config import PageConfig
+from orchestra.strategies.base import Strategy
+from orchestra.types import Answer, Cost, Evidence, Trace
+
+SEPARATOR = "\n\n"
+_CONTEXT_MARK = "\x00orchestra-context\x00"
+_QUESTION_MARK = "\x00orchestra-question\x00"
+_DTYPES = ("float32", "float16", "bfloat16")
+
+
+class KVPages(Strategy):
+    name = "kv_pages"
+    requires = frozenset({KV_PAGES})
+
+    def __init__(self, backend, page_size: int = 64, top_pages: int = 16, sink: int = 4,
+                 local: int = 512, chunk: int = 512, scorer: str = "max", prompt_step: int = 8,
+                 kv_dtype: str | None = None, persist: bool = False, max_handles: int = 2,
+                 **strategy_kw):
+        super().__init__(backend, **strategy_kw)
+        if not hasattr(backend, "model") or not hasattr(backend, "hf_tokenizer"):
+            raise CapabilityError(f"strategy 'kv_pages' needs the transformers backend's model; "
+                                  f"the {backend.name} backend does not expose one")
+        import torch
+
+        from orchestra.kv.engine import PagedEngine
+        from orchestra.kv.handle import model_fingerprint
+
+        self.config = PageConfig(page_size=page_size, top_pages=top_pages, sink=sink,
+                                 local=local, chunk=chunk, scorer=scorer,
+                                 prompt_step=prompt_step)
+        if kv_dtype not in (None, *_DTYPES):
+            raise ConfigError(f"kv_pages: kv_dtype must be one of {', '.join(_DTYPES)}, "
+                              f"not {kv_dtype!r}")
+        self.kv_dtype = kv_dtype
+        self.persist = bool(persist)
+        self.max_handles = max(1, int(max_handles))
+        self.engine = PagedEngine(backend.model, self.config, window=backend.context_window,
+                                  kv_dtype=getattr(torch, kv_dtype) if kv_dtype else None)
+        self.fingerprint = model_fingerprint(backend.model)
+        self._handles: OrderedDict[str, object] = OrderedDict()
+        self._lock = threading.RLock()
+        self._split_prompt()  # fail at construction if the prompt cannot be split
+
+    def options(self):
+        return {**super().options(), **self.config.as_dict(), "kv_dtype": self.kv_dtype,
+                "persist": self.persist, "max_handles": self.max_handles}
+
+    # -- prompt ----------------------------------------------------------------------------
+    def _split_prompt(self) -> tuple[str, str]:
+        """The chat prompt as (text before the document, text after it with {question})."""
+        text = self.backend.chat_text([
+            Message(role="system", content=self.prompts["reader_system"]),
+            Message(role="user", content=self.prompts["reader"].format(
+                context=_CONTEXT_MARK, question=_QUESTION_MARK)),
+        ])
+        head, _, rest = text.partition(_CONTEXT_MARK)
+        if _QUESTION_MARK not in rest:
+            raise ConfigError("kv_pages: the reader prompt must put {context} before {question}, "
+                              "so a prefilled document serves any question")
+        return head, rest
+
+    # -- prefill once ------------------------------------------------------------------------
+    def prefill(self, corpus: Corpus, progress: bool = False):
+        """The prefilled handle for ``corpus`` (from memory, disk with ``persist``, or new)."""
+        from orchestra.kv.handle import PrefilledDocument
+
+        head, _ = self._split_prompt()
+        texts = [d.text for d in corpus.documents]
+        key = stable_hash(corpus.hash, head, self.config.page_size, self.config.sink,
+                          self.config.local, self.config.top_pages, self.config.chunk,
+                          self.config.scorer, self.kv_dtype)
+        with self._lock:
+            if key in self._handles:
+                self._handles.move_to_end(key)
+                return self._handles[key], False
+            path = cache_dir("kv_pages") / f"{self.fingerprint}-{key}.pt" if self.persist else None
+            if path is not None and path.is_file():
+                handle = PrefilledDocument.load(path, self.fingerprint, self.config)
+                self._remember(key, handle)
+                return handle, False
+            context = SEPARATOR.join(texts)
+            enc = self.backend.hf_tokenizer(head + context, add_special_tokens=False,
+                                            return_offsets_mapping=True)
+            ids = enc["input_ids"]
+            n_doc = len(ids) - len(self.backend.hf_tokenizer(head, add_special_tokens=False)
+                                   ["input_ids"])
+            if n_doc < self.config.page_size:
+                raise InputError(
+                    f"kv_pages: the corpus has {n_doc} tokens, fewer than one page "
+                    f"(page_size {self.config.page_size}); read it with full context instead")
+            offsets = [(a - len(head), b - len(head)) if a >= len(head) else (-1, -1)
+                       for a, b in enc["offset_mapping"]]
+            t0 = time.perf_counter()
+            with self.backend.lock:
+                kv = self.engine.prefill(ids, progress=progress)
+            handle = PrefilledDocument(kv=kv, token_ids=ids, fingerprint=self.fingerprint,
+                                       key=key, prefill_seconds=time.perf_counter() - t0,
+                                       char_offsets=offsets)
+            if path is not None:
+                handle.save(path)
+            self._remember(key, handle)
+            return handle, True
+
+    def _remember(self, key: str, handle) -> None:
+        self._handles[key] = handle
+        while len(self._handles) > self.max_handles:
+            self._handles.popitem(last=False)
+
+    # -- answering ---------------------------------------------------------------------------
+    def _answer(self, question: str, corpus: Corpus) -> Answer:
+        trace = Trace()
+        cost = Cost()
+        with trace.step("prefill") as st:
+            handle, fresh = self.prefill(corpus)
+            st.detail.update(tokens=handle.n_tokens, pages=handle.kv.n_pages, reused=not fresh,
+                             kv_bytes=handle.nbytes)
+        if fresh:
+            cost.prefill_seconds = handle.prefill_seconds
+        return self.ask(question, corpus, handle, trace=trace, cost=cost)
+
+    def ask(self, question: str, corpus: Corpus, handle, trace: Trace | None = None,
+            cost: Cost | None = None, watch_pages=()) -> Answer:
+        """Answer from an already prefilled handle (no prefill cost)."""
+        trace = trace or Trace()
+        cost = cost or Cost()
+        _, tail = self._split_prompt()
+        prompt = self.backend.hf_tokenizer(tail.replace(_QUESTION_MARK, question),
+                                           add_special_tokens=False)["input_ids"]
+        self.engine.check_fits(handle.kv, len(prompt), self.max_tokens)
+        with trace.step("decode") as st:
+            with self.backend.lock:
+                out = self.engine.generate(handle.kv, prompt, self.max_tokens,
+                                           self.backend._eos_ids(), watch_pages=watch_pages)
+            stats = out.stats
+            st.detail.update(prompt_tokens=len(prompt), generated_tokens=len(out.tokens),
+                             pages_read=stats.pages_read, pages_total=stats.pages_total,
+                             needle_hit_rate=stats.hit_rate())
+        eos = self.backend._eos_ids()
+        gen = [t for t in out.tokens if t not in eos]
+        text = self.backend.hf_tokenizer.decode(gen, skip_special_tokens=True).strip()
+        cost.prompt_tokens += handle.n_tokens + len(prompt)
+        cost.generated_tokens += len(out.tokens)
+        cost.model_calls += 1
+        cost.kv_pages_read += stats.pages_read
+        cost.kv_pages_total += stats.pages_total
+        cost.decode_seconds += out.seconds
+        ans = Answer(question=question, text=text, strategy=self.name, cost=cost, trace=trace,
+                     evidence=self._evidence(corpus, handle, stats.page_reads))
+        return ans
+
+    def answer_many(self, questions: list[str], corpus: Corpus) -> list[Answer]:
+        """Several questions over one corpus: one prefill, then one decode per question."""
+        return [self.answer(q, corpus) for q in questions]
+
+    def _evidence(self, corpus: Corpus, handle, page_reads: dict[int, int],
+                  top: int = 4) -> list[Evidence]:
+        """The chunks under the pages read most often while answering."""
+        if not page_reads or not handle.char_offsets:
+            return []
+        c = self.config
+        total = sum(page_reads.values())
+        spans = []
+        for page, n in sorted(page_reads.items(), key=lambda kv: -kv[1])[:top]:
+            a = c.sink + page * c.page_size
+            offs = [o for o in handle.char_offsets[a:a + c.page_size] if o[0] >= 0]
+            if offs:
+                spans.append((offs[0][0], offs[-1][1], n / total))
+        # Map context offsets back to (document, offset) through the separators.
+        starts, pos = [], 0
+        for d in corpus.documents:
+            starts.append((pos, d))
+            pos += len(d.text) + len(SEPARATOR)
+        ev = []
+        for a, b, score in spans:
+            for s0, d in starts:
+                lo, hi = max(a - s0, 0), min(b - s0, len(d.text))
+                if lo < hi:
+                    chunk = next((ch for ch in corpus.chunks if ch.doc_id == d.id
+                                  and ch.start <= lo < ch.end), None)
+                    if chunk is not None:
+                        ev.append(Evidence(chunk_id=chunk.id, doc_id=d.id, start=lo, end=hi,
+                                           score=round(score, 4)))
+        return ev

@@ -1,0 +1,230 @@
+"""KV-page retrieval: exactness against ordinary attention, handles, bad input, a 16k needle."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from orchestra.errors import ConfigError, InputError
+from orchestra.kv.config import PageConfig
+from orchestra.kv.engine import PagedEngine
+from orchestra.kv.handle import PrefilledDocument, model_fingerprint
+
+
+
+
+def _tiny_llama(vocab=101, window=512, seed=0, layers=3):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    conf = LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128,
+                       num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                       max_position_embeddings=window, rope_theta=10000.0,
+                       initializer_range=0.2)  # large weights: logits far from uniform
+    return LlamaForCausalLM(conf).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return _tiny_llama()
+
+
+@pytest.fixture(scope="module")
+def tiny_backend(tmp_path_factory):
+    """A real TransformersBackend over a tiny random Llama with SmolLM2's tokenizer."""
+    from orchestra.backends.embedded import embedded_model_dir
+    from orchestra.backends.hf import TransformersBackend
+
+    src = embedded_model_dir()
+    d = tmp_path_factory.mktemp("tiny-llama")
+    _tiny_llama(vocab=49152, window=1024, layers=2).save_pretrained(d)
+    for f in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        if (src / f).exists():
+            shutil.copy(src / f, d / f)
+    return TransformersBackend(model=str(d), device="cpu")
+
+
+def _reference(model, ids):
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0].float()
+
+
+# -- exactness ------------------------------------------------------------------------------
+@pytest.mark.parametrize("chunk", [50, 128, 160])
+def test_all_pages_selected_equals_full_attention(tiny, chunk):
+    ids = torch.randint(0, 101, (300,), generator=torch.Generator().manual_seed(1)).tolist()
+    doc, q = ids[:260], ids[260:]
+    eng = PagedEngine(tiny, PageConfig(page_size=8, top_pages=40, sink=2, local=16, chunk=chunk))
+    kv = eng.prefill(doc)
+    ours = eng.logits(kv, q)
+    ref = _reference(tiny, ids)[260:]
+    assert ref.abs().max() > 1.0
+    torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_fewer_pages_differs_but_stays_inside_window(tiny):
+    ids = torch.randint(0, 101, (420,), generator=torch.Generator().manual_seed(2)).tolist()
+    doc, q = ids[:400], ids[400:]
+    eng = PagedEngine(tiny, PageConfig(page_size=8, top_pages=4, sink=2, local=16, chunk=64,
+                                       prompt_step=0))
+    kv = eng.prefill(doc)
+    out = eng.generate(kv, q, 6, eos_ids=set(), watch_pages=[10])
+    m = kv.candidates(400)
+    assert m == (400 - 16 - 2) // 8
+    # Each of 6 steps (the question, then 5 of the 6 tokens fed back) x 3 layers x 2 KV heads reads 4 of m pages.
+    assert out.stats.pages_read == 6 * 3 * 2 * 4
+    assert out.stats.pages_total == 6 * 3 * 2 * m
+    assert 0.0 <= out.stats.hit_rate() <= 1.0
+    assert not torch.allclose(eng.logits(kv, q), _reference(tiny, ids)[400:], atol=1e-3)
+
+
+def test_selection_scorers_pick_a_planted_page(tiny):
+    """A page whose keys align with the query must win under each scorer."""
+    eng = PagedEngine(tiny, PageConfig(page_size=8, top_pages=2, sink=2, local=16, chunk=64))
+    ids = torch.randint(0, 101, (200,), generator=torch.Generator().manual_seed(3)).tolist()
+    kv = eng.prefill(ids)
+    q = torch.zeros(1, 4, 1, 16)
+    q[..., 0] = 1.0
+    with torch.inference_mode():
+        kv.keys[0] *= 0.01
+        kv.keys[0, :, 2 + 5 * 8: 2 + 6 * 8, 0] = 50.0  # page 5
+        kv.summarize(0, 200, 0)
+    for scorer in ("max", "quest", "mean"):
+        eng.cfg = PageConfig(page_size=8, top_pages=2, sink=2, local=16, chunk=64, scorer=scorer)
+        eng.score_distance = 0
+        pages = eng._select(0, q, kv, kv.candidates(200), 2)
+        assert (pages == 5).any(dim=-1).all(), scorer
+
+
+# -- handles ----------------------------------------------------------------------------------
+def test_handle_round_trip_and_refusals(tiny, tmp_path):
+    ids = list(range(1, 90))
+    eng = PagedEngine(tiny, PageConfig(page_size=8, top_pages=4, sink=2, local=16, chunk=32))
+    fp = model_fingerprint(tiny)
+    h = PrefilledDocument(kv=eng.prefill(ids), token_ids=ids, fingerprint=fp, key="k")
+    path = h.save(tmp_path / "doc.pt")
+    back = PrefilledDocument.load(path, fp, eng.cfg)
+    assert back.token_ids == ids and back.n_tokens == 89
+    torch.testing.assert_close(eng.logits(back.kv, [5, 6, 7]), eng.logits(h.kv, [5, 6, 7]))
+
+    other = model_fingerprint(_tiny_llama(seed=1))
+    assert other != fp
+    with pytest.raises(InputError, match="another model"):
+        PrefilledDocument.load(path, other)
+    with pytest.raises(InputError, match="page_size 16"):
+        PrefilledDocument.load(path, fp, PageConfig(page_size=16, top_pages=4, sink=2, local=16))
+    blob = torch.load(path, weights_only=True)
+    blob["version"] = 999
+    torch.save(blob, tmp_path / "old.pt")
+    with pytest.raises(InputError, match="version 999"):
+        PrefilledDocument.load(tmp_path / "old.pt", fp)
+    (tmp_path / "junk.pt").write_bytes(b"not a handle")
+    with pytest.raises(InputError, match="not a readable"):
+        PrefilledDocument.load(tmp_path / "junk.pt", fp)
+    with pytest.raises(InputError, match="no saved"):
+        PrefilledDocument.load(tmp_path / "missing.pt", fp)
+
+
+# -- bad input ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("kw, match", [
+    ({"page_size": 0}, "page_size must be a positive"),
+    ({"page_size": 600}, "larger than the model's window"),
+    ({"top_pages": 100}, "exceeds the model's window"),
+    ({"local": -1}, "local must be a non-negative"),
+    ({"scorer": "magic"}, "scorer must be one of"),
+])
+def test_bad_settings(tiny, kw, match):
+    base = dict(page_size=8, top_pages=4, sink=2, local=16, chunk=32)
+    with pytest.raises(ConfigError, match=match):
+        PagedEngine(tiny, PageConfig(**{**base, **kw}))
+
+
+def test_document_shorter_than_a_page(tiny):
+    eng = PagedEngine(tiny, PageConfig(page_size=64, top_pages=2, sink=2, local=16, chunk=32))
+    with pytest.raises(InputError, match="fewer than one page"):
+        eng.prefill(list(range(10)))
+
+
+# -- the strategy (tiny real backend) ---------------------------------------------------------------
+def test_strategy_prefills_once_and_reports_cost(tiny_backend):
+    from orchestra.corpus import Corpus
+    from orchestra.registry import resolve
+    from orchestra.strategies.kv_pages import KVPages
+
+    assert resolve("strategy", "kv_pages") is KVPages
+    s = KVPages(tiny_backend, page_size=16, top_pages=4, sink=4, local=32, chunk=64, max_tokens=4)
+    assert s.options()["top_pages"] == 4
+    text = " ".join(f"Sentence {i} talks about topic {i % 7}." for i in range(120))
+    corpus = Corpus.from_inputs([text], tiny_backend.tokenizer)
+    a1 = s.answer("What is topic 3?", corpus)
+    a2 = s.answer("What is topic 5?", corpus)
+    assert a1.cost.prefill_seconds > 0 and a2.cost.prefill_seconds == 0
+    assert a2.trace.steps[0].detail["reused"] is True
+    for a in (a1, a2):
+        assert 0 < a.cost.kv_pages_read < a.cost.kv_pages_total
+        assert a.cost.decode_seconds > 0 and a.cost.generated_tokens >= 1
+        assert a.evidence and all(e.doc_id == corpus.documents[0].id for e in a.evidence)
+    with pytest.raises(InputError, match="fewer than one page"):
+        s.answer("q?", Corpus.from_inputs(["tiny doc"], tiny_backend.tokenizer))
+
+
+def test_strategy_bad_options(tiny_backend):
+    from orchestra.strategies.kv_pages import KVPages
+
+    with pytest.raises(ConfigError, match="page_size must be a positive"):
+        KVPages(tiny_backend, page_size=0)
+    with pytest.raises(ConfigError, match="larger than the model's window"):
+        KVPages(tiny_backend, page_size=4096)
+    with pytest.raises(ConfigError, match="kv_dtype"):
+        KVPages(tiny_backend, kv_dtype="int3")
+    with pytest.raises(ConfigError, match="before"):
+        KVPages(tiny_backend, page_size=16, top_pages=4, local=32, chunk=64,
+                prompts={"reader": "Q: {question}\n{context}"})
+
+
+def test_strategy_persists_handles(tiny_backend, tmp_path, monkeypatch):
+    from orchestra.corpus import Corpus
+    from orchestra.strategies.kv_pages import KVPages
+
+    monkeypatch.setenv("ORCHESTRA_CACHE", str(tmp_path))
+    kw = dict(page_size=16, top_pages=4, sink=4, local=32, chunk=64, max_tokens=3, persist=True)
+    corpus = Corpus.from_inputs([" ".join(["word"] * 300)], tiny_backend.tokenizer)
+    first = KVPages(tiny_backend, **kw).answer("Which word?", corpus)
+    assert list((tmp_path / "kv_pages").glob("*.pt"))
+    second = KVPages(tiny_backend, **kw).answer("Which word?", corpus)  # a new instance: disk
+    assert first.cost.prefill_seconds > 0 and second.cost.prefill_seconds == 0
+    assert second.text == first.text
+
+
+# -- the embedded model ---------------------------------------------------------------------------
+@pytest.mark.slow
+def test_embedded_model_exactness(embedded, essays_dir):
+    text = sorted(essays_dir.glob("*.txt"))[0].read_text()[:2500]
+    ids = embedded.hf_tokenizer(text, add_special_tokens=False)["input_ids"]
+    doc, q = ids[:-16], ids[-16:]
+    eng = PagedEngine(embedded.model, PageConfig(page_size=16, top_pages=64, sink=4, local=64,
+                                                 chunk=128))
+    with embedded.lock:
+        ours = eng.logits(eng.prefill(doc), q)
+        ref = _reference(embedded.model, ids)[-16:]
+    torch.testing.assert_close(ours, ref, atol=2e-3, rtol=1e-4)
+    assert (ours.argmax(-1) == ref.argmax(-1)).all()
+
+
+@pytest.mark.slow
+def test_needle_at_16k(embedded, essays_dir):
+    """One 16k-token needle (twice the window): found while reading under 10% of pages."""
+    from orchestra.corpus import Corpus
+    from orchestra.kv.needle import haystack_text, make_needle
+    from orchestra.strategies.kv_pages import KVPages
+
+    nd = make_needle(embedded.tokenizer, haystack_text(essays_dir), 16000, 0.5)
+    corpus = Corpus.from_inputs([nd.text], embedded.tokenizer)
+    assert corpus.n_tokens > 2 * embedded.context_window - 500
+    s = KVPages(embedded, page_size=64, top_pages=24, max_tokens=24)
+    ans = s.answer(nd.question, corpus)
+    assert nd.answer in ans.text
+    assert ans.cost.pages_read_fraction <= 0.10
+    assert ans.cost.prefill_seconds > 0 and ans.cost.decode_seconds > 0
