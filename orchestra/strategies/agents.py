@@ -1,0 +1,212 @@
+"""Strategies 4a and 4b: read everything in window-sized pieces with worker agents, then answer.
+
+- ``chain_of_agents`` (Zhang et al., 2024): workers in document order; each reads one chunk, the
+  question and the notes so far, and adds what its chunk says; notes over ``note_tokens`` are
+  compressed by a reduce call (or, if that fails, the oldest are dropped). The manager answers
+  from the final notes.
+- ``map_reduce``: all workers read their chunk independently, as ONE ``backend.generate`` batch
+  (vLLM or batched transformers run them together); the notes are reduced in a tree until they
+  fit the manager's window (agents/manager.py), then the manager answers.
+
+Both keep worker notes extractive and grounded (agents/notes.py): a worker copies sentences, a
+sentence its chunk does not support is dropped, and a worker that finds nothing replies
+``NO RELEVANT INFORMATION`` and is dropped before the manager reads. Evidence is the chunks whose
+notes survived; Cost counts every backend call. Agents get the backend; they load no model.
+
+Chunk size: a worker prompt (template + question + carried notes + chunk) plus the worker's
+output must fit the window; a ``chunk_tokens`` that does not is refused with the sizes named.
+The default (1000 tokens) is what the embedded 135M model reads well (see benchmarks/agents.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from agents.ledger import Ledger
+from agents.manager import Manager
+from agents.notes import Note, parse_reply, render
+from agents.prompts import agent_prompts, split_prompts
+from agents.worker import Worker
+from orchestra.corpus import Chunk, Corpus
+from orchestra.errors import ConfigError, InputError
+from orchestra.prompts import UNANSWERABLE
+from orchestra.strategies.base import Strategy
+from orchestra.types import Answer, Evidence
+
+# Chat templates tokenise a chunk inside a prompt a few tokens differently from alone.
+MARGIN = 16
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, not {value!r}")
+    return value
+
+
+class _AgentStrategy(Strategy):
+    carries_notes = False  # whether worker prompts include earlier notes
+
+    def __init__(self, backend, chunk_tokens: int = 1000, note_tokens: int = 256,
+                 prompts: dict[str, str] | None = None, *, worker_max_tokens: int = 48,
+                 overlap: int = 32, min_overlap: float | None = 0.5,
+                 progress: bool | None = None, **strategy_kw):
+        agent_over, reader_over = split_prompts(prompts)
+        super().__init__(backend, prompts=reader_over, **strategy_kw)
+        self.chunk_tokens = _positive_int("chunk_tokens", chunk_tokens)
+        self.note_tokens = _positive_int("note_tokens", note_tokens)
+        self.worker_max_tokens = _positive_int("worker_max_tokens", worker_max_tokens)
+        if (isinstance(overlap, bool) or not isinstance(overlap, int)
+                or not 0 <= overlap < chunk_tokens):
+            raise ConfigError(f"overlap must be an integer in [0, chunk_tokens={chunk_tokens}), "
+                              f"not {overlap!r}")
+        if min_overlap is not None and not (isinstance(min_overlap, (int, float))
+                                            and 0 < min_overlap <= 1):
+            raise ConfigError(f"min_overlap must be in (0, 1] or null (no grounding), "
+                              f"not {min_overlap!r}")
+        if self.worker_max_tokens > self.note_tokens:
+            raise ConfigError(f"worker_max_tokens ({worker_max_tokens}) must not exceed "
+                              f"note_tokens ({note_tokens}): a note is at most one reply")
+        self.overlap = overlap
+        self.min_overlap = min_overlap
+        self.progress = progress
+        self.prompt_overrides = dict(prompts or {})
+        self.agent_prompts = agent_prompts(agent_over)
+        self.worker = Worker(backend, self.agent_prompts, self.worker_max_tokens, min_overlap)
+        self.manager = Manager(backend, self.agent_prompts, self.max_tokens, self.note_tokens,
+                               min_overlap)
+        self.check_budget("")  # a budget that cannot work is a configuration error, found early
+
+    def options(self) -> dict[str, Any]:
+        opts = {**super().options(), "chunk_tokens": self.chunk_tokens,
+                "note_tokens": self.note_tokens, "worker_max_tokens": self.worker_max_tokens,
+                "overlap": self.overlap, "min_overlap": self.min_overlap}
+        if self.prompt_overrides:
+            opts["prompts"] = dict(self.prompt_overrides)
+        if self.progress is not None:
+            opts["progress"] = self.progress
+        return opts
+
+    # -- sizing ------------------------------------------------------------------------------
+    def max_chunk_tokens(self, question: str) -> int:
+        """The largest chunk a worker prompt can hold with this question."""
+        notes = self.note_tokens if self.carries_notes else 0
+        return (self.backend.context_window - self.worker.overhead(question, self.carries_notes)
+                - notes - self.worker_max_tokens - MARGIN)
+
+    def check_budget(self, question: str) -> None:
+        window = self.backend.context_window
+        overhead = self.worker.overhead(question, self.carries_notes)
+        notes = self.note_tokens if self.carries_notes else 0
+        limit = self.max_chunk_tokens(question)
+        sizes = (f"worker prompt {overhead} + notes {notes} + worker output "
+                 f"{self.worker_max_tokens} + margin {MARGIN}")
+        if limit < 1:
+            raise ConfigError(f"the {window}-token window cannot hold a chunk: {sizes} "
+                              f"already take {window - limit} tokens; lower note_tokens or "
+                              "worker_max_tokens, or use a shorter prompt")
+        if self.chunk_tokens > limit:
+            raise ConfigError(f"chunk_tokens={self.chunk_tokens} does not fit the {window}-token "
+                              f"window with {sizes}; use chunk_tokens <= {limit}")
+        manager_min = self.backend.count_prompt_tokens(
+            self.manager.request([Note("")], question).messages)
+        need = manager_min + self.note_tokens + self.max_tokens
+        if need > window:
+            raise ConfigError(f"the manager prompt ({manager_min} tokens) + note_tokens "
+                              f"{self.note_tokens} + max_tokens {self.max_tokens} = {need} "
+                              f"exceed the {window}-token window; lower note_tokens")
+
+    def chunks(self, corpus: Corpus) -> list[Chunk]:
+        chunks = [c for c in corpus.chunk(self.chunk_tokens, self.overlap) if c.text.strip()]
+        if not chunks:
+            raise InputError(f"the corpus ({len(corpus.documents)} document(s)) holds no text "
+                             "for the agents to read")
+        return chunks
+
+    def _bar(self, items, desc: str):
+        # progress=None: tqdm's own choice (shown on a terminal, hidden in logs and CI).
+        disable = None if self.progress is None else not self.progress
+        return tqdm(items, desc=desc, unit="chunk", disable=disable, leave=False)
+
+    def _keep(self, chunk: Chunk, res, notes: list[Note], ledger: Ledger) -> None:
+        parsed = self.worker.parse(chunk, res, notes)
+        if parsed.note is not None:
+            notes.append(parsed.note)
+        else:
+            ledger.drop(f"chunk {chunk.order + 1}", parsed.reason, res.text)
+
+    # -- the manager ----------------------------------------------------------------------
+    def finish(self, question: str, notes: list[Note], ledger: Ledger,
+               chunks: list[Chunk]) -> Answer:
+        ledger.trace.add("notes", chunks=len(chunks), kept=len(notes),
+                         dropped=ledger.drop_counts(), dropped_replies=list(ledger.dropped))
+        depth, before = 0, len(ledger.dropped)
+        if notes:
+            notes, depth = self.manager.reduce(notes, question, ledger)
+        ledger.trace.add("reduce", depth=depth, notes=len(notes),
+                         dropped_replies=ledger.dropped[before:])
+        if not notes:
+            # Nothing bears on the question: say so instead of letting the manager invent.
+            return Answer(question=question, text=UNANSWERABLE, strategy=self.name,
+                          cost=ledger.cost, trace=ledger.trace, unanswerable=True)
+        [res] = ledger.generate([self.manager.request(notes, question)], "manager",
+                                notes=len(notes))
+        cited = sorted({c for n in notes for c in n.chunks}, key=lambda c: c.order)
+        evidence = [Evidence(chunk_id=c.id, doc_id=c.doc_id, start=c.start, end=c.end)
+                    for c in cited]
+        return Answer(question=question, text=res.text, strategy=self.name, evidence=evidence,
+                      cost=ledger.cost, trace=ledger.trace)
+
+
+class ChainOfAgents(_AgentStrategy):
+    name = "chain_of_agents"
+    carries_notes = True
+
+    def _answer(self, question: str, corpus: Corpus) -> Answer:
+        self.check_budget(question)
+        chunks = self.chunks(corpus)
+        ledger = Ledger(self.backend)
+        notes: list[Note] = []
+        for chunk in self._bar(chunks, "chain of agents"):
+            [res] = ledger.generate([self.worker.request(chunk.text, question, notes)],
+                                    "worker", chunk=chunk.order + 1)
+            self._keep(chunk, res, notes, ledger)
+            if self.backend.count_tokens(render(notes)) > self.note_tokens:
+                notes = self.compress(notes, question, ledger)
+        return self.finish(question, notes, ledger, chunks)
+
+    def compress(self, notes: list[Note], question: str, ledger: Ledger) -> list[Note]:
+        """Notes over the cap: one reduce call merges them; if it fails, drop the oldest."""
+        before = len(notes)
+        [res] = ledger.generate([self.manager.reduce_request(notes, question)], "compress",
+                                notes_in=before)
+        chunks = list(dict.fromkeys(c for n in notes for c in n.chunks))
+        parsed = parse_reply(res.text, chunks, render(notes), self.min_overlap)
+        if parsed.note is not None and (
+                self.backend.count_tokens(render([parsed.note])) <= self.note_tokens):
+            ledger.trace.add("compressed", notes_in=before, notes_out=1)
+            return [parsed.note]
+        ledger.drop("compress", parsed.reason or "too long", res.text)
+        kept = list(notes)
+        while len(kept) > 1 and self.backend.count_tokens(render(kept)) > self.note_tokens:
+            kept.pop(0)
+        if self.backend.count_tokens(render(kept)) > self.note_tokens:
+            kept = [self.manager.cut(kept, ledger, "one note over note_tokens")]
+        ledger.trace.add("capped", notes_in=before, notes_out=len(kept))
+        return kept
+
+
+class MapReduce(_AgentStrategy):
+    name = "map_reduce"
+
+    def _answer(self, question: str, corpus: Corpus) -> Answer:
+        self.check_budget(question)
+        chunks = self.chunks(corpus)
+        ledger = Ledger(self.backend)
+        requests = [self.worker.request(c.text, question) for c in chunks]
+        results = ledger.generate(requests, "map", chunks=len(chunks))
+        notes: list[Note] = []
+        for chunk, res in zip(chunks, results):
+            self._keep(chunk, res, notes, ledger)
+        return self.finish(question, notes, ledger, chunks)

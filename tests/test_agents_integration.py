@@ -1,0 +1,66 @@
+"""Agents with the real embedded model on real data: two facts in different chunks of a
+~20,000-token haystack of Paul Graham essays must both reach the answer.
+
+Slow (the 135M model reads every chunk on the CPU); run with ``pytest -m slow``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestra.corpus import Corpus, Document
+from orchestra.strategies.agents import ChainOfAgents, MapReduce
+
+NEEDLES = {0.3: ("The first magic number is 482913.", "482913"),
+           0.75: ("The second magic number is 771045.", "771045")}
+QUESTION = "What are the first magic number and the second magic number?"
+
+
+def haystack(essays_dir, tokenizer, n_tokens: int) -> Document:
+    """The essays (sorted by name) cut to ``n_tokens`` tokens, needles at sentence ends."""
+    text = "\n\n".join(p.read_text(encoding="utf-8") for p in sorted(essays_dir.glob("*.txt")))
+    offsets = tokenizer.offsets(text)
+    assert len(offsets) > n_tokens, "the essays are shorter than the haystack asked for"
+    text = text[: offsets[n_tokens][0]]
+    for depth, (sentence, _) in sorted(NEEDLES.items(), reverse=True):
+        at = text.find(". ", int(len(text) * depth)) + 2
+        text = text[:at] + sentence + " " + text[at:]
+    return Document("essays", text)
+
+
+def check_answer(ans, corpus, chunks):
+    text = corpus.documents[0].text
+    needle_chunks = {c.order for c in chunks for s, _ in NEEDLES.values() if s in c.text}
+    assert len(needle_chunks) >= 2, "the needles must sit in different chunks"
+    for _, number in NEEDLES.values():
+        assert number in ans.text, f"{number} missing from the answer {ans.text!r}"
+        # The evidence spans hold the needles.
+        assert any(number in text[e.start:e.end] for e in ans.evidence)
+    assert not ans.unanswerable
+    assert ans.cost.model_calls >= len(chunks) + 1
+    assert ans.cost.prompt_tokens >= corpus.n_tokens
+
+
+@pytest.mark.slow
+def test_map_reduce_finds_two_facts_in_20k_tokens(embedded, essays_dir):
+    corpus = Corpus([haystack(essays_dir, embedded.tokenizer, 20_000)], embedded.tokenizer)
+    assert 19_000 <= corpus.n_tokens <= 21_000
+    strategy = MapReduce(embedded, chunk_tokens=1000, worker_max_tokens=32, progress=False)
+    chunks = strategy.chunks(corpus)
+    ans = strategy.answer(QUESTION, corpus)
+    check_answer(ans, corpus, chunks)
+    # Workers that found nothing were dropped: few chunks survive as evidence.
+    assert len(ans.evidence) < len(chunks) // 2
+    steps = {s.name: s.detail for s in ans.trace.steps}
+    assert steps["map"]["requests"] == len(chunks)  # one batched call for all workers
+
+
+@pytest.mark.slow
+def test_chain_of_agents_finds_two_facts(embedded, essays_dir):
+    corpus = Corpus([haystack(essays_dir, embedded.tokenizer, 8_000)], embedded.tokenizer)
+    strategy = ChainOfAgents(embedded, chunk_tokens=1000, worker_max_tokens=32, progress=False)
+    chunks = strategy.chunks(corpus)
+    ans = strategy.answer(QUESTION, corpus)
+    check_answer(ans, corpus, chunks)
+    assert ans.cost.model_calls == len(chunks) + 1 + sum(
+        1 for s in ans.trace.steps if s.name == "compress")
