@@ -1,0 +1,252 @@
+"""The tools users have today, side by side with orchestra, on the same samples and backend.
+
+- LlamaIndex's ordinary RAG: ``VectorStoreIndex.from_documents`` with the same MiniLM embedder,
+  its default node parser (SentenceSplitter, 1024-token chunks, 200 overlap), default response
+  synthesis (compact) and default ``similarity_top_k=2``.
+- LangChain: ``RecursiveCharacterTextSplitter`` (1000 characters, 200 overlap, the tutorial
+  setting), the same embedder in an ``InMemoryVectorStore``, top-6, ``LongContextReorder``, and a
+  stuffed prompt.
+Both drive OUR backend through orchestra.integrations (``OrchestraLLM``,
+``OrchestraChatModel``), so only the orchestration differs. Each peer is wrapped as a strategy
+(``answer(question, corpus) -> Answer`` with evidence spans and a measured Cost), so the
+evaluation runner scores all systems the same way and the run resumes after a crash.
+
+One difference from a stock install: LlamaIndex counts tokens with tiktoken, which downloads its
+vocabulary at first use; offline, we give it the backend's own tokenizer instead
+(``Settings.tokenizer``), so its 1024-token chunks are 1024 SmolLM2 tokens.
+
+    python benchmarks/peers.py --dataset niah --lengths 4000 --limit 5 --out /tmp/peers-niah
+    python benchmarks/peers.py --dataset ruler_qa --lengths 4000,16000 --limit 5 --out ...
+
+It prints one table: system x task x length -> quality, evidence recall, prompt tokens,
+seconds (means per question).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from orchestra.backends.base import Backend, GenerationRequest, GenerationResult  # noqa: E402
+from orchestra.corpus import Corpus  # noqa: E402
+from orchestra.types import Answer, Cost, Evidence, Trace  # noqa: E402
+
+READER_MAX_TOKENS = 32  # as in benchmarks/pipelines/eval_all.yaml
+LANGCHAIN_PROMPT = (
+    "Answer the question based only on the following context:\n\n{context}\n\n"
+    "Question: {question}"
+)
+
+
+class CountingBackend(Backend):
+    """Our backend, counting what a peer framework asks of it (Cost is measured, not guessed)."""
+
+    def __init__(self, inner: Backend):
+        self.inner = inner
+        self.name = inner.name
+        self.results: list[GenerationResult] = []
+
+    context_window = property(lambda self: self.inner.context_window)
+    capabilities = property(lambda self: self.inner.capabilities)
+    tokenizer = property(lambda self: self.inner.tokenizer)
+
+    def count_prompt_tokens(self, messages):
+        return self.inner.count_prompt_tokens(messages)
+
+    def describe(self) -> dict:
+        return self.inner.describe()
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        out = self.inner.generate(requests)
+        self.results.extend(out)
+        return out
+
+    def take_cost(self) -> Cost:
+        cost = Cost()
+        for r in self.results:
+            cost.add_generation(r)
+        self.results = []
+        return cost
+
+
+def _span(doc_text: str, piece: str, start: int | None) -> tuple[int, int] | None:
+    """Where a retrieved piece sits in its document (frameworks may strip whitespace)."""
+    if start is not None and doc_text[start:start + len(piece)] == piece:
+        return start, start + len(piece)
+    i = doc_text.find(piece)
+    if i < 0:
+        i = doc_text.find(piece.strip())
+        piece = piece.strip()
+    return (i, i + len(piece)) if i >= 0 else None
+
+
+class PeerStrategy:
+    """A peer framework as a strategy: fresh index per corpus, one query, measured cost."""
+
+    name = "peer"
+    requires = frozenset()
+
+    def __init__(self, backend: Backend):
+        self.backend = CountingBackend(backend)
+
+    def answer(self, question: str, corpus: Corpus) -> Answer:
+        self.backend.take_cost()
+        t0 = time.perf_counter()
+        text, pieces = self._query(question, corpus)
+        cost = self.backend.take_cost()
+        cost.wall_seconds = time.perf_counter() - t0
+        evidence = []
+        for doc_id, piece, start in pieces:
+            span = _span(corpus.document(doc_id).text, piece, start)
+            if span:
+                evidence.append(Evidence(chunk_id=f"{doc_id}:{span[0]}", doc_id=doc_id,
+                                         start=span[0], end=span[1]))
+        return Answer(question=question, text=text, strategy=self.name, evidence=evidence,
+                      cost=cost, trace=Trace())
+
+    def _query(self, question: str, corpus: Corpus) -> tuple[str, list[tuple[str, str, Any]]]:
+        raise NotImplementedError
+
+
+class LlamaIndexDefault(PeerStrategy):
+    name = "llamaindex"
+
+    def __init__(self, backend: Backend):
+        super().__init__(backend)
+        from llama_index.core import Settings
+
+        from orchestra.integrations.llama_index import MiniLMEmbedding, OrchestraLLM
+
+        # LlamaIndex only takes len() of what its tokenizer returns: token offsets will do.
+        Settings.tokenizer = backend.tokenizer.offsets
+        self.llm = OrchestraLLM(backend=self.backend, max_tokens=READER_MAX_TOKENS)
+        self.embed = MiniLMEmbedding()
+
+    def _query(self, question, corpus):
+        from llama_index.core import Document, VectorStoreIndex
+
+        docs = [Document(text=d.text, id_=d.id) for d in corpus.documents]
+        index = VectorStoreIndex.from_documents(docs, embed_model=self.embed)
+        response = index.as_query_engine(llm=self.llm).query(question)
+        pieces = [(n.node.ref_doc_id, n.node.get_content(), n.node.start_char_idx)
+                  for n in response.source_nodes]
+        return str(response), pieces
+
+
+class LangChainReorder(PeerStrategy):
+    name = "langchain"
+
+    def __init__(self, backend: Backend, k: int = 6):
+        super().__init__(backend)
+        from orchestra.integrations.langchain import MiniLMEmbeddings, OrchestraChatModel
+
+        self.k = k
+        self.llm = OrchestraChatModel(backend=self.backend, max_tokens=READER_MAX_TOKENS)
+        self.embed = MiniLMEmbeddings()
+
+    def _query(self, question, corpus):
+        from langchain_community.document_transformers import LongContextReorder
+        from langchain_core.documents import Document
+        from langchain_core.output_parsers import StrOutputParser
+        from langchain_core.prompts import ChatPromptTemplate
+        from langchain_core.vectorstores import InMemoryVectorStore
+        from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+        splitter = RecursiveCharacterTextSplitter(chunk_size=1000, chunk_overlap=200,
+                                                  add_start_index=True)
+        chunks = splitter.split_documents(
+            [Document(page_content=d.text, metadata={"doc_id": d.id}) for d in corpus.documents])
+        store = InMemoryVectorStore.from_documents(chunks, self.embed)
+        hits = store.as_retriever(search_kwargs={"k": self.k}).invoke(question)
+        hits = LongContextReorder().transform_documents(hits)
+        context = "\n\n".join(h.page_content for h in hits)
+        chain = ChatPromptTemplate.from_template(LANGCHAIN_PROMPT) | self.llm | StrOutputParser()
+        text = chain.invoke({"context": context, "question": question})
+        pieces = [(h.metadata["doc_id"], h.page_content, h.metadata.get("start_index"))
+                  for h in hits]
+        return text, pieces
+
+
+class PeersPipeline:
+    """Our pipeline's strategies and router plus the peers, for the evaluation runner."""
+
+    def __init__(self, pipeline, peers: dict[str, PeerStrategy]):
+        self.pipeline = pipeline
+        self.backend = pipeline.backend
+        self.strategies = {**pipeline.strategies, **peers}
+        self.chunk_tokens = pipeline.chunk_tokens
+        self.overlap = pipeline.overlap
+
+    def run(self, question, corpus):
+        return self.pipeline.run(question, corpus)
+
+
+def table(rows: list[dict]) -> str:
+    from orchestra.eval.report import fmt, group_rows, summarize
+
+    lines = ["| system | task | tokens | n | quality | evidence recall | prompt tokens | "
+             "seconds |", "|---|---|---|---|---|---|---|---|"]
+    for (dataset, length), rs in group_rows(rows).items():
+        for s in summarize(rs):
+            if s["strategy"] == "oracle":
+                continue
+            lines.append(f"| {s['strategy']} | {dataset} | {length} | {s['n']} | "
+                         f"{s['quality']:.2f} | {fmt(s['evidence_recall'])} | "
+                         f"{s['prompt_tokens']:.0f} | {s['seconds']:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--pipeline", default=str(Path(__file__).parent / "pipelines" /
+                                              "eval_all.yaml"))
+    ap.add_argument("--dataset", default="niah")
+    ap.add_argument("--lengths", default="4000")
+    ap.add_argument("--limit", type=int, default=5)
+    ap.add_argument("--systems", default="llamaindex,langchain,rag,router",
+                    help="peers (llamaindex, langchain) and our strategies / router")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--report-only", action="store_true",
+                    help="answer nothing: print the table from the rows already in --out")
+    args = ap.parse_args(argv)
+
+    from orchestra.errors import OrchestraError
+    from orchestra.eval.datasets import load_dataset, parse_lengths
+    from orchestra.eval.runner import RESULTS, Runner, read_results
+    from orchestra.pipeline import Pipeline
+
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    if args.report_only:
+        print(table([r for r in read_results(Path(args.out) / RESULTS, repair=False)
+                     if r["strategy"] in systems]))
+        return 0
+    try:
+        pipe = Pipeline.from_yaml(args.pipeline)
+        peers = {}
+        if "llamaindex" in systems:
+            peers["llamaindex"] = LlamaIndexDefault(pipe.backend)
+        if "langchain" in systems:
+            peers["langchain"] = LangChainReorder(pipe.backend)
+        ds = load_dataset(args.dataset, pipe.backend.tokenizer, parse_lengths(args.lengths),
+                          args.limit, args.seed)
+        runner = Runner(PeersPipeline(pipe, peers), args.out, systems, seed=args.seed,
+                        run_info={"dataset": args.dataset, "seed": args.seed})
+        rows = runner.run(ds)
+    except OrchestraError as e:
+        print(f"peers: error: {e}", file=sys.stderr)
+        return 2
+    wanted = {s.sample_id for s in ds.samples}
+    print(table([r for r in rows if r["sample_id"] in wanted and r["strategy"] in systems]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""`orchestra eval --pipeline FILE.yaml --dataset NAME[:subset] --lengths 4000,16000 --out DIR`"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "eval", help="evaluate a pipeline on a dataset (quality against cost)",
+        description="Answer a dataset's questions with a pipeline (its router and/or each "
+                    "strategy as a fixed route) and write results.jsonl, report.md and "
+                    "quality_vs_cost.png into --out. Rerunning with the same --out resumes.")
+    p.add_argument("--pipeline", help="pipeline YAML file (default: the embedded default)")
+    p.add_argument("--dataset", required=True, metavar="NAME[:subset]",
+                   help="niah, niah:single, niah:multi, ruler_qa, leval, leval:FILE "
+                        "(e.g. leval:coursera), or jsonl:PATH / PATH.jsonl")
+    p.add_argument("--lengths", default="",
+                   help="target corpus sizes in tokens, comma-separated (4000,16k); required "
+                        "by niah and ruler_qa; for leval/jsonl an upper bound per bucket")
+    p.add_argument("--limit", type=int, default=10,
+                   help="questions per length (niah, ruler_qa) or in all (leval, jsonl)")
+    p.add_argument("--strategies", default="router",
+                   help="'router' (the pipeline's routing), comma-separated strategy names run "
+                        "as fixed routes, or 'all' (every strategy and the router)")
+    p.add_argument("--depths", default=None,
+                   help="needle depths for niah, comma-separated fractions (default "
+                        "0.1,0.3,0.5,0.7,0.9)")
+    p.add_argument("--seed", type=int, default=0, help="seed for sampling and generation")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--data-root", help="folder with leval/, needle_haystack/, ruler/ "
+                                       "(default: $ORCHESTRA_DATA or ../shared/data)")
+    p.add_argument("--allow-module", action="append", default=[], metavar="MODULE",
+                   help="allow component types given as import paths from this module")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--report-only", action="store_true",
+                   help="answer nothing: rewrite report.md and the plot from the results "
+                        "already in --out (e.g. while a long run is still going)")
+    p.set_defaults(func=run)
+
+
+def _depths(text: str | None):
+    from orchestra.errors import InputError
+    from orchestra.eval.datasets import DEFAULT_DEPTHS
+
+    if not text:
+        return DEFAULT_DEPTHS
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise InputError(f"--depths: {text!r} is not a comma-separated list of fractions") from None
+
+
+def run(args) -> int:
+    from orchestra.cache import stable_hash
+    from orchestra.errors import InputError
+    from orchestra.eval.datasets import check_spec, load_dataset, parse_lengths
+    from orchestra.eval.report import fmt, summarize, write_reports
+    from orchestra.eval.runner import Runner, read_results
+    from orchestra.pipeline import Pipeline
+
+    lengths = parse_lengths(args.lengths)
+    check_spec(args.dataset)
+    if args.limit < 1:
+        raise InputError(f"--limit must be at least 1, got {args.limit}")
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    if args.pipeline:
+        path = Path(args.pipeline)
+        if not path.is_file():
+            raise InputError(f"{path}: no such pipeline file")
+        pipe = Pipeline.from_yaml(path, allow_modules=args.allow_module)
+        pipeline_hash = stable_hash(path.read_text())
+    else:
+        pipe = Pipeline.default()
+        pipeline_hash = "default"
+    dataset = load_dataset(args.dataset, pipe.backend.tokenizer, lengths, args.limit, args.seed,
+                           Path(args.data_root) if args.data_root else None, _depths(args.depths))
+    for problem in dataset.problems:
+        print(f"orchestra eval: warning: {problem}", file=sys.stderr)
+    runner = Runner(pipe, args.out, strategies, seed=args.seed, progress=not args.no_progress,
+                    run_info={"dataset": args.dataset, "lengths": lengths, "limit": args.limit,
+                              "pipeline": args.pipeline, "pipeline_hash": pipeline_hash,
+                              "strategies": strategies})
+    if args.report_only:
+        rows = read_results(runner.results_path, repair=False)
+        if not rows:
+            raise InputError(f"{runner.results_path}: no results to report yet")
+    else:
+        rows = runner.run(dataset)
+    wanted = {s.sample_id for s in dataset.samples}
+    rows = [r for r in rows if r["sample_id"] in wanted]
+    out = write_reports(rows, args.out, title=f"orchestra eval: {args.dataset}")
+    for s in summarize(rows):
+        print(f"{s['strategy']:>16}: quality {s['quality']:.2f}, evidence recall "
+              f"{fmt(s['evidence_recall'])}, {s['prompt_tokens']:.0f} prompt tokens, "
+              f"{s['seconds']:.1f} s (n={s['n']})")
+    print(f"wrote {runner.results_path}, {out['report']}, {out['plot']}")
+    return 0
