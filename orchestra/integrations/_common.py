@@ -35,6 +35,17 @@ def to_message(role: str, content: Any, where: str) -> Message:
     return Message(role=ours, content=content)
 
 
+def shared_backend(backend: Any) -> Backend:
+    """The backend an adapter wraps: the given one, or the embedded default."""
+    if backend is None:
+        from orchestra.backends import default_backend
+
+        return default_backend()
+    if not isinstance(backend, Backend):
+        raise InputError(f"backend must be an orchestra Backend, not {type(backend).__name__}")
+    return backend
+
+
 def run_one(backend: Backend, messages: list[Message], max_tokens: int, temperature: float,
             stop: Iterable[str] | None) -> GenerationResult:
     if not messages:

@@ -25,7 +25,6 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import ConfigDict, Field, model_validator
 
-from orchestra.backends.base import Backend
 from orchestra.errors import InputError
 from orchestra.integrations import _common
 from orchestra.integrations.retriever_adapter import ExternalRetriever
@@ -52,13 +51,7 @@ class OrchestraChatModel(BaseChatModel):
 
     @model_validator(mode="after")
     def _orchestra_backend(self) -> "OrchestraChatModel":
-        if self.backend is None:
-            from orchestra.backends import default_backend
-
-            self.backend = default_backend()
-        if not isinstance(self.backend, Backend):
-            raise InputError(f"backend must be an orchestra Backend, not "
-                             f"{type(self.backend).__name__}")
+        self.backend = _common.shared_backend(self.backend)
         return self
 
     @property

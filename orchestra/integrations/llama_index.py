@@ -54,13 +54,7 @@ class OrchestraLLM(CustomLLM):
 
     @model_validator(mode="after")
     def _orchestra_backend(self) -> "OrchestraLLM":
-        if self.backend is None:
-            from orchestra.backends import default_backend
-
-            self.backend = default_backend()
-        if not isinstance(self.backend, Backend):
-            raise InputError(f"backend must be an orchestra Backend, not "
-                             f"{type(self.backend).__name__}")
+        self.backend = _common.shared_backend(self.backend)
         return self
 
     @classmethod

@@ -13,7 +13,7 @@ import math
 import re
 import time
 from contextlib import nullcontext
-from typing import Any, Sequence
+from typing import Any
 
 from orchestra.corpus import Corpus
 from orchestra.errors import ConfigError, InputError
