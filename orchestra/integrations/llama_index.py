@@ -32,7 +32,7 @@ from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle, TextNode
 from pydantic import ConfigDict, Field, model_validator
 
-from orchestra.backends.base import Backend, Message
+from orchestra.backends.base import Message
 from orchestra.corpus import Document
 from orchestra.errors import InputError
 from orchestra.integrations import _common
