@@ -8,7 +8,7 @@ import pytest
 
 from orchestra.errors import InputError
 from orchestra.eval.datasets import load_dataset, parse_lengths
-from tests.conftest import SHARED_DATA, data_path
+from conftest import SHARED_DATA, data_path
 
 
 @pytest.fixture(scope="module")

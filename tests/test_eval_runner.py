@@ -156,7 +156,7 @@ def test_cli_bad_input_is_a_clear_error(capsys, tmp_path):
 def test_cli_on_the_embedded_model_writes_three_outputs_and_resumes(tmp_path, capsys):
     """The real model on two datasets (short corpora, so it stays quick)."""
     from orchestra.cli.main import main
-    from tests.conftest import data_path
+    from conftest import data_path
 
     data_path("needle_haystack")
     out = tmp_path / "niah"

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from tests.conftest import SHARED_DATA, data_path
+from conftest import SHARED_DATA, data_path
 
 pytestmark = pytest.mark.slow
 
@@ -86,7 +86,7 @@ def test_rules_choose_by_size_kind_and_retrieval(embedded, strategies, haystack,
 def test_learned_router_routes_real_corpora(embedded, strategies, haystack, short, tmp_path):
     from routers.features import compute_features
     from routers.learned import LearnedRouter, train_file
-    from tests.test_routers import synthetic_rows
+    from test_routers import synthetic_rows
 
     # Rows in the eval runner's format; the features of the real corpora must land on the
     # same side of the learned splits as the synthetic training questions of their size.
