@@ -43,6 +43,14 @@ class HFTokenizer(Tokenizer):
     def encode(self, text: str) -> list[int]:
         return self.hf(text, add_special_tokens=False)["input_ids"]
 
+    def chat_text(self, messages: Sequence[Message | dict]) -> str:
+        """The prompt text the model sees: the chat template with the assistant's turn opened."""
+        msgs = [m.model_dump() if isinstance(m, Message) else dict(m) for m in messages]
+        return self.hf.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+
+    def count_chat(self, messages: Sequence[Message | dict]) -> int:
+        return self.count(self.chat_text(messages))
+
 
 def _resolve_device(device: str) -> str:
     import torch
@@ -140,13 +148,10 @@ class TransformersBackend(Backend):
         return {"type": self.name, **self._options}
 
     def chat_text(self, messages: Sequence[Message]) -> str:
-        msgs = [m.model_dump() if isinstance(m, Message) else dict(m) for m in messages]
-        return self.hf_tokenizer.apply_chat_template(
-            msgs, tokenize=False, add_generation_prompt=True
-        )
+        return self._tokenizer.chat_text(messages)
 
     def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
-        return len(self.hf_tokenizer(self.chat_text(messages), add_special_tokens=False)["input_ids"])
+        return self._tokenizer.count_chat(messages)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         requests = check_requests(requests)
@@ -193,7 +198,7 @@ class TransformersBackend(Backend):
             out = self.model.generate(**enc, **kwargs)
         new = out[:, enc["input_ids"].shape[1] :].tolist()
         seconds = time.perf_counter() - t0
-        eos = self._eos_ids()
+        eos = self.eos_ids()
         results = []
         for n_prompt, ids in zip(lengths, new):
             n_gen = len(ids)
@@ -212,7 +217,8 @@ class TransformersBackend(Backend):
             ))
         return results
 
-    def _eos_ids(self) -> set[int]:
+    def eos_ids(self) -> set[int]:
+        """Token ids that end a reply (the generation config's and the tokenizer's)."""
         ids = set()
         gc_eos = getattr(self.model.generation_config, "eos_token_id", None)
         for v in (gc_eos, self.hf_tokenizer.eos_token_id):

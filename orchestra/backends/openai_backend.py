@@ -207,10 +207,9 @@ class OpenAIBackend(Backend):
         return {"type": self.name, **self._options}  # never the API key
 
     def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
-        msgs = [m.model_dump() if isinstance(m, Message) else dict(m) for m in messages]
         if self._hf is not None:
-            text = self._hf.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-            return len(self._hf(text, add_special_tokens=False)["input_ids"])
+            return self._tok.count_chat(messages)
+        msgs = [m.model_dump() if isinstance(m, Message) else dict(m) for m in messages]
         self.tokenizer  # fails clearly when the server cannot count
         body = {"model": self._model_name(), "messages": msgs, "add_generation_prompt": True}
         data = self._call("POST", self.root_url + "/tokenize", body).json()

@@ -166,13 +166,10 @@ class VLLMBackend(Backend):
         return {"type": self.name, **self._options}
 
     def chat_text(self, messages: Sequence[Message]) -> str:
-        msgs = [m.model_dump() if isinstance(m, Message) else dict(m) for m in messages]
-        return self.hf_tokenizer.apply_chat_template(msgs, tokenize=False,
-                                                     add_generation_prompt=True)
+        return self._tokenizer.chat_text(messages)
 
     def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
-        return len(self.hf_tokenizer(self.chat_text(messages), add_special_tokens=False)
-                   ["input_ids"])
+        return self._tokenizer.count_chat(messages)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         requests = check_requests(requests)

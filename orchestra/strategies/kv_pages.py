@@ -150,12 +150,12 @@ class KVPages(Strategy):
         with trace.step("decode") as st:
             with self.backend.lock:
                 out = self.engine.generate(handle.kv, prompt, self.max_tokens,
-                                           self.backend._eos_ids(), watch_pages=watch_pages)
+                                           self.backend.eos_ids(), watch_pages=watch_pages)
             stats = out.stats
             st.detail.update(prompt_tokens=len(prompt), generated_tokens=len(out.tokens),
                              pages_read=stats.pages_read, pages_total=stats.pages_total,
                              needle_hit_rate=stats.hit_rate())
-        eos = self.backend._eos_ids()
+        eos = self.backend.eos_ids()
         gen = [t for t in out.tokens if t not in eos]
         text = self.backend.hf_tokenizer.decode(gen, skip_special_tokens=True).strip()
         cost.prompt_tokens += handle.n_tokens + len(prompt)
