@@ -34,8 +34,12 @@ class FullContext(Strategy):
     def fits(self, corpus: Corpus, question: str = "") -> tuple[bool, int, int]:
         """(fits, tokens needed, tokens available) for this corpus and question."""
         budget = self.context_budget(question)
-        needed = corpus.n_tokens + len(SEPARATOR) * (len(corpus.documents) - 1)
+        needed = self.corpus_tokens(corpus)
         return needed <= budget, needed, budget
+
+    def corpus_tokens(self, corpus: Corpus) -> int:
+        """Tokens of every document joined by the separator, as the prompt holds them."""
+        return corpus.n_tokens + self.backend.count_tokens(SEPARATOR) * (len(corpus.documents) - 1)
 
     def context_budget(self, question: str) -> int:
         overhead = self.backend.count_prompt_tokens(
@@ -49,12 +53,11 @@ class FullContext(Strategy):
         # Per document: the (start, end) character ranges kept.
         kept: list[tuple[str, int, int]] = []
         with trace.step("assemble") as st:
-            spans = [(d, 0, len(d.text), corpus.doc_tokens(d)) for d in corpus.documents]
             sep_tokens = self.backend.count_tokens(SEPARATOR)
-            total = sum(s[3] for s in spans) + sep_tokens * (len(spans) - 1)
+            total = self.corpus_tokens(corpus)
             st.detail.update(corpus_tokens=total, budget=budget)
             if total <= budget:
-                kept = [(d.id, 0, len(d.text)) for d, *_ in spans]
+                kept = [(d.id, 0, len(d.text)) for d in corpus.documents]
             elif self.truncation is None:
                 window = self.backend.context_window
                 raise ContextOverflowError(total + window - budget, window,
