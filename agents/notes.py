@@ -149,3 +149,11 @@ def parse_reply(text: str, chunks: list[Chunk], source: str, min_overlap: float 
     if not fresh:
         return Parsed(None, "repeated", dropped)
     return Parsed(Note(" ".join(fresh), list(chunks)), None, dropped)
+
+
+def supporting(text: str, chunks: Sequence[Chunk], min_overlap: float | None) -> list[Chunk]:
+    """The chunks whose own text supports a sentence of ``text`` (all of them if none does)."""
+    sents = sentences(text)
+    found = [c for c in chunks
+             if any(Grounder(c.text, min_overlap or 0.5).supports(s) for s in sents)]
+    return found or list(chunks)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from agents.notes import Note, Parsed, parse_reply, render
+from agents.notes import Note, Parsed, parse_reply, render, supporting
 from agents.prompts import NOTES_HEADER
 from orchestra.backends.base import Backend, GenerationRequest, GenerationResult, Message
 from orchestra.corpus import Chunk
@@ -38,6 +38,11 @@ class Worker:
         notes = [Note("")] if with_notes else []
         return self.backend.count_prompt_tokens(self.request("", question, notes).messages)
 
-    def parse(self, chunk: Chunk, result: GenerationResult,
+    def parse(self, chunks: Sequence[Chunk], text: str, result: GenerationResult,
               earlier: Sequence[Note] = ()) -> Parsed:
-        return parse_reply(result.text, [chunk], chunk.text, self.min_overlap, earlier)
+        """The reply as a note citing the chunks it came from (of several packed: those whose
+        text supports one of its sentences, so evidence stays as narrow as the reading allows)."""
+        parsed = parse_reply(result.text, list(chunks), text, self.min_overlap, earlier)
+        if parsed.note is not None and len(chunks) > 1:
+            parsed.note.chunks = supporting(parsed.note.text, chunks, self.min_overlap)
+        return parsed

@@ -76,8 +76,7 @@ def main() -> None:
     for size in [int(s) for s in args.chunk_tokens.split(",")]:
         kw = dict(chunk_tokens=size, worker_max_tokens=args.worker_max_tokens, progress=True)
         mr = MapReduce(backend, **kw)
-        chunks = mr.chunks(corpus)
-        requests = [mr.worker.request(c.text, QUESTION) for c in chunks]
+        requests = [mr.worker.request(p.text, QUESTION) for p in mr.pieces(corpus)]
         t0 = time.perf_counter()
         for r in requests:
             backend.generate([r])

@@ -324,3 +324,25 @@ def test_failed_reduction_keeps_the_groups_notes_cut():
     reasons = {d["reason"] for d in reduce_step.detail["dropped_replies"]}
     assert reasons == {"garbled (kept notes, cut)"}
     assert not ans.unanswerable and "100" in ans.text
+
+
+def test_short_documents_are_packed_into_one_worker_input_and_cited_narrowly():
+    """Many short documents (RULER-QA's paragraphs) share worker calls; evidence stays per doc."""
+    b = ScriptedBackend(copy_facts, context_window=4096)
+    corpus = corpus_with(b, {5: "The first magic number is 111."}, n_parts=12, words=14)
+    for cls in (MapReduce, ChainOfAgents):
+        s = cls(b, chunk_tokens=200, overlap=0, note_tokens=64, progress=False)
+        chunks, pieces = s.chunks(corpus), s.pieces(corpus)
+        assert len(chunks) == 12 and 1 < len(pieces) < 12
+        assert [c for p in pieces for c in p.chunks] == chunks  # nothing lost, order kept
+        assert all(sum(c.n_tokens for c in p.chunks) <= 200 for p in pieces)
+        before = len(b.requests)
+        ans = s.answer("What is the magic number?", corpus)
+        workers = len(b.requests) - before - 1
+        assert workers == len(pieces)
+        assert "111" in ans.text
+        # The note came from a piece of several documents; it cites only the one that says it.
+        assert [e.doc_id for e in ans.evidence] == ["d5"]
+    # A document longer than chunk_tokens still becomes several chunks, never packed past it.
+    s = MapReduce(b, chunk_tokens=40, overlap=0, progress=False)
+    assert all(sum(c.n_tokens for c in p.chunks) <= 40 for p in s.pieces(corpus))

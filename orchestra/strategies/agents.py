@@ -20,6 +20,7 @@ The default (1000 tokens) is what the embedded 135M model reads well (see benchm
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -37,6 +38,24 @@ from orchestra.types import Answer, Evidence
 
 # Chat templates tokenise a chunk inside a prompt a few tokens differently from alone.
 MARGIN = 16
+# Packed chunks are joined by a blank line; a join may also merge or split a token at each edge.
+PACK_SEPARATOR = "\n\n"
+PACK_SEPARATOR_TOKENS = 3
+
+
+@dataclass
+class Piece:
+    """One worker's reading: one chunk, or several short chunks (documents) packed together."""
+
+    chunks: list[Chunk]
+
+    @property
+    def text(self) -> str:
+        return PACK_SEPARATOR.join(c.text.strip() for c in self.chunks)
+
+    def label(self) -> str:
+        a, b = self.chunks[0].order + 1, self.chunks[-1].order + 1
+        return f"chunk {a}" if a == b else f"chunks {a}-{b}"
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -124,22 +143,40 @@ class _AgentStrategy(Strategy):
                              "for the agents to read")
         return chunks
 
+    def pieces(self, corpus: Corpus) -> list[Piece]:
+        """What each worker reads: consecutive chunks packed up to ``chunk_tokens``.
+
+        A chunk never crosses a document, so a corpus of many short documents (RULER-QA's
+        paragraphs, a folder of notes) would otherwise cost one worker call per document.
+        """
+        out: list[Piece] = []
+        size = 0
+        for c in self.chunks(corpus):
+            if out and size + PACK_SEPARATOR_TOKENS + c.n_tokens <= self.chunk_tokens:
+                out[-1].chunks.append(c)
+                size += PACK_SEPARATOR_TOKENS + c.n_tokens
+            else:
+                out.append(Piece([c]))
+                size = c.n_tokens
+        return out
+
     def _bar(self, items, desc: str):
         # progress=None: tqdm's own choice (shown on a terminal, hidden in logs and CI).
         disable = None if self.progress is None else not self.progress
         return tqdm(items, desc=desc, unit="chunk", disable=disable, leave=False)
 
-    def _keep(self, chunk: Chunk, res, notes: list[Note], ledger: Ledger) -> None:
-        parsed = self.worker.parse(chunk, res, notes)
+    def _keep(self, piece: Piece, res, notes: list[Note], ledger: Ledger) -> None:
+        parsed = self.worker.parse(piece.chunks, piece.text, res, notes)
         if parsed.note is not None:
             notes.append(parsed.note)
         else:
-            ledger.drop(f"chunk {chunk.order + 1}", parsed.reason, res.text)
+            ledger.drop(piece.label(), parsed.reason, res.text)
 
     # -- the manager ----------------------------------------------------------------------
     def finish(self, question: str, notes: list[Note], ledger: Ledger,
-               chunks: list[Chunk]) -> Answer:
-        ledger.trace.add("notes", chunks=len(chunks), kept=len(notes),
+               pieces: list[Piece]) -> Answer:
+        ledger.trace.add("notes", chunks=sum(len(p.chunks) for p in pieces),
+                         workers=len(pieces), kept=len(notes),
                          dropped=ledger.drop_counts(), dropped_replies=list(ledger.dropped))
         depth, before = 0, len(ledger.dropped)
         if notes:
@@ -165,16 +202,17 @@ class ChainOfAgents(_AgentStrategy):
 
     def _answer(self, question: str, corpus: Corpus) -> Answer:
         self.check_budget(question)
-        chunks = self.chunks(corpus)
+        pieces = self.pieces(corpus)
         ledger = Ledger(self.backend)
         notes: list[Note] = []
-        for chunk in self._bar(chunks, "chain of agents"):
-            [res] = ledger.generate([self.worker.request(chunk.text, question, notes)],
-                                    "worker", chunk=chunk.order + 1)
-            self._keep(chunk, res, notes, ledger)
+        for piece in self._bar(pieces, "chain of agents"):
+            [res] = ledger.generate([self.worker.request(piece.text, question, notes)],
+                                    "worker", chunk=piece.chunks[0].order + 1,
+                                    chunks=len(piece.chunks))
+            self._keep(piece, res, notes, ledger)
             if self.backend.count_tokens(render(notes)) > self.note_tokens:
                 notes = self.compress(notes, question, ledger)
-        return self.finish(question, notes, ledger, chunks)
+        return self.finish(question, notes, ledger, pieces)
 
     def compress(self, notes: list[Note], question: str, ledger: Ledger) -> list[Note]:
         """Notes over the cap: one reduce call merges them; if it fails, drop the oldest."""
@@ -202,11 +240,11 @@ class MapReduce(_AgentStrategy):
 
     def _answer(self, question: str, corpus: Corpus) -> Answer:
         self.check_budget(question)
-        chunks = self.chunks(corpus)
+        pieces = self.pieces(corpus)
         ledger = Ledger(self.backend)
-        requests = [self.worker.request(c.text, question) for c in chunks]
-        results = ledger.generate(requests, "map", chunks=len(chunks))
+        requests = [self.worker.request(p.text, question) for p in pieces]
+        results = ledger.generate(requests, "map", chunks=sum(len(p.chunks) for p in pieces))
         notes: list[Note] = []
-        for chunk, res in zip(chunks, results):
-            self._keep(chunk, res, notes, ledger)
-        return self.finish(question, notes, ledger, chunks)
+        for piece, res in zip(pieces, results):
+            self._keep(piece, res, notes, ledger)
+        return self.finish(question, notes, ledger, pieces)
