@@ -36,10 +36,12 @@ def main(argv=None) -> int:
     ap.add_argument("--lengths", type=int, nargs="*", default=[8000, 16000, 32000])
     ap.add_argument("--depths", type=float, nargs="+", default=[0.1, 0.5, 0.9])
     ap.add_argument("--page-size", type=int, default=64)
-    ap.add_argument("--top-pages", type=int, default=16)
+    ap.add_argument("--top-pages", type=int, default=24)
     ap.add_argument("--local", type=int, default=512)
     ap.add_argument("--scorer", default="max")
     ap.add_argument("--prompt-step", type=int, default=8)
+    ap.add_argument("--selection", default="question", choices=["question", "step"])
+    ap.add_argument("--follow", type=int, default=1)
     ap.add_argument("--max-tokens", type=int, default=24)
     ap.add_argument("--no-full", action="store_true", help="skip the full-context baseline")
     ap.add_argument("--reuse", type=int, default=0, help="questions over one document")
@@ -64,7 +66,8 @@ def main(argv=None) -> int:
     backend = default_backend()
     hay = haystack_text(args.data)
     kw = dict(page_size=args.page_size, top_pages=args.top_pages, local=args.local,
-              scorer=args.scorer, prompt_step=args.prompt_step, max_tokens=args.max_tokens)
+              scorer=args.scorer, prompt_step=args.prompt_step, max_tokens=args.max_tokens,
+              selection=args.selection, follow=args.follow)
     rows, full_rows, kv_bytes = [], [], {}
     for n in args.lengths:
         for depth in args.depths:
@@ -89,7 +92,8 @@ def main(argv=None) -> int:
                 print(f"full {n} {depth}: {nd.answer in fa.text} {fa.text!r}", flush=True)
 
     print(f"\nKV pages (page_size {args.page_size}, top_pages {args.top_pages}, sink 4, local "
-          f"{args.local}, scorer {args.scorer}, prompt_step {args.prompt_step}), threads {args.threads}")
+          f"{args.local}, scorer {args.scorer}, prompt_step {args.prompt_step}, selection {args.selection}, "
+          f"follow {args.follow}), threads {args.threads}")
     print("| tokens | depth | found | pages read % | needle page hit % | prefill s | decode s |")
     print("|---|---|---|---|---|---|---|")
     for n, d, nt, ok, frac, hit, pre, dec, _ in rows:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from orchestra.errors import ConfigError
 
 SCORERS = ("max", "quest", "mean")
+SELECTIONS = ("question", "step")
 
 
 @dataclass(frozen=True)
@@ -31,13 +32,25 @@ class PageConfig:
     # The question is read this many tokens at a time, each piece choosing its own pages (one
     # choice for a whole question loses the needle: its words want different pages).
     prompt_step: int = 8
+    # When decoding chooses its pages:
+    #   question - once per question: every layer and KV head votes (its pages' attention share)
+    #              while the question is read; the best pages, each with the ``follow`` pages
+    #              after it, become one set that every layer reads for the whole answer;
+    #   step     - at every step, in every layer and KV head separately (Quest).
+    # Measured on needles (benchmarks/kv_pages.py): per-step sets differ from layer to layer,
+    # and the pages chosen for a "number" question are full of other numbers, which the 135M
+    # reader then copies; one consistent set found 3/3 at 16k where per-step found 2/3.
+    selection: str = "question"
+    # A needle sentence often straddles a page edge and its answer follows the words that match
+    # the question, so a chosen page brings the page after it.
+    follow: int = 1
 
     def check(self, window: int) -> "PageConfig":
         for name in ("page_size", "top_pages", "chunk"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"kv_pages: {name} must be a positive integer, got {v!r}")
-        for name in ("sink", "local", "prompt_step"):
+        for name in ("sink", "local", "prompt_step", "follow"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ConfigError(f"kv_pages: {name} must be a non-negative integer, got {v!r}")
@@ -46,6 +59,9 @@ class PageConfig:
                 f"kv_pages: page_size {self.page_size} is larger than the model's window "
                 f"({window} tokens)"
             )
+        if self.selection not in SELECTIONS:
+            raise ConfigError(f"kv_pages: selection must be one of {', '.join(SELECTIONS)}, "
+                              f"not {self.selection!r}")
         if self.scorer not in SCORERS:
             raise ConfigError(f"kv_pages: scorer must be one of {', '.join(SCORERS)}, "
                               f"not {self.scorer!r}")

@@ -84,6 +84,8 @@ class PagedEngine:
             cos, sin = self.inner.rotary_emb(torch.zeros(1, dtype=self.dtype, device=self.device), pos)
         self.cos, self.sin = cos[0], sin[0]  # [window, head_dim]
         self.aggregate = "max"  # over a KV group's query heads (and a chunk's queries)
+        self._pinned: torch.Tensor | None = None  # the question's page set while it answers
+        self._votes: torch.Tensor | None = None  # per-page attention share while voting
         # Pages are scored as if they sat this far behind the query: about where they will be put.
         self.score_distance = min(self.window - 1,
                                   cfg.local + (cfg.top_pages * cfg.page_size) // 2)
@@ -128,9 +130,40 @@ class PagedEngine:
         if stats.watch_pages:
             stats.watch_hits = torch.zeros(self.n_layers, self.n_kv, dtype=torch.long)
         tail = self._new_tail(len(prompt) + max_tokens)
+        if self.cfg.selection == "question" and kv.candidates(kv.n_tokens) > self.cfg.top_pages:
+            self._pinned = self.question_pages(kv, prompt)
+        try:
+            x = self._read_prompt(kv, prompt, tail, stats)
+            out, finish = self._decode(kv, x, tail, stats, max_tokens, eos_ids)
+        finally:
+            self._pinned = None
+        return GenerationOutput(out, finish, stats, time.perf_counter() - t0)
+
+    def question_pages(self, kv: PagedKV, prompt: Sequence[int]) -> torch.Tensor:
+        """One page set for a whole answer: read the question once with per-step selection,
+        summing every layer's and KV head's attention share per page; the best pages, each with
+        the ``follow`` pages after it, up to ``top_pages``."""
+        m = kv.candidates(kv.n_tokens)
+        self._votes = torch.zeros(m)
+        try:
+            self._read_prompt(kv, prompt, self._new_tail(len(prompt)), SelectionStats())
+            votes = self._votes
+        finally:
+            self._votes = None
+        top = self.cfg.top_pages
+        chosen: dict[int, None] = {}
+        for p in votes.argsort(descending=True).tolist():
+            for q in range(p, min(m, p + 1 + self.cfg.follow)):
+                if len(chosen) < top:
+                    chosen[q] = None
+            if len(chosen) >= top:
+                break
+        return torch.tensor(sorted(chosen), dtype=torch.long)
+
+    def _decode(self, kv: PagedKV, x: torch.Tensor, tail: dict, stats: SelectionStats,
+                max_tokens: int, eos_ids: set[int]) -> tuple[list[int], str]:
         out: list[int] = []
         finish = "length"
-        x = self._read_prompt(kv, prompt, tail, stats)
         for _ in range(max_tokens):
             nxt = int(self.model.lm_head(self.inner.norm(x[:, -1:]))[0, -1].argmax())
             out.append(nxt)
@@ -140,7 +173,7 @@ class PagedEngine:
             if len(out) == max_tokens:
                 break
             x = self._forward_tail(kv, [nxt], tail, stats)
-        return GenerationOutput(out, finish, stats, time.perf_counter() - t0)
+        return out, finish
 
     def check_fits(self, kv: PagedKV, prompt_tokens: int, max_tokens: int) -> None:
         n = kv.n_tokens
@@ -226,7 +259,10 @@ class PagedEngine:
             stats.pages_total += m * self.n_kv
         if top == m:  # everything fits: plain causal attention over the document so far
             return (kv.keys[li, :, :n].to(self.dtype), kv.values[li, :, :n].to(self.dtype))
-        pages = self._select(li, q, kv, m, top)
+        if self._pinned is not None and stats is not None:  # decoding, not prefilling
+            pages = self._pinned.expand(self.n_kv, -1)
+        else:
+            pages = self._select(li, q, kv, m, top)
         if stats is not None:
             self._record(li, pages, stats)
         idx = kv.context_index(pages, n).to(self.device)[..., None].expand(-1, -1, self.head_dim)
@@ -255,6 +291,8 @@ class PagedEngine:
         # Each query head's share of attention over pages; a page counts by its best head/token.
         share = page_logit.softmax(-1)
         share = share.amax(dim=(1, 2)) if self.aggregate == "max" else share.sum(dim=(1, 2))
+        if self._votes is not None:
+            self._votes += share.sum(0).float().cpu()
         return share.topk(top, dim=-1).indices.sort(dim=-1).values.cpu()
 
     def _record(self, li: int, pages: torch.Tensor, stats: SelectionStats) -> None:

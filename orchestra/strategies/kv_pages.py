@@ -34,6 +34,7 @@ class KVPages(Strategy):
 
     def __init__(self, backend, page_size: int = 64, top_pages: int = 16, sink: int = 4,
                  local: int = 512, chunk: int = 512, scorer: str = "max", prompt_step: int = 8,
+                 selection: str = "question", follow: int = 1,
                  kv_dtype: str | None = None, persist: bool = False, max_handles: int = 2,
                  **strategy_kw):
         super().__init__(backend, **strategy_kw)
@@ -47,7 +48,8 @@ class KVPages(Strategy):
 
         self.config = PageConfig(page_size=page_size, top_pages=top_pages, sink=sink,
                                  local=local, chunk=chunk, scorer=scorer,
-                                 prompt_step=prompt_step)
+                                 prompt_step=prompt_step, selection=selection,
+                                 follow=follow)
         if kv_dtype not in (None, *_DTYPES):
             raise ConfigError(f"kv_pages: kv_dtype must be one of {', '.join(_DTYPES)}, "
                               f"not {kv_dtype!r}")
