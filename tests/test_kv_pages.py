@@ -98,6 +98,40 @@ def test_selection_scorers_pick_a_planted_page(tiny):
         assert (pages == 5).any(dim=-1).all(), scorer
 
 
+def _plant(kv, page, layers, page_size=8, sink=2):
+    """Make ``page`` win every layer's and head's score whatever the queries' signs."""
+    a = sink + page * page_size
+    with torch.inference_mode():
+        for li in range(layers):
+            kv.keys[li] *= 0.01
+            kv.keys[li, :, a:a + page_size // 2] = 50.0
+            kv.keys[li, :, a + page_size // 2:a + page_size] = -50.0
+
+
+def test_question_selection_reads_one_set_with_the_page_after(tiny):
+    from dataclasses import replace
+
+    eng = PagedEngine(tiny, PageConfig(page_size=8, top_pages=2, sink=2, local=16, chunk=64))
+    ids = torch.randint(0, 101, (200,), generator=torch.Generator().manual_seed(4)).tolist()
+    kv = eng.prefill(ids)
+    _plant(kv, 5, eng.n_layers)
+    question = [7, 8, 9, 10]
+    assert eng.question_pages(kv, question).tolist() == [5, 6]  # the winner and its follower
+    out = eng.generate(kv, question, 4, eos_ids=set())
+    # Every layer and KV head read the same two pages at every step.
+    steps = out.stats.steps
+    assert out.stats.page_reads == {5: steps * eng.n_layers * eng.n_kv,
+                                    6: steps * eng.n_layers * eng.n_kv}
+    eng.cfg = replace(eng.cfg, follow=0)
+    assert 5 in eng.question_pages(kv, question).tolist()
+    assert 6 not in eng.question_pages(kv, question).tolist()
+    # Per-step selection lets each layer and head choose: the planted page, not a set.
+    eng.cfg = replace(eng.cfg, selection="step")
+    out = eng.generate(kv, question, 4, eos_ids=set())
+    assert 5 in out.stats.page_reads and 6 not in out.stats.page_reads
+    assert len(out.stats.page_reads) > 2
+
+
 # -- handles ----------------------------------------------------------------------------------
 def test_handle_round_trip_and_refusals(tiny, tmp_path):
     ids = list(range(1, 90))
@@ -134,6 +168,8 @@ def test_handle_round_trip_and_refusals(tiny, tmp_path):
     ({"top_pages": 100}, "exceeds the model's window"),
     ({"local": -1}, "local must be a non-negative"),
     ({"scorer": "magic"}, "scorer must be one of"),
+    ({"selection": "sometimes"}, "selection must be one of"),
+    ({"follow": -1}, "follow must be a non-negative"),
 ])
 def test_bad_settings(tiny, kw, match):
     base = dict(page_size=8, top_pages=4, sink=2, local=16, chunk=32)
@@ -220,7 +256,8 @@ def test_needle_at_16k(embedded, essays_dir):
     from orchestra.kv.needle import haystack_text, make_needle
     from orchestra.strategies.kv_pages import KVPages
 
-    nd = make_needle(embedded.tokenizer, haystack_text(essays_dir), 16000, 0.5)
+    # 10% depth: the case per-step selection missed (benchmarks/README.md, KV pages).
+    nd = make_needle(embedded.tokenizer, haystack_text(essays_dir), 16000, 0.1)
     corpus = Corpus.from_inputs([nd.text], embedded.tokenizer)
     assert corpus.n_tokens > 2 * embedded.context_window - 500
     s = KVPages(embedded, page_size=64, top_pages=24, max_tokens=24)

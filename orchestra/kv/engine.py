@@ -139,6 +139,7 @@ class PagedEngine:
             self._pinned = None
         return GenerationOutput(out, finish, stats, time.perf_counter() - t0)
 
+    @torch.inference_mode()
     def question_pages(self, kv: PagedKV, prompt: Sequence[int]) -> torch.Tensor:
         """One page set for a whole answer: read the question once with per-step selection,
         summing every layer's and KV head's attention share per page; the best pages, each with

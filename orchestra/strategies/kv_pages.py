@@ -1,9 +1,12 @@
 """Strategy 3: retrieval inside attention over the pages of the document's KV cache.
 
 The corpus is prefilled once into pages (orchestra/kv); each question and each generated token
-then attends to the sink tokens, the local window and the best ``top_pages`` pages, re-chosen at
-every step in every layer and KV head, all at positions inside the trained window (InfLLM's
-scheme). Prefilled documents are kept in memory (and on disk with ``persist``), so many
+then attends to the sink tokens, the local window and the best ``top_pages`` pages, all at
+positions inside the trained window (InfLLM's scheme). Pages are scored against the current
+queries in every layer and KV head; with ``selection="question"`` (the default) those scores,
+taken while the question is read, are summed into one page set (each chosen page with the page
+after it) that the whole answer reads; with ``selection="step"`` every step, layer and head
+chooses its own (Quest). Prefilled documents are kept in memory (and on disk with ``persist``), so many
 questions over one document pay for one prefill. Cost reports pages read over pages available
 (summed over steps, layers and KV heads) and prefill and decode time separately.
 """
