@@ -44,13 +44,14 @@ class PageConfig:
     # A needle sentence often straddles a page edge and its answer follows the words that match
     # the question, so a chosen page brings the page after it.
     follow: int = 1
+    lead: int = 0  # and this many pages before it
 
     def check(self, window: int) -> "PageConfig":
         for name in ("page_size", "top_pages", "chunk"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"kv_pages: {name} must be a positive integer, got {v!r}")
-        for name in ("sink", "local", "prompt_step", "follow"):
+        for name in ("sink", "local", "prompt_step", "follow", "lead"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ConfigError(f"kv_pages: {name} must be a non-negative integer, got {v!r}")

@@ -44,6 +44,9 @@ class PrefilledDocument:
     prefill_seconds: float = 0.0
     # Character (start, end) of every prefilled token in the context text; -1 for prompt tokens.
     char_offsets: list[tuple[int, int]] = field(default_factory=list)
+    # Page votes of the baseline question (question-time selection), by that question's text;
+    # cheap to recompute, so not saved.
+    baselines: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property
     def n_tokens(self) -> int:
@@ -62,6 +65,7 @@ class PrefilledDocument:
             "token_ids": torch.tensor(self.token_ids, dtype=torch.long),
             "char_offsets": torch.tensor(self.char_offsets or [], dtype=torch.long),
             **{name: getattr(self.kv, name) for name in _TENSORS},
+            "baselines": dict(self.baselines),
         }
         with atomic_file(path) as f:
             torch.save(blob, f)
@@ -97,4 +101,5 @@ class PrefilledDocument:
         kv = PagedKV(cfg or saved, *(blob[name] for name in _TENSORS), n_tokens=blob["n_tokens"])
         return cls(kv=kv, token_ids=blob["token_ids"].tolist(), fingerprint=fingerprint,
                    key=blob["key"], prefill_seconds=float(blob["prefill_seconds"]),
-                   char_offsets=[tuple(o) for o in blob["char_offsets"].tolist()])
+                   char_offsets=[tuple(o) for o in blob["char_offsets"].tolist()],
+                   baselines=dict(blob.get("baselines", {})))

@@ -29,6 +29,9 @@ SEPARATOR = "\n\n"
 _CONTEXT_MARK = "\x00orchestra-context\x00"
 _QUESTION_MARK = "\x00orchestra-question\x00"
 _DTYPES = ("float32", "float16", "bfloat16")
+# Question-time selection ranks pages by the attention the question gives them minus what this
+# question, about nothing in particular, gives them (orchestra/kv/engine.py: question_pages).
+BASELINE_QUESTION = "What is the main topic of the provided text?"
 
 
 class KVPages(Strategy):
@@ -37,7 +40,8 @@ class KVPages(Strategy):
 
     def __init__(self, backend, page_size: int = 64, top_pages: int = 16, sink: int = 4,
                  local: int = 512, chunk: int = 512, scorer: str = "max", prompt_step: int = 8,
-                 selection: str = "question", follow: int = 1,
+                 selection: str = "question", follow: int = 1, lead: int = 0,
+                 baseline_question: str | None = BASELINE_QUESTION,
                  kv_dtype: str | None = None, persist: bool = False, max_handles: int = 2,
                  **strategy_kw):
         super().__init__(backend, **strategy_kw)
@@ -52,7 +56,12 @@ class KVPages(Strategy):
         self.config = PageConfig(page_size=page_size, top_pages=top_pages, sink=sink,
                                  local=local, chunk=chunk, scorer=scorer,
                                  prompt_step=prompt_step, selection=selection,
-                                 follow=follow)
+                                 follow=follow, lead=lead)
+        if baseline_question is not None and not (isinstance(baseline_question, str)
+                                                  and baseline_question.strip()):
+            raise ConfigError("kv_pages: baseline_question must be a non-empty question, or "
+                              "null to rank pages by the question's attention alone")
+        self.baseline_question = baseline_question
         if kv_dtype not in (None, *_DTYPES):
             raise ConfigError(f"kv_pages: kv_dtype must be one of {', '.join(_DTYPES)}, "
                               f"not {kv_dtype!r}")
@@ -68,6 +77,7 @@ class KVPages(Strategy):
 
     def options(self):
         return {**super().options(), **self.config.as_dict(), "kv_dtype": self.kv_dtype,
+                "baseline_question": self.baseline_question,
                 "persist": self.persist, "max_handles": self.max_handles}
 
     # -- prompt ----------------------------------------------------------------------------
@@ -119,8 +129,9 @@ class KVPages(Strategy):
             with self.backend.lock:
                 kv = self.engine.prefill(ids, progress=progress)
             handle = PrefilledDocument(kv=kv, token_ids=ids, fingerprint=self.fingerprint,
-                                       key=key, prefill_seconds=time.perf_counter() - t0,
-                                       char_offsets=offsets)
+                                       key=key, char_offsets=offsets)
+            self._baseline(handle, Cost())  # part of the document's one-time work, and saved
+            handle.prefill_seconds = time.perf_counter() - t0
             if path is not None:
                 handle.save(path)
             self._remember(key, handle)
@@ -148,14 +159,14 @@ class KVPages(Strategy):
         """Answer from an already prefilled handle (no prefill cost)."""
         trace = trace or Trace()
         cost = cost or Cost()
-        _, tail = self._split_prompt()
-        prompt = self.backend.hf_tokenizer(tail.replace(_QUESTION_MARK, question),
-                                           add_special_tokens=False)["input_ids"]
+        prompt = self._prompt_ids(question)
         self.engine.check_fits(handle.kv, len(prompt), self.max_tokens)
+        baseline = self._baseline(handle, cost)
         with trace.step("decode") as st:
             with self.backend.lock:
                 out = self.engine.generate(handle.kv, prompt, self.max_tokens,
-                                           self.backend.eos_ids(), watch_pages=watch_pages)
+                                           self.backend.eos_ids(), watch_pages=watch_pages,
+                                           baseline=baseline)
             stats = out.stats
             st.detail.update(prompt_tokens=len(prompt), generated_tokens=len(out.tokens),
                              pages_read=stats.pages_read, pages_total=stats.pages_total,
@@ -172,6 +183,28 @@ class KVPages(Strategy):
         ans = Answer(question=question, text=text, strategy=self.name, cost=cost, trace=trace,
                      evidence=self._evidence(corpus, handle, stats.page_reads))
         return ans
+
+    def _prompt_ids(self, question: str) -> list[int]:
+        _, tail = self._split_prompt()
+        return self.backend.hf_tokenizer(tail.replace(_QUESTION_MARK, question),
+                                         add_special_tokens=False)["input_ids"]
+
+    def _baseline(self, handle, cost: Cost):
+        """The baseline question's page votes for this document: once per handle, counted as
+        prefill (it serves every later question)."""
+        q = self.baseline_question
+        if (q is None or self.config.selection != "question"
+                or handle.kv.candidates(handle.kv.n_tokens) <= self.config.top_pages):
+            return None
+        c = self.config
+        # The votes depend on how pages are scored and the question read, not on top_pages.
+        key = f"{q}\x00{c.scorer}\x00{c.prompt_step}\x00{self.engine.score_distance}"
+        if key not in handle.baselines:
+            t0 = time.perf_counter()
+            with self.backend.lock:
+                handle.baselines[key] = self.engine.page_votes(handle.kv, self._prompt_ids(q))
+            cost.prefill_seconds += time.perf_counter() - t0
+        return handle.baselines[key]
 
     def answer_many(self, questions: list[str], corpus: Corpus) -> list[Answer]:
         """Several questions over one corpus: one prefill, then one decode per question."""
