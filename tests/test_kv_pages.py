@@ -132,6 +132,23 @@ def test_question_selection_reads_one_set_with_the_page_after(tiny):
     assert len(out.stats.page_reads) > 2
 
 
+def test_baseline_votes_demote_pages_every_question_attends(tiny):
+    eng = PagedEngine(tiny, PageConfig(page_size=8, top_pages=2, sink=2, local=16, chunk=64,
+                                       follow=0))
+    ids = torch.randint(0, 101, (200,), generator=torch.Generator().manual_seed(5)).tolist()
+    kv = eng.prefill(ids)
+    _plant(kv, 5, eng.n_layers)
+    question = [7, 8, 9, 10]
+    votes = eng.page_votes(kv, question)
+    assert votes.shape == (kv.candidates(200),) and int(votes.argmax()) == 5
+    runner_up = int(votes.argsort(descending=True)[1])
+    # A baseline that gives page 5 as much attention as the question does: no longer chosen.
+    baseline = torch.zeros_like(votes)
+    baseline[5] = votes[5]
+    pages = eng.question_pages(kv, question, baseline).tolist()
+    assert 5 not in pages and runner_up in pages
+
+
 # -- handles ----------------------------------------------------------------------------------
 def test_handle_round_trip_and_refusals(tiny, tmp_path):
     ids = list(range(1, 90))
@@ -170,6 +187,7 @@ def test_handle_round_trip_and_refusals(tiny, tmp_path):
     ({"scorer": "magic"}, "scorer must be one of"),
     ({"selection": "sometimes"}, "selection must be one of"),
     ({"follow": -1}, "follow must be a non-negative"),
+    ({"lead": 1.5}, "lead must be a non-negative"),
 ])
 def test_bad_settings(tiny, kw, match):
     base = dict(page_size=8, top_pages=4, sink=2, local=16, chunk=32)
@@ -198,6 +216,8 @@ def test_strategy_prefills_once_and_reports_cost(tiny_backend):
     a2 = s.answer("What is topic 5?", corpus)
     assert a1.cost.prefill_seconds > 0 and a2.cost.prefill_seconds == 0
     assert a2.trace.steps[0].detail["reused"] is True
+    handle, _ = s.prefill(corpus)
+    assert len(handle.baselines) == 1  # the baseline question was read once, at prefill
     for a in (a1, a2):
         assert 0 < a.cost.kv_pages_read < a.cost.kv_pages_total
         assert a.cost.decode_seconds > 0 and a.cost.generated_tokens >= 1
@@ -213,6 +233,8 @@ def test_strategy_bad_options(tiny_backend):
         KVPages(tiny_backend, page_size=0)
     with pytest.raises(ConfigError, match="larger than the model's window"):
         KVPages(tiny_backend, page_size=4096)
+    with pytest.raises(ConfigError, match="baseline_question"):
+        KVPages(tiny_backend, page_size=16, top_pages=4, local=32, baseline_question=" ")
     with pytest.raises(ConfigError, match="kv_dtype"):
         KVPages(tiny_backend, kv_dtype="int3")
     with pytest.raises(ConfigError, match="before"):
