@@ -222,6 +222,9 @@ def test_strategy_prefills_once_and_reports_cost(tiny_backend):
         assert 0 < a.cost.kv_pages_read < a.cost.kv_pages_total
         assert a.cost.decode_seconds > 0 and a.cost.generated_tokens >= 1
         assert a.evidence and all(e.doc_id == corpus.documents[0].id for e in a.evidence)
+        # Evidence is what the reader saw: the pages it read and the local window at the end.
+        assert max(e.end for e in a.evidence) == len(text)
+        assert sum(e.end - e.start for e in a.evidence) < len(text)
     with pytest.raises(InputError, match="fewer than one page"):
         s.answer("q?", Corpus.from_inputs(["tiny doc"], tiny_backend.tokenizer))
 

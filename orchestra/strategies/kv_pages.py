@@ -210,19 +210,28 @@ class KVPages(Strategy):
         """Several questions over one corpus: one prefill, then one decode per question."""
         return [self.answer(q, corpus) for q in questions]
 
-    def _evidence(self, corpus: Corpus, handle, page_reads: dict[int, int],
-                  top: int = 4) -> list[Evidence]:
-        """The chunks under the pages read most often while answering."""
-        if not page_reads or not handle.char_offsets:
+    def _evidence(self, corpus: Corpus, handle, page_reads: dict[int, int]) -> list[Evidence]:
+        """What the reader saw of the document: every page it read (adjacent pages merged, the
+        score being the share of reads) and the local window, which every step reads."""
+        if not handle.char_offsets:
             return []
         c = self.config
-        total = sum(page_reads.values())
-        spans = []
-        for page, n in sorted(page_reads.items(), key=lambda kv: -kv[1])[:top]:
+        kv = handle.kv
+        total = max(1, sum(page_reads.values()))
+        runs: list[list] = []  # [first token, end token, reads]
+        for page in sorted(page_reads):
             a = c.sink + page * c.page_size
-            offs = [o for o in handle.char_offsets[a:a + c.page_size] if o[0] >= 0]
+            if runs and runs[-1][1] == a:
+                runs[-1][1] += c.page_size
+                runs[-1][2] += page_reads[page]
+            else:
+                runs.append([a, a + c.page_size, page_reads[page]])
+        runs.append([kv.local_start(kv.n_tokens), kv.n_tokens, None])
+        spans = []
+        for a, b, n in runs:
+            offs = [o for o in handle.char_offsets[a:b] if o[0] >= 0]
             if offs:
-                spans.append((offs[0][0], offs[-1][1], n / total))
+                spans.append((offs[0][0], offs[-1][1], 1.0 if n is None else n / total))
         # Map context offsets back to (document, offset) through the separators.
         starts, pos = [], 0
         for d in corpus.documents:
