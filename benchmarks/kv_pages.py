@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lengths", type=int, nargs="*", default=[8000, 16000, 32000])
     ap.add_argument("--depths", type=float, nargs="+", default=[0.1, 0.5, 0.9])
     ap.add_argument("--page-size", type=int, default=64)
-    ap.add_argument("--top-pages", type=int, default=24)
+    ap.add_argument("--top-pages", type=int, default=16)
     ap.add_argument("--local", type=int, default=512)
     ap.add_argument("--scorer", default="max")
     ap.add_argument("--prompt-step", type=int, default=8)
