@@ -154,6 +154,9 @@ def parse_reply(text: str, chunks: list[Chunk], source: str, min_overlap: float 
 def supporting(text: str, chunks: Sequence[Chunk], min_overlap: float | None) -> list[Chunk]:
     """The chunks whose own text supports a sentence of ``text`` (all of them if none does)."""
     sents = sentences(text)
-    found = [c for c in chunks
-             if any(Grounder(c.text, min_overlap or 0.5).supports(s) for s in sents)]
+    found = []
+    for c in chunks:
+        grounder = Grounder(c.text, min_overlap or 0.5)
+        if any(grounder.supports(s) for s in sents):
+            found.append(c)
     return found or list(chunks)

@@ -44,8 +44,8 @@ class PrefilledDocument:
     prefill_seconds: float = 0.0
     # Character (start, end) of every prefilled token in the context text; -1 for prompt tokens.
     char_offsets: list[tuple[int, int]] = field(default_factory=list)
-    # Page votes of the baseline question (question-time selection), by that question's text;
-    # cheap to recompute, so not saved.
+    # Page votes of the baseline question (question-time selection), keyed by that question and
+    # the scoring settings; saved with the handle, so a loaded document needs no extra pass.
     baselines: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property

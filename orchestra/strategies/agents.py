@@ -32,14 +32,14 @@ from agents.prompts import agent_prompts, split_prompts
 from agents.worker import Worker
 from orchestra.corpus import Chunk, Corpus
 from orchestra.errors import ConfigError, InputError
-from orchestra.prompts import UNANSWERABLE
+from orchestra.prompts import UNANSWERABLE, format_passages
 from orchestra.strategies.base import Strategy
 from orchestra.types import Answer, Evidence
 
 # Chat templates tokenise a chunk inside a prompt a few tokens differently from alone.
 MARGIN = 16
-# Packed chunks are joined by a blank line; a join may also merge or split a token at each edge.
-PACK_SEPARATOR = "\n\n"
+# Packed chunks are joined by a blank line (format_passages); a join may also merge or split a
+# token at each edge.
 PACK_SEPARATOR_TOKENS = 3
 
 
@@ -51,7 +51,7 @@ class Piece:
 
     @property
     def text(self) -> str:
-        return PACK_SEPARATOR.join(c.text.strip() for c in self.chunks)
+        return format_passages(self.chunks)
 
     def label(self) -> str:
         a, b = self.chunks[0].order + 1, self.chunks[-1].order + 1

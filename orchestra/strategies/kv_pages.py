@@ -6,9 +6,10 @@ positions inside the trained window (InfLLM's scheme). Pages are scored against 
 queries in every layer and KV head; with ``selection="question"`` (the default) those scores,
 taken while the question is read, are summed into one page set (each chosen page with the page
 after it) that the whole answer reads; with ``selection="step"`` every step, layer and head
-chooses its own (Quest). Prefilled documents are kept in memory (and on disk with ``persist``), so many
-questions over one document pay for one prefill. Cost reports pages read over pages available
-(summed over steps, layers and KV heads) and prefill and decode time separately.
+chooses its own (Quest). Prefilled documents are kept in memory (and on disk with
+``persist``), so many questions over one document pay for one prefill. Cost reports pages read
+over pages available (summed over steps, layers and KV heads) and prefill and decode time
+separately.
 """
 
 from __future__ import annotations
