@@ -132,7 +132,7 @@ class PagedEngine:
         if stats.watch_pages:
             stats.watch_hits = torch.zeros(self.n_layers, self.n_kv, dtype=torch.long)
         tail = self._new_tail(len(prompt) + max_tokens)
-        if self.cfg.selection == "question" and kv.candidates(kv.n_tokens) > self.cfg.top_pages:
+        if self.pins_pages(kv):
             self._pinned = self.question_pages(kv, prompt, baseline)
         try:
             x = self._read_prompt(kv, prompt, tail, stats)
@@ -140,6 +140,11 @@ class PagedEngine:
         finally:
             self._pinned = None
         return GenerationOutput(out, finish, stats, time.perf_counter() - t0)
+
+    def pins_pages(self, kv: PagedKV) -> bool:
+        """Whether answers over ``kv`` read one question-time page set (there is a choice)."""
+        return (self.cfg.selection == "question"
+                and kv.candidates(kv.n_tokens) > self.cfg.top_pages)
 
     @torch.inference_mode()
     def page_votes(self, kv: PagedKV, prompt: Sequence[int]) -> torch.Tensor:

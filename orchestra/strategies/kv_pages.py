@@ -194,8 +194,7 @@ class KVPages(Strategy):
         """The baseline question's page votes for this document: once per handle, counted as
         prefill (it serves every later question)."""
         q = self.baseline_question
-        if (q is None or self.config.selection != "question"
-                or handle.kv.candidates(handle.kv.n_tokens) <= self.config.top_pages):
+        if q is None or not self.engine.pins_pages(handle.kv):
             return None
         c = self.config
         # The votes depend on how pages are scored and the question read, not on top_pages.
