@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from agents.ledger import Ledger
-from agents.notes import Note, parse_reply, render
+from orchestra.agents.ledger import Ledger
+from orchestra.agents.notes import Note, parse_reply, render
 from orchestra.backends.base import Backend, GenerationRequest, Message
 from orchestra.errors import ConfigError
 

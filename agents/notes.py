@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-from agents.prompts import NO_INFO
+from orchestra.agents.prompts import NO_INFO
 from orchestra.corpus import Chunk
 
 _WORD = re.compile(r"\w+")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from agents.notes import Note, Parsed, parse_reply, render, supporting
-from agents.prompts import NOTES_HEADER
+from orchestra.agents.notes import Note, Parsed, parse_reply, render, supporting
+from orchestra.agents.prompts import NOTES_HEADER
 from orchestra.backends.base import Backend, GenerationRequest, GenerationResult, Message
 from orchestra.corpus import Chunk
 

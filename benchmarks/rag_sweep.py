@@ -26,7 +26,7 @@ from squad_haystack import needle_cases, squad_cases  # noqa: E402
 from orchestra.backends import default_backend  # noqa: E402
 from orchestra.corpus import Corpus, Document  # noqa: E402
 from orchestra.strategies.rag import RAG  # noqa: E402
-from retrievers.base import make_retriever  # noqa: E402
+from orchestra.retrievers.base import make_retriever  # noqa: E402
 
 
 def _norm(s: str) -> str:

@@ -74,10 +74,10 @@ def main(argv=None) -> int:
 
     from orchestra.backends.embedded import embedded_model_dir
     from orchestra.backends.hf import HFTokenizer
-    from retrievers.bm25 import BM25Retriever
-    from retrievers.dense import DenseRetriever
-    from retrievers.graph import GraphRetriever
-    from retrievers.hybrid import HybridRetriever
+    from orchestra.retrievers.bm25 import BM25Retriever
+    from orchestra.retrievers.dense import DenseRetriever
+    from orchestra.retrievers.graph import GraphRetriever
+    from orchestra.retrievers.hybrid import HybridRetriever
 
     if args.threads:
         import faiss
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
         faiss.omp_set_num_threads(args.threads)
     data = Path(args.data)
-    tokenizer = HFTokenizer(AutoTokenizer.from_pretrained(embedded_model_dir()))
+    tokenizer = HFTokenizer(AutoTokenizer.from_pretrained(embedded_model_dir(), local_files_only=True))
     squad = json.loads((data / "ruler" / "squad.json").read_text())["data"]
     questions = [q["question"] for art in squad for p in art["paragraphs"] for q in p["qas"]]
     questions = questions[:: max(1, len(questions) // args.queries)][: args.queries]

@@ -84,11 +84,11 @@ def main(argv=None) -> int:
     from orchestra.backends import default_backend
     from orchestra.corpus import Corpus
     from orchestra.eval.datasets import niah, ruler_qa
-    from routers.fixed import FixedRouter
-    from routers.learned import LearnedRouter
-    from routers.llm import LLMRouter
-    from routers.rules import RulesRouter
-    from routers.self_route import SelfRouter
+    from orchestra.routers.fixed import FixedRouter
+    from orchestra.routers.learned import LearnedRouter
+    from orchestra.routers.llm import LLMRouter
+    from orchestra.routers.rules import RulesRouter
+    from orchestra.routers.self_route import SelfRouter
 
     lengths = [int(x) for x in args.lengths.split(",")]
     inner = default_backend()

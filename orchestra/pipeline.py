@@ -53,7 +53,7 @@ class Pipeline:
         self.strategies = dict(strategies)
         self.retrievers = dict(retrievers or {})
         if router is None:
-            from routers.fixed import FixedRouter
+            from orchestra.routers.fixed import FixedRouter
 
             router = FixedRouter(self.strategies, strategy=next(iter(self.strategies)))
         self.router = router

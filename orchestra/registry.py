@@ -24,10 +24,10 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "openai": "orchestra.backends.openai_backend:OpenAIBackend",
     },
     "retriever": {
-        "bm25": "retrievers.bm25:BM25Retriever",
-        "dense": "retrievers.dense:DenseRetriever",
-        "hybrid": "retrievers.hybrid:HybridRetriever",
-        "graph": "retrievers.graph:GraphRetriever",
+        "bm25": "orchestra.retrievers.bm25:BM25Retriever",
+        "dense": "orchestra.retrievers.dense:DenseRetriever",
+        "hybrid": "orchestra.retrievers.hybrid:HybridRetriever",
+        "graph": "orchestra.retrievers.graph:GraphRetriever",
     },
     "strategy": {
         "full_context": "orchestra.strategies.full_context:FullContext",
@@ -37,11 +37,11 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "map_reduce": "orchestra.strategies.agents:MapReduce",
     },
     "router": {
-        "fixed": "routers.fixed:FixedRouter",
-        "rules": "routers.rules:RulesRouter",
-        "self_route": "routers.self_route:SelfRouter",
-        "learned": "routers.learned:LearnedRouter",
-        "llm": "routers.llm:LLMRouter",
+        "fixed": "orchestra.routers.fixed:FixedRouter",
+        "rules": "orchestra.routers.rules:RulesRouter",
+        "self_route": "orchestra.routers.self_route:SelfRouter",
+        "learned": "orchestra.routers.learned:LearnedRouter",
+        "llm": "orchestra.routers.llm:LLMRouter",
     },
 }
 

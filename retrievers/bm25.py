@@ -11,7 +11,7 @@ import numpy as np
 
 from orchestra.corpus import Chunk, Corpus
 from orchestra.errors import ConfigError
-from retrievers.base import Retriever, ScoredChunk
+from orchestra.retrievers.base import Retriever, ScoredChunk
 
 _WORD = re.compile(r"(?u)\b\w\w+\b")
 

@@ -10,7 +10,6 @@ past ``ann_threshold`` vectors an HNSW graph keeps queries fast.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 
 from orchestra.corpus import Chunk, Corpus
 from orchestra.errors import ConfigError
-from retrievers.base import Retriever, ScoredChunk
+from orchestra.retrievers.base import Retriever, ScoredChunk
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +62,10 @@ def load_embedder(model: str | None = None, device: str = "cpu"):
     key = (str(path), device)
     with _models_lock:
         if key not in _models:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
             from sentence_transformers import SentenceTransformer
 
-            _models[key] = SentenceTransformer(str(path), device=device)
+            # local_files_only: nothing is downloaded, and the host's environment is left alone.
+            _models[key] = SentenceTransformer(str(path), device=device, local_files_only=True)
         return _models[key]
 
 

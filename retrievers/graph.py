@@ -21,8 +21,8 @@ import numpy as np
 
 from orchestra.corpus import Chunk, Corpus
 from orchestra.errors import ConfigError
-from retrievers.base import Retriever, ScoredChunk, make_retriever
-from retrievers.bm25 import _stopwords, terms
+from orchestra.retrievers.base import Retriever, ScoredChunk, make_retriever
+from orchestra.retrievers.bm25 import _stopwords, terms
 
 _ENTITY = re.compile(r"\b[A-Z][\w'’-]*(?:\s+[A-Z][\w'’-]*)*")
 _NUMBER = re.compile(r"\b\d[\d,.]{2,}\b")
@@ -121,7 +121,7 @@ class GraphRetriever(Retriever):
         self._make_graph(len(chunks), pairs, kinds)
 
     def _seed_vectors(self) -> np.ndarray | None:
-        from retrievers.dense import DenseRetriever
+        from orchestra.retrievers.dense import DenseRetriever
 
         members = getattr(self.seed, "retrievers", [self.seed])
         for m in members:

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 from orchestra.corpus import Chunk, Corpus
 from orchestra.errors import ConfigError
-from retrievers.base import Retriever, ScoredChunk, make_retriever
+from orchestra.retrievers.base import Retriever, ScoredChunk, make_retriever
 
 
 class HybridRetriever(Retriever):

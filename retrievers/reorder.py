@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from orchestra.errors import ConfigError
-from retrievers.base import ScoredChunk
+from orchestra.retrievers.base import ScoredChunk
 
 
 def by_score(items: Sequence[ScoredChunk]) -> list[ScoredChunk]:

@@ -47,7 +47,7 @@ from typing import Any, Mapping
 from orchestra.backends.base import Backend
 from orchestra.corpus import Corpus
 
-from routers import kinds
+from orchestra.routers import kinds
 
 DEFAULT_EFFECTIVE_FRACTION = 0.125
 # Tokens kept free for the reader's instructions, the question and the answer when checking

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from orchestra.errors import ConfigError
-from routers.base import Router
+from orchestra.routers.base import Router
 
 
 class FixedRouter(Router):

@@ -12,13 +12,13 @@ fields read here, and only these, are:
   (answered through a router) are skipped.
 - ``cost`` (Cost dict): ``prompt_tokens`` (then ``generated_tokens``, ``model_calls``) rank
   correct strategies by cost.
-- ``features`` (dict): ``routers.features.compute_features`` output for the question.
+- ``features`` (dict): ``orchestra.routers.features.compute_features`` output for the question.
 - ``sample_id`` (optional) groups the rows of one question; without it, ``question`` and the
   corpus size do.
 
 The label of a question is the cheapest strategy that answered it correctly; when none did, the
 best-scoring one (then the cheapest). The classifier is a shallow CART tree (gini, numpy only) on
-the numeric features of ``routers.features.NUMERIC_FEATURES`` present in the rows. A tree keeps
+the numeric features of ``orchestra.routers.features.NUMERIC_FEATURES`` present in the rows. A tree keeps
 the file plain JSON and each decision readable ("effective_ratio > 1.4 and kind_aggregation <=
 0.5 -> rag"). The file is versioned (``FORMAT``/``VERSION``) and refused with a clear error when
 it is not a router file, comes from a newer version, or names features this version lacks.
@@ -39,10 +39,10 @@ import numpy as np
 from orchestra.errors import ConfigError, InputError
 from orchestra.types import Cost, Route
 
-from routers import features as F
-from routers import kinds
-from routers.base import Router
-from routers.rules import RulesRouter, can_read
+from orchestra.routers import features as F
+from orchestra.routers import kinds
+from orchestra.routers.base import Router
+from orchestra.routers.rules import RulesRouter, can_read
 
 FORMAT = "orchestra-learned-router"
 VERSION = 1

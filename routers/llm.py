@@ -21,10 +21,10 @@ from orchestra.backends.base import GenerationRequest
 from orchestra.errors import ConfigError
 from orchestra.types import Cost, Route
 
-from routers import features as F
-from routers import kinds
-from routers.base import Router
-from routers.rules import RulesRouter, can_read
+from orchestra.routers import features as F
+from orchestra.routers import kinds
+from orchestra.routers.base import Router
+from orchestra.routers.rules import RulesRouter, can_read
 
 HINTS = {
     kinds.FULL: "read the whole text at once; best when the text is short",

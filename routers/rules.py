@@ -27,9 +27,9 @@ from typing import Any, Mapping
 from orchestra.errors import ConfigError
 from orchestra.types import Cost, Route
 
-from routers import features as F
-from routers import kinds
-from routers.base import Router
+from orchestra.routers import features as F
+from orchestra.routers import kinds
+from orchestra.routers.base import Router
 
 DEFAULT_ORDERS: dict[str, list[str]] = {
     "short": [kinds.FULL, kinds.RAG, kinds.PAGES, kinds.AGENTS],

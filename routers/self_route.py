@@ -22,10 +22,10 @@ from orchestra.errors import ConfigError, ContextOverflowError
 from orchestra.prompts import UNANSWERABLE
 from orchestra.types import Answer, Cost, Route
 
-from routers import features as F
-from routers import kinds
-from routers.base import Router
-from routers.rules import can_read
+from orchestra.routers import features as F
+from orchestra.routers import kinds
+from orchestra.routers.base import Router
+from orchestra.routers.rules import can_read
 
 DEFAULT_FALLBACK = [kinds.FULL, kinds.PAGES, kinds.AGENTS]
 

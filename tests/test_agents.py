@@ -11,8 +11,8 @@ import re
 
 import pytest
 
-from agents.notes import Grounder, is_garbled, parse_reply
-from agents.prompts import NO_INFO
+from orchestra.agents.notes import Grounder, is_garbled, parse_reply
+from orchestra.agents.prompts import NO_INFO
 from orchestra.backends.scripted import ScriptedBackend
 from orchestra.corpus import Corpus, Document
 from orchestra.errors import ConfigError, InputError

@@ -14,7 +14,7 @@ from orchestra.eval.datasets import Sample
 from orchestra.eval.runner import Runner, read_results
 from orchestra.pipeline import Pipeline
 from orchestra.strategies.full_context import FullContext
-from routers.fixed import FixedRouter
+from orchestra.routers.fixed import FixedRouter
 
 
 def _reply(req):

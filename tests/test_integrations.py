@@ -148,7 +148,7 @@ def test_pipeline_as_runnable_and_backend_as_chat_model_in_a_chain(embedded, ess
     from langchain_core.runnables import RunnablePassthrough
 
     from orchestra.integrations.langchain import OrchestraChatModel, OrchestraRetriever
-    from retrievers.bm25 import BM25Retriever
+    from orchestra.retrievers.bm25 import BM25Retriever
 
     # Our Pipeline as a Runnable, composed with LangChain's own pieces.
     pipe = rag_pipeline(embedded, BM25Retriever())
@@ -201,7 +201,7 @@ def test_backend_as_llama_index_llm_and_our_retriever_in_llama_index(embedded, e
         OrchestraLIRetriever,
         OrchestraLLM,
     )
-    from retrievers.bm25 import BM25Retriever
+    from orchestra.retrievers.bm25 import BM25Retriever
 
     llm = OrchestraLLM(backend=embedded, max_tokens=24)
     assert llm.metadata.context_window == embedded.context_window

@@ -13,8 +13,8 @@ from orchestra.errors import ConfigError, InputError
 from orchestra.prompts import UNANSWERABLE
 from orchestra.registry import resolve
 from orchestra.strategies.rag import RAG
-from retrievers.bm25 import BM25Retriever
-from retrievers.hybrid import HybridRetriever
+from orchestra.retrievers.bm25 import BM25Retriever
+from orchestra.retrievers.hybrid import HybridRetriever
 from squad_haystack import squad_cases
 
 

@@ -11,11 +11,11 @@ from conftest import data_path
 from orchestra.backends.scripted import RegexTokenizer
 from orchestra.corpus import Chunk, Corpus, Document
 from orchestra.errors import ConfigError, InputError
-from retrievers.base import IndexCacheWarning, ScoredChunk, make_retriever, score_profile
-from retrievers.bm25 import BM25Retriever
-from retrievers.graph import GraphRetriever
-from retrievers.hybrid import HybridRetriever
-from retrievers.reorder import reorder
+from orchestra.retrievers.base import IndexCacheWarning, ScoredChunk, make_retriever, score_profile
+from orchestra.retrievers.bm25 import BM25Retriever
+from orchestra.retrievers.graph import GraphRetriever
+from orchestra.retrievers.hybrid import HybridRetriever
+from orchestra.retrievers.reorder import reorder
 from squad_haystack import hit, squad_cases
 
 
@@ -74,7 +74,7 @@ def test_bm25_recall_at_5_on_squad_haystacks(squad_50, smol_tokenizer):
 
 @pytest.mark.slow
 def test_dense_recall_at_5_on_squad_haystacks(squad_50, smol_tokenizer):
-    from retrievers.dense import DenseRetriever
+    from orchestra.retrievers.dense import DenseRetriever
 
     recall = _recall_at_5(lambda: DenseRetriever(show_progress=False), squad_50, smol_tokenizer)
     assert recall >= 0.9, recall
@@ -162,7 +162,7 @@ def test_no_temporary_files_are_left_behind():
 
 @pytest.mark.slow
 def test_dense_second_index_of_the_same_corpus_does_no_embedding(monkeypatch, smol_tokenizer):
-    from retrievers.dense import DenseRetriever
+    from orchestra.retrievers.dense import DenseRetriever
 
     corpus = Corpus(_essay_corpus(n_docs=3).documents, smol_tokenizer)
     calls = []
@@ -180,7 +180,7 @@ def test_dense_second_index_of_the_same_corpus_does_no_embedding(monkeypatch, sm
 
 @pytest.mark.slow
 def test_dense_embeds_long_chunks_in_windows_and_finds_their_tail(smol_tokenizer):
-    from retrievers.dense import DenseRetriever
+    from orchestra.retrievers.dense import DenseRetriever
 
     filler = " ".join(p.read_text()[:3000] for p in sorted(
         data_path("needle_haystack", "PaulGrahamEssays").glob("*.txt"))[:4])
@@ -255,7 +255,7 @@ def test_graph_has_sequence_edges_and_is_cached():
 
 @pytest.mark.slow
 def test_graph_over_dense_seeds_uses_similarity_edges(smol_tokenizer):
-    from retrievers.dense import DenseRetriever
+    from orchestra.retrievers.dense import DenseRetriever
 
     corpus = Corpus(_essay_corpus(TWO_HOP, n_docs=3).documents, smol_tokenizer)
     g = GraphRetriever(seed=DenseRetriever(show_progress=False), similarity_threshold=0.3).index(corpus)

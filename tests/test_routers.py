@@ -17,11 +17,11 @@ from orchestra.errors import ConfigError, InputError
 from orchestra.strategies.base import Strategy
 from orchestra.strategies.full_context import FullContext
 from orchestra.types import Answer, Trace
-from routers import features as F
-from routers.learned import LearnedRouter, TreeModel, read_results, train
-from routers.llm import LLMRouter, parse_choice
-from routers.rules import RulesRouter
-from routers.self_route import SelfRouter
+from orchestra.routers import features as F
+from orchestra.routers.learned import LearnedRouter, TreeModel, read_results, train
+from orchestra.routers.llm import LLMRouter, parse_choice
+from orchestra.routers.rules import RulesRouter
+from orchestra.routers.self_route import SelfRouter
 
 MAY_DECLINE_MARK = "If the text does not contain the answer"
 
@@ -283,7 +283,7 @@ def test_self_route_without_rag_reads_directly_and_without_fallback_keeps_the_re
     ("The text says the answer is 42; it does not mention more.", False),
 ])
 def test_declines_are_recognised_in_plain_words(text, expected):
-    from routers.self_route import declined
+    from orchestra.routers.self_route import declined
 
     assert declined(Answer(question="q", text=text, strategy="rag")) is expected
 
@@ -330,7 +330,7 @@ def test_learned_labels_cheapest_correct_strategy():
     rows = synthetic_rows(1, noise=0.0)
     for r in rows:
         r["scores"]["contains"] = 1.0  # all correct: the cheapest wins
-    from routers.learned import labelled_questions
+    from orchestra.routers.learned import labelled_questions
 
     _, labels, _, _ = labelled_questions(rows)
     cheapest = min(rows, key=lambda r: r["cost"]["prompt_tokens"])["strategy"]

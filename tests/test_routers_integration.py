@@ -67,7 +67,7 @@ LOOKUP_SHORT = "What does the author say he worked on?"
 
 
 def test_rules_choose_by_size_kind_and_retrieval(embedded, strategies, haystack, short):
-    from routers.rules import RulesRouter
+    from orchestra.routers.rules import RulesRouter
 
     router = RulesRouter(strategies)
     sample, corpus = haystack
@@ -84,8 +84,8 @@ def test_rules_choose_by_size_kind_and_retrieval(embedded, strategies, haystack,
 
 
 def test_learned_router_routes_real_corpora(embedded, strategies, haystack, short, tmp_path):
-    from routers.features import compute_features
-    from routers.learned import LearnedRouter, train_file
+    from orchestra.routers.features import compute_features
+    from orchestra.routers.learned import LearnedRouter, train_file
     from test_routers import synthetic_rows
 
     # Rows in the eval runner's format; the features of the real corpora must land on the
@@ -106,7 +106,7 @@ def test_learned_router_routes_real_corpora(embedded, strategies, haystack, shor
 
 
 def test_self_route_accepts_a_found_answer(embedded, strategies, small_haystack):
-    from routers.self_route import SelfRouter
+    from orchestra.routers.self_route import SelfRouter
 
     sample, corpus = small_haystack
     ans = SelfRouter(strategies).route_and_answer(sample.question, corpus, embedded)
@@ -116,9 +116,9 @@ def test_self_route_accepts_a_found_answer(embedded, strategies, small_haystack)
 
 
 def test_self_route_escalates_when_rag_declines(embedded, strategies, small_haystack):
-    from routers.self_route import SelfRouter
+    from orchestra.routers.self_route import SelfRouter
 
-    from retrievers.bm25 import terms
+    from orchestra.retrievers.bm25 import terms
 
     _, corpus = small_haystack
     # SmolLM2 rarely says "unanswerable" (it invents an answer instead), so the decline here
@@ -135,7 +135,7 @@ def test_self_route_escalates_when_rag_declines(embedded, strategies, small_hays
 
 
 def test_llm_router_chooses_among_feasible_options(embedded, strategies, haystack, short):
-    from routers.llm import LLMRouter
+    from orchestra.routers.llm import LLMRouter
 
     _, corpus = haystack
     router = LLMRouter(strategies)

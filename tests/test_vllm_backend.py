@@ -157,7 +157,7 @@ def test_vllm_pipeline_file_validates_without_importing_vllm(monkeypatch):
 def test_building_the_vllm_pipeline_without_vllm_gives_the_install_message():
     from orchestra.pipeline import Pipeline
 
-    with pytest.raises(BackendError, match=r"pip install 'orchestra\[vllm\]'"):
+    with pytest.raises(BackendError, match=r"pip install 'orchestra-longdoc\[vllm\]'"):
         Pipeline.from_yaml(_vllm_yaml())
 
 
@@ -172,7 +172,7 @@ def _gpu() -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not HAVE_VLLM, reason="vLLM is not installed (pip install 'orchestra[vllm]')")
+@pytest.mark.skipif(not HAVE_VLLM, reason="vLLM is not installed (pip install 'orchestra-longdoc[vllm]')")
 @pytest.mark.skipif(not _gpu(), reason="vLLM needs a CUDA GPU")
 def test_real_vllm_answers_and_counts_tokens():
     b = VLLMBackend(model="embedded", context_window=4096, gpu_memory_utilization=0.3)

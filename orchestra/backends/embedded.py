@@ -59,11 +59,12 @@ def _convert(gguf: Path, target: Path) -> None:
     with tqdm(total=len(steps), desc="converting embedded model (once)", unit="step",
               disable=os.environ.get("ORCHESTRA_QUIET") == "1") as bar, atomic_dir(target) as tmp:
         bar.set_postfix_str(steps[0])
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                            local_files_only=True)
         bar.update(1)
         bar.set_postfix_str(steps[1])
         model = AutoModelForCausalLM.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32, local_files_only=True
         )
         bar.update(1)
         bar.set_postfix_str(steps[2])

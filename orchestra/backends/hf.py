@@ -106,11 +106,12 @@ class TransformersBackend(Backend):
 
         hf_logging.disable_progress_bar()  # a cached load takes well under a second
         t0 = time.perf_counter()
-        self.hf_tokenizer = AutoTokenizer.from_pretrained(path)
+        self.hf_tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self.hf_tokenizer.padding_side = "left"
         if self.hf_tokenizer.pad_token is None:
             self.hf_tokenizer.pad_token = self.hf_tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype,
+                                                          local_files_only=True)
         self.model.to(self.device).eval()
         self.load_seconds = time.perf_counter() - t0
         self._tokenizer = HFTokenizer(self.hf_tokenizer)

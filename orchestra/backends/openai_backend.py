@@ -282,7 +282,7 @@ class OpenAIBackend(Backend):
 
         from orchestra.backends.hf import HFTokenizer
 
-        self._hf = AutoTokenizer.from_pretrained(path)
+        self._hf = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self._tok = HFTokenizer(self._hf)
 
     def _server_tokenizer(self) -> Tokenizer:

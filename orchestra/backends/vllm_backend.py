@@ -27,7 +27,7 @@ from orchestra.errors import BackendError, ContextOverflowError
 
 INSTALL_MESSAGE = (
     "the vllm backend needs vLLM, which is not installed here: install it with "
-    "`pip install 'orchestra[vllm]'` (or `pip install vllm`) on a machine with a CUDA GPU; "
+    "`pip install 'orchestra-longdoc[vllm]'` (or `pip install vllm`) on a machine with a CUDA GPU; "
     "without one, use the transformers backend, or the openai backend against a `vllm serve` "
     "server"
 )

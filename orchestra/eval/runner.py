@@ -48,7 +48,7 @@ def fix_seeds(seed: int) -> None:
 
 def _features_fn():
     try:
-        from routers.features import compute_features
+        from orchestra.routers.features import compute_features
     except ImportError:
         return None
     return compute_features
@@ -219,5 +219,5 @@ class Runner:
                 out = self._features(sample.question, corpus, self.backend)
             return dict(out)
         except Exception as e:  # features are auxiliary: never lose an evaluation row to them
-            log.warning("routers.features.compute_features failed: %s", e)
+            log.warning("orchestra.routers.features.compute_features failed: %s", e)
             return {}

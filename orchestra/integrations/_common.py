@@ -67,7 +67,7 @@ def backend_model_name(backend: Backend) -> str:
 
 def minilm():
     """The bundled all-MiniLM-L6-v2, shared with the dense retriever (one copy per process)."""
-    from retrievers.dense import load_embedder
+    from orchestra.retrievers.dense import load_embedder
 
     return load_embedder()
 

@@ -15,6 +15,12 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Optional
 
+try:
+    import langchain_core  # noqa: F401
+except ImportError:
+    raise ImportError("orchestra.integrations.langchain needs langchain-core: "
+                      "pip install 'orchestra-longdoc[langchain]'") from None
+
 from langchain_core.callbacks import CallbackManagerForLLMRun, CallbackManagerForRetrieverRun
 from langchain_core.documents import Document as LCDocument
 from langchain_core.embeddings import Embeddings

@@ -15,6 +15,12 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
+try:
+    import llama_index.core  # noqa: F401
+except ImportError:
+    raise ImportError("orchestra.integrations.llama_index needs llama-index-core: "
+                      "pip install 'orchestra-longdoc[llamaindex]'") from None
+
 from llama_index.core.base.base_query_engine import BaseQueryEngine
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.base.llms.types import (

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from orchestra.corpus import Chunk, Corpus
 from orchestra.errors import ConfigError, InputError
-from retrievers.base import Retriever, ScoredChunk
+from orchestra.retrievers.base import Retriever, ScoredChunk
 
 
 class ExternalRetriever(Retriever):

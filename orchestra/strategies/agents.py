@@ -25,11 +25,11 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from agents.ledger import Ledger
-from agents.manager import Manager
-from agents.notes import Note, parse_reply, render
-from agents.prompts import agent_prompts, split_prompts
-from agents.worker import Worker
+from orchestra.agents.ledger import Ledger
+from orchestra.agents.manager import Manager
+from orchestra.agents.notes import Note, parse_reply, render
+from orchestra.agents.prompts import agent_prompts, split_prompts
+from orchestra.agents.worker import Worker
 from orchestra.corpus import Chunk, Corpus
 from orchestra.errors import ConfigError, InputError
 from orchestra.prompts import UNANSWERABLE, format_passages

@@ -20,8 +20,8 @@ from orchestra.errors import ConfigError, InputError
 from orchestra.prompts import UNANSWERABLE, format_passages
 from orchestra.strategies.base import Strategy, check_question
 from orchestra.types import Answer, Evidence, Trace
-from retrievers.base import Retriever, ScoredChunk, make_retriever, score_profile
-from retrievers.reorder import check_policy, reorder
+from orchestra.retrievers.base import Retriever, ScoredChunk, make_retriever, score_profile
+from orchestra.retrievers.reorder import check_policy, reorder
 
 # Measured with benchmarks/rag_sweep.py (dense, 128-token chunks, document order): evidence
 # recall was 1.00 at 768 tokens on 30 SQuAD questions in 16k-token haystacks and 4 needles
@@ -50,7 +50,7 @@ class RAG(Strategy):
         if retriever is None:
             retriever = "dense"
         if isinstance(retriever, (list, tuple)):
-            from retrievers.hybrid import HybridRetriever
+            from orchestra.retrievers.hybrid import HybridRetriever
 
             retriever = (make_retriever(retriever[0], backend) if len(retriever) == 1
                          else HybridRetriever(backend, retrievers=list(retriever)))
