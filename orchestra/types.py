@@ -43,26 +43,45 @@ class TraceStep(BaseModel):
     name: str
     seconds: float = 0.0
     detail: dict[str, Any] = Field(default_factory=dict)
+    # route, retrieval, model, prefill or step (orchestra.observe.KINDS): how observers type it.
+    kind: str = "step"
 
 
 class Trace(BaseModel):
+    """The steps of a run. Each step is also shown live to the listeners of
+    ``orchestra.observe`` (LangChain callbacks, LlamaIndex events, OpenTelemetry spans)."""
+
     steps: list[TraceStep] = Field(default_factory=list)
 
-    def add(self, name: str, seconds: float = 0.0, **detail: Any) -> TraceStep:
-        step = TraceStep(name=name, seconds=seconds, detail=detail)
+    def add(self, name: str, seconds: float = 0.0, kind: str | None = None,
+            **detail: Any) -> TraceStep:
+        """Record a step already done (``seconds`` long)."""
+        from orchestra import observe
+
+        step = TraceStep(name=name, seconds=seconds, detail=detail,
+                         kind=kind or observe.kind_of(name))
+        observe.ended(observe.started(step), step)
         self.steps.append(step)
         return step
 
     @contextmanager
-    def step(self, name: str, **detail: Any) -> Iterator[TraceStep]:
+    def step(self, name: str, kind: str | None = None, **detail: Any) -> Iterator[TraceStep]:
         """Time a block; the block may add to ``step.detail``."""
-        step = TraceStep(name=name, detail=detail)
+        from orchestra import observe
+
+        step = TraceStep(name=name, detail=detail, kind=kind or observe.kind_of(name))
+        handles = observe.started(step)
         start = time.perf_counter()
+        error = None
         try:
             yield step
+        except BaseException as e:
+            error = e
+            raise
         finally:
             step.seconds = time.perf_counter() - start
             self.steps.append(step)
+            observe.ended(handles, step, error)
 
     def extend(self, other: "Trace", prefix: str = "") -> None:
         for s in other.steps:
@@ -77,6 +96,19 @@ class Evidence(BaseModel):
     start: int  # character offsets into the document's text
     end: int
     score: float | None = None
+    # Where a person finds the span (filled from the corpus by orchestra.citations.cite):
+    # the document's file (or id), its 1-based first and last lines, and its opening words.
+    source: str | None = None
+    line_start: int | None = None
+    line_end: int | None = None
+    snippet: str | None = None
+
+    @property
+    def location(self) -> str:
+        """``file:line-line`` (or the document id and character span before citing)."""
+        if self.line_start is None:
+            return f"{self.doc_id}@{self.start}-{self.end}"
+        return f"{self.source or self.doc_id}:{self.line_start}-{self.line_end}"
 
 
 class Route(BaseModel):
@@ -85,6 +117,12 @@ class Route(BaseModel):
     signals: dict[str, Any] = Field(default_factory=dict)
     router: str = "fixed"
     cost: Cost = Field(default_factory=Cost)  # the cost of deciding (model calls of the router)
+
+    def as_step(self) -> TraceStep:
+        """The decision as a Trace step (the first step of a routed Answer's trace)."""
+        return TraceStep(name="route", kind="route", seconds=self.cost.wall_seconds,
+                         detail={"strategy": self.strategy, "router": self.router,
+                                 "reason": self.reason, "signals": self.signals})
 
 
 class Answer(BaseModel):

@@ -1,0 +1,99 @@
+"""Every step of a run, as it happens: listeners see each Trace step start and end.
+
+A Trace records its steps after the fact (the Answer's ``trace``); observers (LangChain
+callbacks, LlamaIndex instrumentation, OpenTelemetry spans, the CLI's progress line) need them
+live. ``Trace.step`` / ``Trace.add`` call ``started`` and ``ended`` here, so every strategy,
+router and agent that records a step is observable without knowing who listens.
+
+Listeners are scoped with ``listening(...)`` (a ContextVar, so concurrent runs in other threads
+or tasks do not see each other's steps) or process-wide with ``add_global`` (OpenTelemetry).
+A listener is any object with ``step_started(step) -> token`` and
+``step_ended(step, token, error)``; a listener that raises is logged and never breaks a run.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Iterator, Protocol
+
+log = logging.getLogger(__name__)
+
+# What a step is, for observers that type their events (LangChain run types, span kinds).
+ROUTE, RETRIEVAL, MODEL, PREFILL, STEP = "route", "retrieval", "model", "prefill", "step"
+KINDS = (ROUTE, RETRIEVAL, MODEL, PREFILL, STEP)
+
+# Steps recorded before kinds existed, by name; a step given an explicit kind keeps it.
+_KIND_BY_NAME = {
+    "route": ROUTE, "retrieve": RETRIEVAL, "prefill": PREFILL,
+    "read": MODEL, "decode": MODEL, "manager": MODEL, "worker": MODEL, "compress": MODEL,
+    "map": MODEL,
+}
+
+
+def kind_of(name: str) -> str:
+    base = name.rsplit(".", 1)[-1]
+    if base.startswith("reduce"):
+        return MODEL
+    return _KIND_BY_NAME.get(base, STEP)
+
+
+class Listener(Protocol):
+    def step_started(self, step: Any) -> Any: ...
+
+    def step_ended(self, step: Any, token: Any, error: BaseException | None) -> None: ...
+
+
+_scoped: ContextVar[tuple] = ContextVar("orchestra_listeners", default=())
+_global: list = []
+
+
+def add_global(listener: Listener) -> None:
+    if listener not in _global:
+        _global.append(listener)
+
+
+def remove_global(listener: Listener) -> None:
+    if listener in _global:
+        _global.remove(listener)
+
+
+@contextmanager
+def listening(*listeners: Listener) -> Iterator[None]:
+    """Let ``listeners`` see the steps of whatever runs inside this block (this context)."""
+    token = _scoped.set(_scoped.get() + tuple(listeners))
+    try:
+        yield
+    finally:
+        _scoped.reset(token)
+
+
+def active() -> list:
+    return [*_global, *_scoped.get()]
+
+
+def started(step: Any) -> list[tuple[Any, Any]]:
+    """Tell the listeners ``step`` started; the handles go back to ``ended``."""
+    handles = []
+    for listener in active():
+        try:
+            handles.append((listener, listener.step_started(step)))
+        except Exception:  # an observer must never break the run it observes
+            log.warning("step listener %r failed on start of %s", listener, step.name,
+                        exc_info=True)
+    return handles
+
+
+def ended(handles: list[tuple[Any, Any]], step: Any, error: BaseException | None = None) -> None:
+    for listener, token in reversed(handles):
+        try:
+            listener.step_ended(step, token, error)
+        except Exception:
+            log.warning("step listener %r failed on end of %s", listener, step.name,
+                        exc_info=True)
+
+
+def emit(step: Any) -> None:
+    """Show listeners a step that is already complete (it is not added to any Trace)."""
+    ended(started(step), step)
