@@ -18,7 +18,7 @@ import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Iterable, Sequence
 
 import numpy as np
 
@@ -50,21 +50,27 @@ class ScoredChunk:
         return self.chunk.text
 
 
-def score_profile(scored: Sequence[ScoredChunk]) -> dict[str, Any]:
-    """Cheap signals about how sure retrieval is, for routers (no model call needed)."""
-    s = sorted((float(c.score) for c in scored), reverse=True)
+def score_profile(scores: Iterable[float | ScoredChunk],
+                  score_kind: str | None = None) -> dict[str, Any]:
+    """How sure retrieval is, scale-free, for routers (no model call): ``retrieval_top`` (best
+    score), ``retrieval_margin`` (best minus second), ``retrieval_rel_margin`` (margin over
+    |best|), ``retrieval_lead`` ((best minus the mean) over |best|), ``retrieval_hits`` and,
+    when given, ``retrieval_score_kind``. No scores: ``{}`` (the keys are absent)."""
+    s = sorted((float(getattr(x, "score", x)) for x in scores), reverse=True)
     if not s:
-        return {"n": 0, "top_score": None, "second_score": None, "margin": None,
-                "mean_score": None, "top_minus_mean": None}
-    mean = statistics.fmean(s)
-    return {
-        "n": len(s),
-        "top_score": s[0],
-        "second_score": s[1] if len(s) > 1 else None,
-        "margin": s[0] - s[1] if len(s) > 1 else None,
-        "mean_score": mean,
-        "top_minus_mean": s[0] - mean,
+        return {}
+    top = s[0]
+    second = s[1] if len(s) > 1 else top
+    out: dict[str, Any] = {
+        "retrieval_top": top,
+        "retrieval_margin": top - second,
+        "retrieval_rel_margin": (top - second) / abs(top) if top else 0.0,
+        "retrieval_lead": (top - statistics.fmean(s)) / abs(top) if top else 0.0,
+        "retrieval_hits": len(s),
     }
+    if score_kind is not None:
+        out["retrieval_score_kind"] = score_kind
+    return out
 
 
 def check_chunking(name: str, chunk_tokens: Any, overlap: Any) -> tuple[int, int]:

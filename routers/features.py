@@ -12,12 +12,12 @@ the keys below are a contract (add keys, never rename them):
 - ``question_kind`` (``lookup``, ``aggregation`` or ``multi_hop``), ``question_kind_rule`` (the
   rule that fired, for reasons in words), and the one-hot ``kind_lookup`` / ``kind_aggregation``
   / ``kind_multi_hop``.
-- When a RAG strategy is among ``strategies``: its retrieval candidates (``retrieve_with_profile``
-  when it has one, else the hits of ``retrieve(question, corpus)``) give ``retrieval_top`` (best
-  score), ``retrieval_margin`` (best minus second), ``retrieval_rel_margin`` (margin over |best|),
-  ``retrieval_lead`` ((best minus the candidates' mean) over |best|), ``retrieval_hits`` and,
-  when the strategy says, ``retrieval_score_kind`` (cosine, bm25, rrf, ...). Raw scores depend
-  on the retriever, so rules use the scale-free ``retrieval_rel_margin``.
+- When a RAG strategy is among ``strategies``: its ``signals(question, corpus)``, the score
+  profile of its retrieval candidates (orchestra.retrievers.base.score_profile):
+  ``retrieval_top`` (best score), ``retrieval_margin`` (best minus second),
+  ``retrieval_rel_margin`` (margin over |best|), ``retrieval_lead`` ((best minus the candidates'
+  mean) over |best|), ``retrieval_hits`` and ``retrieval_score_kind`` (cosine, bm25, rrf, ...).
+  Raw scores depend on the retriever, so rules use the scale-free ``retrieval_rel_margin``.
 
 Default: the effective window is 1/8 of the nominal one (``DEFAULT_EFFECTIVE_FRACTION``). The
 design notes measured SmolLM2 (window 8192): full context at 12k tokens is truncated and poor,
@@ -46,6 +46,7 @@ from typing import Any, Mapping
 
 from orchestra.backends.base import Backend
 from orchestra.corpus import Corpus
+from orchestra.strategies.base import Strategy
 
 from orchestra.routers import kinds
 
@@ -107,73 +108,22 @@ def question_kind(question: str) -> tuple[str, str]:
     return "lookup", "default"
 
 
-def score_profile(hits: Any) -> dict[str, float | int]:
-    """Scale-free statistics of retrieval scores (any order)."""
-    scores = sorted((s for s in (_score(h) for h in hits or ()) if s is not None), reverse=True)
-    if not scores:
-        return {}
-    second = scores[1] if len(scores) > 1 else scores[0]
-    return _profile(scores[0], second, sum(scores) / len(scores), len(scores))
-
-
-def _profile(top: float, second: float, mean: float, n: int) -> dict[str, float | int]:
-    return {
-        "retrieval_top": float(top),
-        "retrieval_margin": float(top - second),
-        "retrieval_rel_margin": float((top - second) / abs(top)) if top else 0.0,
-        "retrieval_lead": float((top - mean) / abs(top)) if top else 0.0,
-        "retrieval_hits": int(n),
-    }
-
-
-def retrieval_profile(strategy: Any, question: str, corpus: Corpus) -> dict[str, float | int]:
-    """The score profile of a RAG strategy's retrieval for this question ({} if it has none)."""
-    with_profile = getattr(strategy, "retrieve_with_profile", None)
-    if with_profile is not None:
-        _, p = with_profile(question, corpus)
-        if p.get("top_score") is None:
-            return {}
-        second = p["second_score"] if p.get("second_score") is not None else p["top_score"]
-        out = _profile(p["top_score"], second, p["mean_score"], p.get("n", 0))
-        if isinstance(p.get("score_kind"), str):
-            out["retrieval_score_kind"] = p["score_kind"]
-        return out
-    return score_profile(retrieval_hits(strategy, question, corpus))
-
-
-def _score(hit: Any) -> float | None:
-    # Retrievers return (chunk, score) pairs, objects with .score, or dicts; accept each.
-    if isinstance(hit, (int, float)):
-        return float(hit)
-    if isinstance(hit, (tuple, list)) and len(hit) >= 2 and isinstance(hit[1], (int, float)):
-        return float(hit[1])
-    if isinstance(hit, Mapping):
-        s = hit.get("score")
-        return float(s) if isinstance(s, (int, float)) else None
-    s = getattr(hit, "score", None)
-    return float(s) if isinstance(s, (int, float)) else None
-
-
-def retrieval_hits(strategy: Any, question: str, corpus: Corpus) -> Any:
-    """Hits of ``strategy.retrieve`` (None when the strategy has no such method)."""
-    retrieve = getattr(strategy, "retrieve", None)
-    if retrieve is None:
-        return None
-    hits = retrieve(question, corpus)
-    # A retrieve() may return (hits, trace) or an object holding the hits.
-    if isinstance(hits, tuple) and len(hits) == 2 and isinstance(hits[0], (list, tuple)):
-        hits = hits[0]
-    if hasattr(hits, "hits"):
-        hits = hits.hits
-    return hits
+def retrieval_profile(strategy: Strategy, question: str, corpus: Corpus) -> dict[str, Any]:
+    """The ``retrieval_*`` signals of a RAG strategy for this question ({} without scores)."""
+    return {k: v for k, v in strategy.signals(question, corpus).items()
+            if k.startswith("retrieval_")}
 
 
 def fits_window(corpus: Corpus, question: str, backend: Backend,
                 strategies: Mapping[str, Any] | None = None) -> bool:
     """Whether full context could read the whole corpus (asks a full-context strategy if any)."""
     name = kinds.first_of(strategies or {}, kinds.FULL)
-    if name is not None and hasattr(strategies[name], "fits"):
-        return bool(strategies[name].fits(corpus, question)[0])
+    if name is not None:
+        fit = strategies[name].fits(corpus, question)
+        # Truncation lets full context take any corpus; this signal is whether all of it fits.
+        if fit.needed is not None and fit.available is not None:
+            return fit.needed <= fit.available
+        return fit.ok
     return corpus.n_tokens + PROMPT_RESERVE <= backend.context_window
 
 

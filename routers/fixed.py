@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from orchestra.errors import ConfigError
+from orchestra.types import Route
 from orchestra.routers.base import Router
 
 
@@ -21,14 +22,11 @@ class FixedRouter(Router):
                               f"defined: {', '.join(self.strategies)}")
         self.strategy = strategy
 
-    def route(self, question, corpus, backend):
-        from orchestra.types import Route
-
+    def _route(self, question, corpus, backend):
         if self.strategy not in self.available(backend):
             raise ConfigError(f"strategy {self.strategy!r} needs capabilities the "
                               f"{backend.name} backend lacks")
-        return Route(strategy=self.strategy, router=self.name,
-                     reason=f"fixed router: always {self.strategy}")
+        return Route(strategy=self.strategy, reason=f"fixed router: always {self.strategy}")
 
     def options(self):
         return {"strategy": self.strategy}

@@ -37,12 +37,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from orchestra.errors import ConfigError, InputError
-from orchestra.types import Cost, Route
+from orchestra.types import Route
 
 from orchestra.routers import features as F
-from orchestra.routers import kinds
-from orchestra.routers.base import Router
-from orchestra.routers.rules import RulesRouter, can_read
+from orchestra.routers.base import Router, first_feasible
+from orchestra.routers.rules import RulesRouter
 
 FORMAT = "orchestra-learned-router"
 VERSION = 1
@@ -394,8 +393,7 @@ class LearnedRouter(Router):
     def options(self) -> dict[str, Any]:
         return {"model": self.model_path}
 
-    def route(self, question, corpus, backend) -> Route:
-        t0 = time.perf_counter()
+    def _route(self, question, corpus, backend) -> Route:
         strategies = self.available(backend)
         retrieval = self.model.uses("retrieval_")
         feats = F.compute_features(question, corpus, backend, strategies,
@@ -403,32 +401,21 @@ class LearnedRouter(Router):
         ranked, path, n = self.model.predict_dist(feats)
         signals = {k: feats[k] for k in self.model.features if k in feats}
         signals["question_kind"] = feats["question_kind"]
-        notes = []
-        for cls, count in ranked:
-            if count == 0:
-                break
-            name = kinds.resolve_name(strategies, cls)
-            if name is None:
-                notes.append(f"{cls} is not in this pipeline")
-                continue
-            ok, why = can_read(name, strategies[name], corpus, question, backend, feats)
-            if not ok:
-                notes.append(why)
-                continue
-            reason = (f"learned tree: {path} -> {cls} ({count} of {n} training questions in "
-                      f"this leaf were best answered by it)")
+        counts = dict(ranked)
+        name, cls, notes = first_feasible([c for c, count in ranked if count], strategies,
+                                          corpus, question, backend, note_missing=True)
+        if name is not None:
+            reason = (f"learned tree: {path} -> {cls} ({counts[cls]} of {n} training questions "
+                      f"in this leaf were best answered by it)")
             if name != cls:
                 reason += f"; {cls} is {name} here"
             if notes:
                 reason += f" (passed over: {'; '.join(notes)})"
-            signals["leaf_counts"] = dict(ranked)
-            return Route(strategy=name, reason=reason, signals=signals, router=self.name,
-                         cost=Cost(wall_seconds=time.perf_counter() - t0))
+            signals["leaf_counts"] = counts
+            return Route(strategy=name, reason=reason, signals=signals)
         route = self._fallback.route(question, corpus, backend)
         route.reason = (f"learned tree: {path} -> none usable here ({'; '.join(notes)}); "
                         f"rules: {route.reason}")
-        route.router = self.name
-        route.cost.wall_seconds = time.perf_counter() - t0
         return route
 
 

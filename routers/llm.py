@@ -14,7 +14,6 @@ router's choice; the reason says which. The model call is the Route's cost.
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 
 from orchestra.backends.base import GenerationRequest
@@ -23,8 +22,8 @@ from orchestra.types import Cost, Route
 
 from orchestra.routers import features as F
 from orchestra.routers import kinds
-from orchestra.routers.base import Router
-from orchestra.routers.rules import RulesRouter, can_read
+from orchestra.routers.base import Router, feasible
+from orchestra.routers.rules import RulesRouter
 
 HINTS = {
     kinds.FULL: "read the whole text at once; best when the text is short",
@@ -78,20 +77,18 @@ class LLMRouter(Router):
             shown.append(f"- and {len(corpus.documents) - MAX_DOCS_SHOWN} more documents")
         docs = (f"{len(corpus.documents)} document(s), {corpus.n_tokens} tokens in all:\n"
                 + "\n".join(shown))
-        lines = [f"{chr(65 + i)}) {name}: {HINTS[kinds.kind_of(name, self.strategies[name])]}"
+        lines = [f"{chr(65 + i)}) {name}: {HINTS[self.strategies[name].kind]}"
                  for i, name in enumerate(options)]
         return PROMPT.format(docs=docs, window=backend.context_window,
                              effective=int(backend.context_window * self.effective_fraction),
                              question=question, options="\n".join(lines))
 
-    def route(self, question, corpus, backend) -> Route:
-        t0 = time.perf_counter()
+    def _route(self, question, corpus, backend) -> Route:
         strategies = self.available(backend)
         feats = {"corpus_tokens": corpus.n_tokens,
                  "fits_window": F.fits_window(corpus, question, backend, strategies)}
         options = [n for n, s in strategies.items()
-                   if kinds.kind_of(n, s) is not None
-                   and can_read(n, s, corpus, question, backend, feats)[0]]
+                   if s.kind in HINTS and feasible(n, s, corpus, question, backend)[0]]
         rules = None
         if self.order_by_rules or self.fallback is None:
             rules = RulesRouter(self.strategies, effective_fraction=self.effective_fraction
@@ -105,9 +102,8 @@ class LLMRouter(Router):
             signals["rules_choice"] = rules.strategy
         cost = Cost()
         if len(options) == 1:
-            return Route(strategy=options[0], router=self.name, signals=signals,
-                         reason=f"only {options[0]} can read this corpus; no model call",
-                         cost=Cost(wall_seconds=time.perf_counter() - t0))
+            return Route(strategy=options[0], signals=signals,
+                         reason=f"only {options[0]} can read this corpus; no model call")
         reply = ""
         if options:
             req = GenerationRequest.user(self.prompt(question, corpus, backend, options),
@@ -118,12 +114,11 @@ class LLMRouter(Router):
             signals["reply"] = reply
             choice = parse_choice(reply, options)
             if choice is not None:
-                cost.wall_seconds = time.perf_counter() - t0
                 agree = ""
                 if rules is not None:
                     agree = (" (the rules agree)" if choice == rules.strategy
                              else f" (the rules would pick {rules.strategy})")
-                return Route(strategy=choice, router=self.name, signals=signals, cost=cost,
+                return Route(strategy=choice, signals=signals, cost=cost,
                              reason=f"the model chose {choice} from {', '.join(options)} "
                                     f"(reply: {reply.strip()[:40]!r}){agree}")
         why = (f"the model's reply {reply.strip()[:40]!r} names no option"
@@ -132,8 +127,7 @@ class LLMRouter(Router):
             name, reason = rules.strategy, f"{why}; rules: {rules.reason}"
         else:
             name, reason = self.fallback, f"{why}; fallback {self.fallback}"
-        cost.wall_seconds = time.perf_counter() - t0
-        return Route(strategy=name, router=self.name, signals=signals, cost=cost, reason=reason)
+        return Route(strategy=name, signals=signals, cost=cost, reason=reason)
 
 
 def parse_choice(reply: str, options: list[str]) -> str | None:

@@ -14,22 +14,22 @@ Rules, in order (defaults documented in routers/features.py and below):
    1-6% (one outlier 31%); a question whose answer is absent by 1-68% (another needle often
    matches). Rank-fused (RRF, hybrid) scores are flat by construction, so the test is skipped
    for them.
-Within an order, the first strategy that exists, that the backend can run and that can take the
-corpus (full context only when the corpus fits the window) wins. Orders name strategy kinds
+Within an order, the first strategy that exists, that the backend can run and that says it can
+take the corpus (``Strategy.fits``; full context only when the corpus fits the window or it
+truncates) wins (routers/base.py ``first_feasible``). Orders name strategy kinds
 (full_context, rag, kv_pages, agents) or a pipeline's own strategy names.
 """
 
 from __future__ import annotations
 
-import time
-from typing import Any, Mapping
+from typing import Any
 
 from orchestra.errors import ConfigError
-from orchestra.types import Cost, Route
+from orchestra.types import Route
 
 from orchestra.routers import features as F
 from orchestra.routers import kinds
-from orchestra.routers.base import Router
+from orchestra.routers.base import Router, first_feasible
 
 DEFAULT_ORDERS: dict[str, list[str]] = {
     "short": [kinds.FULL, kinds.RAG, kinds.PAGES, kinds.AGENTS],
@@ -42,45 +42,6 @@ DEFAULT_ORDERS: dict[str, list[str]] = {
 DEFAULT_WEAK_REL_MARGIN = 0.05
 # Score kinds whose values are fused ranks, not similarities: no margin means anything.
 RANK_SCORES = ("rrf",)
-
-
-def can_read(name: str, strategy: Any, corpus, question: str, backend,
-             feats: Mapping[str, Any]) -> tuple[bool, str]:
-    """(whether ``strategy`` can take this corpus, why not)."""
-    if not strategy.requires <= backend.capabilities:
-        missing = sorted(strategy.requires - backend.capabilities)
-        return False, f"{name} needs {', '.join(missing)}"
-    if kinds.kind_of(name, strategy) == kinds.FULL:
-        fits = feats.get("fits_window")
-        if fits is None:
-            fits = F.fits_window(corpus, question, backend, {name: strategy})
-        if not fits and getattr(strategy, "truncation", None) is None:
-            return False, f"{name} cannot take {feats.get('corpus_tokens')} tokens"
-    elif callable(getattr(strategy, "fits", None)):
-        # Any other strategy that can tell whether it takes this corpus is asked.
-        fits = strategy.fits(corpus, question)
-        if not (fits[0] if isinstance(fits, tuple) else fits):
-            return False, f"{name} cannot take {corpus.n_tokens} tokens"
-    return True, ""
-
-
-def pick(order: list[str], strategies: Mapping[str, Any], corpus, question: str, backend,
-         feats: Mapping[str, Any]) -> tuple[str | None, list[str]]:
-    """The first usable strategy of ``order``, and the notes on those passed over."""
-    notes = []
-    for wanted in order:
-        for name in _candidates(strategies, wanted):
-            ok, why = can_read(name, strategies[name], corpus, question, backend, feats)
-            if ok:
-                return name, notes
-            notes.append(why)
-    return None, notes
-
-
-def _candidates(strategies: Mapping[str, Any], wanted: str) -> list[str]:
-    if wanted in strategies:
-        return [wanted]
-    return kinds.by_kind(strategies).get(wanted, [])
 
 
 class RulesRouter(Router):
@@ -111,8 +72,7 @@ class RulesRouter(Router):
                 "weak_rel_margin": self.weak_rel_margin, "use_retrieval": self.use_retrieval,
                 "orders": self.orders}
 
-    def route(self, question, corpus, backend) -> Route:
-        t0 = time.perf_counter()
+    def _route(self, question, corpus, backend) -> Route:
         strategies = self.available(backend)
         if not strategies:
             raise ConfigError(f"router 'rules': none of {', '.join(self.strategies)} runs on "
@@ -121,7 +81,8 @@ class RulesRouter(Router):
         feats = F.compute_features(question, corpus, backend, strategies,
                                    self.effective_fraction, retrieval=False)
         situation, why = self._situation(question, corpus, backend, strategies, feats)
-        name, notes = pick(self.orders[situation], strategies, corpus, question, backend, feats)
+        name, _, notes = first_feasible(self.orders[situation], strategies, corpus, question,
+                                        backend)
         if name is None:
             name = next(iter(strategies))
             why += f"; none of {self.orders[situation]} is usable here, so {name}"
@@ -134,8 +95,7 @@ class RulesRouter(Router):
             "question_kind", "question_kind_rule", "retrieval_top", "retrieval_margin",
             "retrieval_rel_margin", "retrieval_lead") if k in feats}
         signals["situation"] = situation
-        return Route(strategy=name, reason=why, signals=signals, router=self.name,
-                     cost=Cost(wall_seconds=time.perf_counter() - t0))
+        return Route(strategy=name, reason=why, signals=signals)
 
     def _situation(self, question, corpus, backend, strategies, feats) -> tuple[str, str]:
         size = (f"corpus of {feats['corpus_tokens']} tokens "

@@ -13,7 +13,6 @@ Pipeline calls ``route_and_answer``, which reads while deciding.
 
 from __future__ import annotations
 
-import inspect
 import re
 import time
 from typing import Any
@@ -24,8 +23,7 @@ from orchestra.types import Answer, Cost, Route
 
 from orchestra.routers import features as F
 from orchestra.routers import kinds
-from orchestra.routers.base import Router
-from orchestra.routers.rules import can_read
+from orchestra.routers.base import Pick, Router, first_feasible, since
 
 DEFAULT_FALLBACK = [kinds.FULL, kinds.PAGES, kinds.AGENTS]
 
@@ -45,13 +43,6 @@ def declined(answer: Answer) -> bool:
     "The text does not mention ..." at the start of its reply)."""
     text = answer.text.strip()
     return answer.unanswerable or UNANSWERABLE in text.lower()[:40] or bool(_DECLINE.match(text))
-
-
-def accepts_may_decline(strategy: Any) -> bool:
-    try:
-        return "may_decline" in inspect.signature(strategy.answer).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 class SelfRouter(Router):
@@ -81,42 +72,33 @@ class SelfRouter(Router):
     # -- decisions ------------------------------------------------------------------------
     def _first(self, strategies) -> str | None:
         name = kinds.resolve_name(strategies, self.first or kinds.RAG)
-        if name is not None and accepts_may_decline(strategies[name]):
+        if name is not None and strategies[name].can_decline:
             return name
         return None
 
-    def _escalation(self, question, corpus, backend, strategies, skip: str | None
-                    ) -> tuple[str | None, list[str], dict]:
-        feats = {"corpus_tokens": corpus.n_tokens,
-                 "fits_window": F.fits_window(corpus, question, backend, strategies)}
-        notes = []
-        for wanted in self.fallback or DEFAULT_FALLBACK:
-            names = [wanted] if wanted in strategies else kinds.by_kind(strategies).get(wanted, [])
-            for name in names:
-                if name == skip:
-                    continue
-                ok, why = can_read(name, strategies[name], corpus, question, backend, feats)
-                if ok:
-                    return name, notes, feats
-                notes.append(why)
-        return None, notes, feats
+    def _escalation(self, question, corpus, backend, strategies, skip=()) -> Pick:
+        return first_feasible(self.fallback or DEFAULT_FALLBACK, strategies, corpus, question,
+                              backend, skip=skip)
 
-    def route(self, question, corpus, backend) -> Route:
-        t0 = time.perf_counter()
+    @staticmethod
+    def _size(question, corpus, backend, strategies) -> dict[str, Any]:
+        return {"corpus_tokens": corpus.n_tokens,
+                "fits_window": F.fits_window(corpus, question, backend, strategies)}
+
+    def _route(self, question, corpus, backend) -> Route:
         strategies = self.available(backend)
         first = self._first(strategies)
         if first is not None:
-            return Route(strategy=first, router=self.name, signals={"stage": "first"},
-                         reason=f"Self-Route: {first} first; escalate if it declines",
-                         cost=Cost(wall_seconds=time.perf_counter() - t0))
-        name, notes, feats = self._escalation(question, corpus, backend, strategies, None)
+            return Route(strategy=first, signals={"stage": "first"},
+                         reason=f"Self-Route: {first} first; escalate if it declines")
+        name, _, notes = self._escalation(question, corpus, backend, strategies)
         if name is None:
             raise ConfigError("router 'self_route': no strategy can read this corpus "
                               f"({'; '.join(notes) or 'none available'})")
-        return Route(strategy=name, router=self.name, signals={"stage": "no_first", **feats},
+        feats = self._size(question, corpus, backend, strategies)
+        return Route(strategy=name, signals={"stage": "no_first", **feats},
                      reason=f"Self-Route: no strategy that may decline is defined (RAG); "
-                            f"{name} reads directly",
-                     cost=Cost(wall_seconds=time.perf_counter() - t0))
+                            f"{name} reads directly")
 
     def route_and_answer(self, question, corpus, backend) -> Answer:
         strategies = self.available(backend)
@@ -130,11 +112,11 @@ class SelfRouter(Router):
                 strategy=first, router=self.name,
                 reason=f"Self-Route: {first} answered from its passages (did not decline)",
                 signals={"first": first, "declined": False},
-                cost=Cost(wall_seconds=max(0.0, time.perf_counter() - t0
-                                           - attempt.cost.wall_seconds)))
+                cost=Cost(wall_seconds=max(0.0, since(t0) - attempt.cost.wall_seconds)))
             return attempt
         tried = [first]
-        name, notes, feats = self._escalation(question, corpus, backend, strategies, first)
+        feats = self._size(question, corpus, backend, strategies)
+        name, _, notes = self._escalation(question, corpus, backend, strategies, tried)
         while name is not None:
             try:
                 final = strategies[name].answer(question, corpus)
@@ -142,9 +124,8 @@ class SelfRouter(Router):
                 # A strategy's own size check is the authority; move on to the next.
                 notes.append(f"{name}: {e}")
                 tried.append(name)
-                rest = {n: s for n, s in strategies.items() if n not in tried}
-                name, more, _ = self._escalation(question, corpus, backend, rest, None)
-                notes += more
+                name, _, more = self._escalation(question, corpus, backend, strategies, tried)
+                notes += [m for m in more if m not in notes]
                 continue
             break
         else:
@@ -153,12 +134,11 @@ class SelfRouter(Router):
                 reason=f"Self-Route: {first} declined and no fallback can read this corpus "
                        f"({'; '.join(notes) or 'none defined'}); keeping its reply",
                 signals={"first": first, "declined": True, **feats},
-                cost=Cost(wall_seconds=max(0.0, time.perf_counter() - t0
-                                           - attempt.cost.wall_seconds)))
+                cost=Cost(wall_seconds=max(0.0, since(t0) - attempt.cost.wall_seconds)))
             return attempt
         # The declined attempt is what routing cost.
         routing = attempt.cost.model_copy()
-        routing.wall_seconds = max(0.0, time.perf_counter() - t0 - final.cost.wall_seconds)
+        routing.wall_seconds = max(0.0, since(t0) - final.cost.wall_seconds)
         size = ("fits the window" if feats["fits_window"] else "exceeds the window")
         final.route = Route(
             strategy=name, router=self.name,

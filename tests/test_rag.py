@@ -74,9 +74,11 @@ def test_reads_within_budget_without_duplicates_in_document_order():
     step = ans.trace.steps[0]
     assert step.name == "retrieve"
     assert step.detail["selected_tokens"] <= 80 and step.detail["duplicates_dropped"] >= 1
-    assert step.detail["top_score"] >= step.detail["second_score"]
-    assert step.detail["margin"] == pytest.approx(step.detail["top_score"]
-                                                  - step.detail["second_score"])
+    assert step.detail["retrieval_top"] >= step.detail["retrieval_margin"] >= 0
+    assert step.detail["retrieval_score_kind"] == "bm25"
+    # routers see the same profile through the Strategy interface
+    assert {k: v for k, v in step.detail.items() if k.startswith("retrieval_")} == \
+        rag.signals(q, corpus)
     # cost is what the backend measured for the prompt it actually got
     assert ans.cost.model_calls == 1
     assert ans.cost.prompt_tokens == b.count_prompt_tokens(b.requests[0].messages)
@@ -173,7 +175,7 @@ def test_a_list_of_retrievers_means_hybrid_fusion_and_options_rebuild_it():
     again = RAG(b, **opts)
     assert again.options() == opts
     chunks, profile = again.retrieve_with_profile("Quorvath lighthouse gulls", _corpus(b))
-    assert profile["score_kind"] == "rrf" and chunks
+    assert profile["retrieval_score_kind"] == "rrf" and chunks
 
 
 # -- end to end on the embedded model ------------------------------------------------------

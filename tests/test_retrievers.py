@@ -290,7 +290,7 @@ def test_reorder_policies_put_chunks_where_they_say():
 
 def test_score_profile_signals():
     p = score_profile(_scored([0.2, 0.8, 0.5]))
-    assert p["top_score"] == 0.8 and p["margin"] == pytest.approx(0.3)
-    assert p["mean_score"] == pytest.approx(0.5)
-    assert score_profile([])["top_score"] is None
-    assert np.isfinite(p["top_minus_mean"])
+    assert p["retrieval_top"] == 0.8 and p["retrieval_margin"] == pytest.approx(0.3)
+    assert p["retrieval_lead"] == pytest.approx((0.8 - 0.5) / 0.8)
+    assert p["retrieval_hits"] == 3 and "retrieval_score_kind" not in p
+    assert score_profile([]) == {}

@@ -14,7 +14,8 @@ from orchestra.backends.base import KV_PAGES
 from orchestra.backends.scripted import ScriptedBackend
 from orchestra.corpus import Corpus, Document
 from orchestra.errors import ConfigError, InputError
-from orchestra.strategies.base import Strategy
+from orchestra.retrievers.base import ScoredChunk, score_profile
+from orchestra.strategies.base import AGENTS, PAGES, RAG, Fit, Strategy
 from orchestra.strategies.full_context import FullContext
 from orchestra.types import Answer, Trace
 from orchestra.routers import features as F
@@ -29,7 +30,9 @@ MAY_DECLINE_MARK = "If the text does not contain the answer"
 class StandInRAG(Strategy):
     """Retrieves by word overlap; reads its top chunks with the real prompt helpers."""
 
-    name = "rag"
+    name = "stand_in_rag"
+    kind = RAG
+    can_decline = True
 
     def __init__(self, backend, scores=None, **kw):
         super().__init__(backend, **kw)
@@ -45,18 +48,19 @@ class StandInRAG(Strategy):
         return sorted(((c, float(len(q & set(c.text.lower().split())))) for c in chunks),
                       key=lambda t: -t[1])[:5]
 
-    def answer(self, question, corpus, may_decline=False):
+    def signals(self, question, corpus):
+        return score_profile([s for _, s in self.retrieve(question, corpus)])
+
+    def _answer(self, question, corpus, may_decline=False):
         hits = self.retrieve(question, corpus)[:2]
         chunks = [c for c, _ in hits]
         return self.read("\n".join(c.text for c in chunks), question, chunks, Trace(),
                          may_decline=may_decline)
 
-    def _answer(self, question, corpus):  # pragma: no cover - answer() is overridden
-        raise AssertionError
-
 
 class StandInAgents(Strategy):
     name = "chain_of_agents"
+    kind = AGENTS
 
     def _answer(self, question, corpus):
         return self.read(corpus.chunks[0].text, question, corpus.chunks[:1], Trace())
@@ -64,6 +68,7 @@ class StandInAgents(Strategy):
 
 class StandInPages(Strategy):
     name = "kv_pages"
+    kind = PAGES
     requires = frozenset({KV_PAGES})
 
     def _answer(self, question, corpus):
@@ -133,17 +138,14 @@ def test_question_kind_rules(question, kind):
     assert F.question_kind(question)[0] == kind
 
 
-def test_score_profile_accepts_the_shapes_retrievers_return():
-    class Hit:
-        def __init__(self, s):
-            self.score = s
-
-    for hits in ([("a", 4.0), ("b", 2.0), ("c", 2.0)], [Hit(2.0), Hit(4.0), Hit(2.0)],
-                 [{"score": 4.0}, {"score": 2.0}, {"score": 2.0}]):
-        p = F.score_profile(hits)
+def test_score_profile_of_scores_or_scored_chunks(backend):
+    chunks = corpus_of(backend, words(600)).chunks
+    for hits in ([4.0, 2.0, 2.0], [ScoredChunk(c, s) for c, s in zip(chunks, (2.0, 4.0, 2.0))]):
+        p = score_profile(hits, "bm25")
         assert p["retrieval_top"] == 4.0 and p["retrieval_margin"] == 2.0
         assert p["retrieval_rel_margin"] == 0.5 and p["retrieval_lead"] == pytest.approx(1 / 3)
-    assert F.score_profile([]) == {}
+        assert p["retrieval_hits"] == 3 and p["retrieval_score_kind"] == "bm25"
+    assert score_profile([]) == {}
 
 
 def test_compute_features_measures_sizes_and_adds_retrieval_only_with_rag(backend):
@@ -185,7 +187,7 @@ def test_rules_flat_retrieval_prefers_pages_then_agents(backend, pages_backend):
     assert r.strategy == "pages" and "flat" in r.reason
     # A strategy that says it cannot take the corpus is passed over.
     small_pages = strategies_for(pages_backend, flat)
-    small_pages["pages"].fits = lambda corpus, question: (False, corpus.n_tokens, 1000)
+    small_pages["pages"].fits = lambda corpus, question: Fit(False, corpus.n_tokens, 1000)
     r = RulesRouter(small_pages).route("Where is the stone?", long, pages_backend)
     assert r.strategy == "agents" and "pages cannot take 1500 tokens" in r.reason
     # Without the kv_pages capability the pages strategy cannot even be built: agents read.

@@ -33,7 +33,7 @@ from orchestra.agents.worker import Worker
 from orchestra.corpus import Chunk, Corpus
 from orchestra.errors import ConfigError, InputError
 from orchestra.prompts import UNANSWERABLE, format_passages
-from orchestra.strategies.base import Strategy
+from orchestra.strategies.base import AGENTS, Strategy
 from orchestra.types import Answer, Evidence
 
 # Chat templates tokenise a chunk inside a prompt a few tokens differently from alone.
@@ -65,6 +65,7 @@ def _positive_int(name: str, value: Any) -> int:
 
 
 class _AgentStrategy(Strategy):
+    kind = AGENTS
     carries_notes = False  # whether worker prompts include earlier notes
 
     def __init__(self, backend, chunk_tokens: int = 1000, note_tokens: int = 256,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from orchestra.corpus import Corpus
 from orchestra.errors import ConfigError, ContextOverflowError
-from orchestra.strategies.base import Strategy
+from orchestra.strategies.base import FULL, Fit, Strategy
 from orchestra.types import Answer, Evidence, Trace
 
 TRUNCATION_POLICIES = ("head", "tail", "middle-out")
@@ -18,6 +18,7 @@ SEPARATOR = "\n\n"
 
 class FullContext(Strategy):
     name = "full_context"
+    kind = FULL
 
     def __init__(self, backend, truncation: str | None = None, **kw):
         super().__init__(backend, **kw)
@@ -31,11 +32,12 @@ class FullContext(Strategy):
     def options(self):
         return {**super().options(), "truncation": self.truncation}
 
-    def fits(self, corpus: Corpus, question: str = "") -> tuple[bool, int, int]:
-        """(fits, tokens needed, tokens available) for this corpus and question."""
+    def fits(self, corpus: Corpus, question: str = "") -> Fit:
+        """Fit(can read, tokens needed, tokens available) for this corpus and question; with a
+        truncation policy any corpus can be read (needed may exceed available)."""
         budget = self.context_budget(question)
         needed = self.corpus_tokens(corpus)
-        return needed <= budget, needed, budget
+        return Fit(needed <= budget or self.truncation is not None, needed, budget)
 
     def corpus_tokens(self, corpus: Corpus) -> int:
         """Tokens of every document joined by the separator, as the prompt holds them."""

@@ -23,7 +23,7 @@ from orchestra.cache import cache_dir, stable_hash
 from orchestra.corpus import Corpus
 from orchestra.errors import CapabilityError, ConfigError, InputError
 from orchestra.kv.config import PageConfig
-from orchestra.strategies.base import Strategy
+from orchestra.strategies.base import PAGES, Fit, Strategy
 from orchestra.types import Answer, Cost, Evidence, Trace
 
 SEPARATOR = "\n\n"
@@ -37,6 +37,7 @@ BASELINE_QUESTION = "What is the main topic of the provided text?"
 
 class KVPages(Strategy):
     name = "kv_pages"
+    kind = PAGES
     requires = frozenset({KV_PAGES})
 
     def __init__(self, backend, page_size: int = 64, top_pages: int = 16, sink: int = 4,
@@ -80,6 +81,11 @@ class KVPages(Strategy):
         return {**super().options(), **self.config.as_dict(), "kv_dtype": self.kv_dtype,
                 "baseline_question": self.baseline_question,
                 "persist": self.persist, "max_handles": self.max_handles}
+
+    def fits(self, corpus: Corpus, question: str = "") -> Fit:
+        """A corpus of less than one page is refused (full context reads it better)."""
+        return Fit(corpus.n_tokens >= self.config.page_size, corpus.n_tokens,
+                   None)
 
     # -- prompt ----------------------------------------------------------------------------
     def _split_prompt(self) -> tuple[str, str]:

@@ -3,8 +3,8 @@
 Retrieve until ``top_k_tokens`` (counted with the backend's tokenizer) are filled, drop
 near-duplicate chunks, reorder (``document_order`` by default), read once. The Answer cites the
 exact character spans the reader was given, and its Cost is what the backend measured for that
-prompt. ``retrieve_with_profile`` gives routers the same selection and its score profile
-without a model call.
+prompt. ``signals`` gives routers the score profile of that selection without a model call
+(``retrieve_with_profile``: the selection and the whole profile).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 from orchestra.corpus import Corpus
 from orchestra.errors import ConfigError, InputError
 from orchestra.prompts import UNANSWERABLE, format_passages
-from orchestra.strategies.base import Strategy, check_question
+from orchestra.strategies.base import RAG as RAG_KIND, Strategy, check_question
 from orchestra.types import Answer, Evidence, Trace
 from orchestra.retrievers.base import Retriever, ScoredChunk, make_retriever, score_profile
 from orchestra.retrievers.reorder import check_policy, reorder
@@ -40,6 +40,8 @@ def _shingles(text: str, n: int = 3) -> set[tuple[str, ...]]:
 
 class RAG(Strategy):
     name = "rag"
+    kind = RAG_KIND
+    can_decline = True
 
     def __init__(self, backend, retriever: Any = None, top_k_tokens: int = DEFAULT_TOP_K_TOKENS,
                  reorder: str = "document_order", dedup_threshold: float = 0.8, **kw):
@@ -84,11 +86,15 @@ class RAG(Strategy):
 
     def retrieve(self, question: str, corpus: Corpus) -> list[ScoredChunk]:
         """The chunks the reader would be given, in the order it would read them."""
-        return self.retrieve_with_profile(question, corpus)[0]
+        return self.retrieve_with_profile(check_question(question), corpus)[0]
+
+    def signals(self, question: str, corpus: Corpus) -> dict[str, Any]:
+        """The retrieval score profile (``retrieval_*`` keys of retrievers.base.score_profile)."""
+        profile = self.retrieve_with_profile(check_question(question), corpus)[1]
+        return {k: v for k, v in profile.items() if k.startswith("retrieval_")}
 
     def retrieve_with_profile(self, question: str, corpus: Corpus
                               ) -> tuple[list[ScoredChunk], dict[str, Any]]:
-        question = check_question(question)
         if not isinstance(corpus, Corpus):
             raise InputError(f"RAG needs a Corpus, got {type(corpus).__name__}")
         budget = self.budget(question)
@@ -130,9 +136,8 @@ class RAG(Strategy):
                 "smaller chunks")
         ordered = reorder(selected, self.reorder)
         profile = {
-            **score_profile(candidates),
+            **score_profile(candidates, getattr(self.retriever, "score_kind", "score")),
             "retriever": self.retriever.name,
-            "score_kind": getattr(self.retriever, "score_kind", "score"),
             "candidates": len(candidates),
             "selected": len(selected),
             "selected_tokens": used,
@@ -148,14 +153,6 @@ class RAG(Strategy):
         return ordered, profile
 
     # -- answering ---------------------------------------------------------------------------
-    def answer(self, question: str, corpus: Corpus, may_decline: bool = False) -> Answer:
-        """Answer from retrieved passages; ``may_decline`` lets the reader say 'unanswerable'."""
-        question = check_question(question)
-        t0 = time.perf_counter()
-        ans = self._answer(question, corpus, may_decline=may_decline)
-        ans.cost.wall_seconds = time.perf_counter() - t0
-        return ans
-
     def _answer(self, question: str, corpus: Corpus, may_decline: bool = False) -> Answer:
         trace = Trace()
         with trace.step("retrieve") as st:
