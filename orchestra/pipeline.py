@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import yaml
 
@@ -22,10 +22,13 @@ from orchestra.config import (
     load_config_text,
 )
 from orchestra.corpus import Corpus, Document
-from orchestra.errors import ConfigError
+from orchestra.errors import ConfigError, InputError
 from orchestra.registry import _BUILTIN, _extra, resolve
 from orchestra.strategies.base import check_question
-from orchestra.types import Answer
+from orchestra.types import Answer, Route
+
+if TYPE_CHECKING:
+    from orchestra.streaming import StreamEvent
 
 # The pipeline `orchestra ask` uses when no file is given; examples/pipelines/embedded.yaml
 # holds the same (a test keeps them equal).
@@ -142,13 +145,65 @@ class Pipeline:
         # Reuse the same Corpus object for the same texts so chunkings and indexes are shared.
         return self._corpora.setdefault(corpus.hash, corpus)
 
-    def run(self, question: str, documents) -> Answer:
+    def run(self, question: str, documents, strategy: str | None = None) -> Answer:
+        """The Answer; ``strategy`` (a name in this pipeline) reads that way, skipping the
+        router."""
         t0 = time.perf_counter()
         question = check_question(question)
         corpus = self.corpus(documents)
-        answer = self.router.route_and_answer(question, corpus, self.backend)
+        if strategy is None:
+            answer = self.router.route_and_answer(question, corpus, self.backend)
+        else:
+            route = self.chosen_route(strategy)
+            answer = self.strategies[strategy].answer(question, corpus)
+            answer.route = route
         answer.cost.wall_seconds = time.perf_counter() - t0
         return answer
+
+    def chosen_route(self, strategy: str) -> Route:
+        """The Route of a strategy the caller named (refused when this pipeline lacks it)."""
+        if strategy not in self.strategies:
+            raise InputError(f"strategy {strategy!r} is not in this pipeline; its strategies: "
+                             f"{', '.join(self.strategies)}")
+        return Route(strategy=strategy, reason="chosen by the caller", router="fixed")
+
+    def stream(self, question: str, documents, strategy: str | None = None
+               ) -> Iterator[StreamEvent]:
+        """Answer while streaming: yields a RouteEvent, an EvidenceEvent, TokenEvents (pieces
+        of the answer's text as the model writes them), then one AnswerEvent with the final
+        Answer (route with its reason, exact evidence, cost), as ``run`` returns it. Every
+        event is a pydantic model with a ``type`` field ("route", "evidence", "token",
+        "answer"); see orchestra/streaming.py. Only the final read streams (a read that may
+        still decline is held back); closing the iterator early abandons the answer at its
+        next token."""
+        from orchestra.routers.base import Router
+        from orchestra.streaming import run_streaming
+
+        t0 = time.perf_counter()
+        question = check_question(question)
+        corpus = self.corpus(documents)
+        route = None
+        if strategy is not None:
+            route = self.chosen_route(strategy)
+        elif type(self.router).route_and_answer is Router.route_and_answer:
+            # The router decides before reading: its decision goes out first.
+            route = self.router.route(question, corpus, self.backend)
+            if not route.cost.wall_seconds:
+                route.cost.wall_seconds = time.perf_counter() - t0
+
+        def work(_sink) -> Answer:
+            if route is None:
+                answer = self.router.route_and_answer(question, corpus, self.backend)
+            else:
+                answer = self.strategies[route.strategy].answer(question, corpus)
+                answer.route = route
+                answer.cost = answer.cost + route.cost
+            answer.cost.wall_seconds = time.perf_counter() - t0
+            return answer
+
+        names = {id(s): n for n, s in self.strategies.items()}
+        router = getattr(self.router, "name", type(self.router).__name__)
+        yield from run_streaming(work, names, router, route)
 
     def run_batch(self, questions: Sequence[str], documents) -> list[Answer]:
         corpus = self.corpus(documents)

@@ -8,7 +8,7 @@ counts tokens with the model's own tokenizer, and says what it can do through
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar, Sequence
+from typing import ClassVar, Iterator, Sequence
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -95,6 +95,17 @@ class Backend(ABC):
 
     def generate_one(self, request: GenerationRequest) -> GenerationResult:
         return self.generate([request])[0]
+
+    def stream(self, request: GenerationRequest) -> Iterator[str | GenerationResult]:
+        """Generate one reply, yielding text pieces as they are written, then the
+        GenerationResult (always last; its ``text`` is authoritative: stripped, cut at stop
+        strings). Closing the iterator early stops the generation where the backend can.
+
+        This default generates the whole reply, then yields it once; backends that can
+        stream (transformers, openai) override it."""
+        result = self.generate_one(request)
+        yield result.text
+        yield result
 
     def describe(self) -> dict:
         """A JSON-able description, used by pipeline.to_yaml and in reports."""

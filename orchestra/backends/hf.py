@@ -170,7 +170,15 @@ class TransformersBackend(Backend):
         return results  # type: ignore[return-value]
 
     # -- implementation -------------------------------------------------------------------
-    def _generate_batch(self, reqs: list[GenerationRequest]) -> list[GenerationResult]:
+    def stream(self, request: GenerationRequest):
+        """Tokens as generated, through transformers' TextIteratorStreamer (generation runs on
+        a thread holding the model lock); closing the iterator stops generation."""
+        from orchestra.backends.hf_stream import stream_generation
+
+        return stream_generation(self, request)
+
+    def _generate_batch(self, reqs: list[GenerationRequest],
+                        **generate_kw: Any) -> list[GenerationResult]:
         import torch
 
         t0 = time.perf_counter()
@@ -196,7 +204,7 @@ class TransformersBackend(Backend):
         if r0.stop:
             kwargs.update(stop_strings=list(r0.stop), tokenizer=self.hf_tokenizer)
         with torch.inference_mode():
-            out = self.model.generate(**enc, **kwargs)
+            out = self.model.generate(**enc, **kwargs, **generate_kw)
         new = out[:, enc["input_ids"].shape[1] :].tolist()
         seconds = time.perf_counter() - t0
         eos = self.eos_ids()

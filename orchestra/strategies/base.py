@@ -129,9 +129,14 @@ class Strategy(ABC):
         """One reader call over ``context``; the Answer cites ``chunks``."""
         from orchestra.prompts import UNANSWERABLE
 
+        from orchestra.streaming import stream_read
+
         req = self.reader_request(context, question, may_decline)
+        evidence = [Evidence(chunk_id=c.id, doc_id=c.doc_id, start=c.start, end=c.end)
+                    for c in chunks]
         with trace.step(step, chunks=len(chunks)) as st:
-            res = self.backend.generate_one(req)
+            # Inside Pipeline.stream the tokens stream out; otherwise one generate call.
+            res = stream_read(self, req, evidence, UNANSWERABLE if may_decline else None)
             st.detail.update(prompt_tokens=res.prompt_tokens,
                              generated_tokens=res.generated_tokens)
         cost = Cost()
@@ -140,7 +145,5 @@ class Strategy(ABC):
         declined = may_decline and UNANSWERABLE in text.lower()[: len(UNANSWERABLE) + 20]
         return Answer(
             question=question, text=text, strategy=self.name, cost=cost, trace=trace,
-            evidence=[Evidence(chunk_id=c.id, doc_id=c.doc_id, start=c.start, end=c.end)
-                      for c in chunks],
-            unanswerable=declined,
+            evidence=evidence, unanswerable=declined,
         )

@@ -1,0 +1,214 @@
+"""Token streaming through a pipeline: the events ``Pipeline.stream`` yields, and the sink a
+strategy's final read streams into.
+
+``Pipeline.stream(question, documents)`` yields, in this order:
+
+- ``RouteEvent`` (``type == "route"``, ``.route``: a Route): which strategy is reading. With a
+  router that decides before reading it carries the router's reason; with Self-Route it names
+  the strategy whose read is streaming, and the full reason comes with the answer.
+- ``EvidenceEvent`` (``"evidence"``, ``.evidence``: list of Evidence): the passages the reader
+  was given (document id, character span), before the first token.
+- ``TokenEvent`` (``"token"``, ``.text``): pieces of the answer as the model writes them; their
+  concatenation is the answer's text. A strategy whose final read does not stream (the agents
+  strategies) yields its whole text as one TokenEvent.
+- ``AnswerEvent`` (``"answer"``, ``.answer``): the final Answer (text, route with reason, exact
+  evidence, cost, trace). Always last; it is authoritative.
+
+Reads that may still be thrown away are never streamed: a read that may decline (Self-Route's
+first RAG attempt) is held back until its first characters show it did not decline.
+
+Strategies stream through ``stream_read`` (``Strategy.read`` calls it): outside a stream it is
+``backend.generate_one``; inside one it uses ``backend.stream`` and forwards the tokens.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import queue
+import threading
+from typing import Any, Callable, Iterator, Literal, Union
+
+from pydantic import BaseModel, Field
+
+from orchestra.backends.base import Backend, GenerationRequest, GenerationResult
+from orchestra.types import Answer, Evidence, Route
+
+
+class RouteEvent(BaseModel):
+    type: Literal["route"] = "route"
+    route: Route
+
+
+class EvidenceEvent(BaseModel):
+    type: Literal["evidence"] = "evidence"
+    evidence: list[Evidence] = Field(default_factory=list)
+
+
+class TokenEvent(BaseModel):
+    type: Literal["token"] = "token"
+    text: str
+
+
+class AnswerEvent(BaseModel):
+    type: Literal["answer"] = "answer"
+    answer: Answer
+
+
+StreamEvent = Union[RouteEvent, EvidenceEvent, TokenEvent, AnswerEvent]
+
+
+class StreamCancelled(Exception):
+    """The consumer stopped reading the stream (a client disconnected); the read is abandoned."""
+
+
+class Sink:
+    """Where a streaming read sends its events (one per ``Pipeline.stream`` call)."""
+
+    def __init__(self, emit: Callable[[BaseModel], None], names: dict[int, str],
+                 router: str, route_sent: bool = False):
+        self.emit = emit
+        self.names = names  # id(strategy) -> its name in the pipeline
+        self.router = router
+        self.route_sent = route_sent
+        self.sent = ""  # text already streamed for the answer
+        self.cancelled = threading.Event()
+
+    def check(self) -> None:
+        if self.cancelled.is_set():
+            raise StreamCancelled("the stream's consumer went away")
+
+    def start_read(self, strategy: Any, evidence: list[Evidence]) -> None:
+        """The read that will be the answer starts showing: route (if not sent) and evidence."""
+        if not self.route_sent:
+            name = self.names.get(id(strategy), getattr(strategy, "name", "?"))
+            self.emit(RouteEvent(route=Route(
+                strategy=name, router=self.router,
+                reason=f"{name} is reading; the router's reason comes with the answer")))
+            self.route_sent = True
+        self.emit(EvidenceEvent(evidence=evidence))
+
+    def token(self, text: str) -> None:
+        if text:
+            self.sent += text
+            self.emit(TokenEvent(text=text))
+
+
+_SINK: contextvars.ContextVar[Sink | None] = contextvars.ContextVar("orchestra_sink",
+                                                                    default=None)
+
+
+def current_sink() -> Sink | None:
+    return _SINK.get()
+
+
+def stream_read(strategy: Any, request: GenerationRequest, evidence: list[Evidence],
+                decline_marker: str | None = None) -> GenerationResult:
+    """One reader call: streamed to the current sink when there is one.
+
+    ``decline_marker``: the read may decline; its text is held back until the first
+    ``len(marker) + 20`` characters (where a decline is recognised) show it did not.
+    """
+    backend: Backend = strategy.backend
+    sink = _SINK.get()
+    if sink is None:
+        return backend.generate_one(request)
+    sink.check()
+    hold = len(decline_marker) + 20 if decline_marker else 0
+    pending = ""  # text not yet sent (leading whitespace, or held back)
+    started = declined = False
+    result: GenerationResult | None = None
+    gen = backend.stream(request)
+    try:
+        for item in gen:
+            sink.check()
+            if isinstance(item, GenerationResult):
+                result = item
+                break
+            if declined:
+                continue
+            pending += item
+            if not started:
+                if not pending.strip() or (hold and len(pending.lstrip()) < hold):
+                    continue
+                if hold and decline_marker in pending.lstrip().lower()[:hold]:
+                    declined = True
+                    continue
+                pending = pending.lstrip()
+                sink.start_read(strategy, evidence)
+                started = True
+            sink.token(pending)
+            pending = ""
+    finally:
+        gen.close()  # stops the backend's generation when we leave early
+    if result is None:
+        raise RuntimeError(f"{backend.name} backend's stream ended without its result")
+    text = result.text
+    if not declined and not (decline_marker and decline_marker in text.lower()[:hold]):
+        if not started:
+            sink.start_read(strategy, evidence)
+            started = True
+        # The result's text is authoritative (stripped, cut at stop strings): send what is
+        # missing from what streamed.
+        streamed = sink.sent
+        if text.startswith(streamed):
+            sink.token(text[len(streamed):])
+    return result
+
+
+def run_streaming(work: Callable[[Sink], Answer], names: dict[int, str], router: str,
+                  route: Route | None = None) -> Iterator[StreamEvent]:
+    """Run ``work(sink)`` on a thread with the sink installed; yield its events, then the
+    Answer. Closing the iterator early cancels the work at its next token."""
+    events: queue.Queue = queue.Queue()
+    done = object()
+    sink = Sink(events.put, names, router, route_sent=route is not None)
+    ctx = contextvars.copy_context()
+
+    def target() -> None:
+        try:
+            events.put(AnswerEvent(answer=ctx.run(_with_sink, sink, work)))
+        except BaseException as e:  # noqa: BLE001  (re-raised in the consumer's thread)
+            events.put(e)
+        finally:
+            events.put(done)
+
+    thread = threading.Thread(target=target, name="orchestra-stream", daemon=True)
+    if route is not None:
+        yield RouteEvent(route=route)
+    thread.start()
+    try:
+        while True:
+            item = events.get()
+            if item is done:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            if isinstance(item, AnswerEvent):
+                final = _complete(sink, item.answer)
+                yield from final
+                continue
+            yield item
+    finally:
+        sink.cancelled.set()
+        thread.join(timeout=60)
+
+
+def _with_sink(sink: Sink, work: Callable[[Sink], Answer]) -> Answer:
+    _SINK.set(sink)
+    return work(sink)
+
+
+def _complete(sink: Sink, answer: Answer) -> list[BaseModel]:
+    """Events still owed before the Answer: a non-streaming final read sends its text here."""
+    out: list[BaseModel] = []
+    if not sink.route_sent and answer.route is not None:
+        out.append(RouteEvent(route=answer.route))
+        sink.route_sent = True
+    if not sink.sent:
+        out.append(EvidenceEvent(evidence=answer.evidence))
+        if answer.text:
+            out.append(TokenEvent(text=answer.text))
+    elif answer.text.startswith(sink.sent) and len(answer.text) > len(sink.sent):
+        out.append(TokenEvent(text=answer.text[len(sink.sent):]))
+    out.append(AnswerEvent(answer=answer))
+    return out

@@ -1,0 +1,125 @@
+"""Token streaming: Backend.stream, strategies' final read and Pipeline.stream's events.
+
+Control flow runs on the scripted backend (a subclass that streams word by word); the slow
+tests stream from the real embedded model through TextIteratorStreamer.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestra.backends.base import GenerationRequest, GenerationResult
+from orchestra.backends.scripted import ScriptedBackend
+from orchestra.corpus import Document
+from orchestra.pipeline import Pipeline
+from orchestra.strategies.full_context import FullContext
+from orchestra.strategies.rag import RAG
+from orchestra.routers.self_route import SelfRouter
+
+DOC = Path(__file__).resolve().parent.parent / "examples" / "data" / "gettysburg_address.txt"
+GETTYSBURG = Document(id=DOC.name, text=DOC.read_text(), source=str(DOC))
+
+
+class WordStreamer(ScriptedBackend):
+    """Streams its scripted reply one word at a time (and counts abandoned streams)."""
+
+    closed_early = 0
+    delay = 0.0
+
+    def stream(self, request):
+        res = self.generate_one(request)
+        words = res.text.split(" ")
+        try:
+            for i, w in enumerate(words):
+                time.sleep(self.delay)
+                yield w if i == 0 else " " + w
+        except GeneratorExit:
+            WordStreamer.closed_early += 1
+            raise
+        yield res
+
+
+def reply(req: GenerationRequest) -> str:
+    prompt = req.messages[-1].content
+    if "unanswerable" in prompt.lower():  # the may-decline reader prompt
+        return "unanswerable, the passages do not say so at all"
+    return "Four score and seven years ago our fathers"
+
+
+def test_backend_stream_default_yields_the_text_then_the_result():
+    b = ScriptedBackend(["the whole reply"])
+    items = list(b.stream(GenerationRequest.user("q")))
+    assert items[0] == "the whole reply"
+    assert isinstance(items[-1], GenerationResult) and items[-1].text == "the whole reply"
+
+
+def test_pipeline_stream_events_in_order_and_tokens_make_the_answer():
+    b = WordStreamer(reply, context_window=4096)
+    pipe = Pipeline(b, {"full": FullContext(b)})
+    events = list(pipe.stream("When?", [GETTYSBURG]))
+    types = [e.type for e in events]
+    assert types[:2] == ["route", "evidence"] and types[-1] == "answer"
+    tokens = [e.text for e in events if e.type == "token"]
+    assert len(tokens) > 3
+    answer = events[-1].answer
+    assert "".join(tokens) == answer.text == "Four score and seven years ago our fathers"
+    assert events[0].route.strategy == "full" and answer.route.strategy == "full"
+    assert events[1].evidence and events[1].evidence[0].doc_id == answer.evidence[0].doc_id
+
+
+def test_a_declined_read_is_never_streamed_and_the_fallback_is():
+    b = WordStreamer(reply, context_window=4096)
+    strategies = {"rag": RAG(b, retriever="bm25"), "full": FullContext(b)}
+    pipe = Pipeline(b, strategies, SelfRouter(strategies, first="rag", fallback=["full"]))
+    events = list(pipe.stream("Who spoke?", [GETTYSBURG]))
+    text = "".join(e.text for e in events if e.type == "token")
+    answer = events[-1].answer
+    assert "unanswerable" not in text
+    assert text == answer.text == "Four score and seven years ago our fathers"
+    assert answer.route.strategy == "full" and "declined" in answer.route.reason
+    assert [e.route.strategy for e in events if e.type == "route"] == ["full"]
+
+
+def test_closing_the_stream_early_abandons_the_read():
+    b = WordStreamer(reply, context_window=4096)
+    b.delay = 0.05  # a slow writer, so the reader leaves mid-answer
+    pipe = Pipeline(b, {"full": FullContext(b)})
+    before = WordStreamer.closed_early
+    it = pipe.stream("When?", [GETTYSBURG])
+    for e in it:
+        if e.type == "token":
+            break
+    it.close()
+    assert WordStreamer.closed_early == before + 1
+    assert not [t for t in threading.enumerate() if t.name == "orchestra-stream"]
+
+
+def test_a_strategy_not_in_the_pipeline_is_refused():
+    b = WordStreamer(reply, context_window=4096)
+    pipe = Pipeline(b, {"full": FullContext(b)})
+    with pytest.raises(Exception, match="'pages' is not in this pipeline.*full"):
+        list(pipe.stream("When?", [GETTYSBURG], strategy="pages"))
+
+
+@pytest.mark.slow
+def test_embedded_model_streams_several_pieces_equal_to_generate(embedded):
+    req = GenerationRequest.user("Name three colours of the rainbow.", max_tokens=16)
+    items = list(embedded.stream(req))
+    pieces, result = items[:-1], items[-1]
+    assert isinstance(result, GenerationResult) and len(pieces) > 2
+    assert "".join(pieces).strip() == result.text == embedded.generate_one(req).text
+
+
+@pytest.mark.slow
+def test_embedded_stream_closed_early_frees_the_model(embedded):
+    req = GenerationRequest.user("Count from one to fifty in words.", max_tokens=64)
+    it = embedded.stream(req)
+    next(it)
+    it.close()  # stops generate() through the stopping criterion, then joins its thread
+    assert embedded.lock.acquire(timeout=5)
+    embedded.lock.release()
+    assert not [t for t in threading.enumerate() if t.name == "orchestra-hf-stream"]
