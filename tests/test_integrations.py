@@ -7,6 +7,8 @@ LangChain / LlamaIndex retrievers and a real essay with a fact planted in it.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 pytest.importorskip("langchain_core")
@@ -99,13 +101,13 @@ def test_runnable_input_forms_and_batch_grouping():
 
     backend = ScriptedBackend(lambda r: "seen: " + r.messages[-1].content.split("Question: ")[-1])
     pipe = Pipeline(backend, {"full": FullContext(backend)})
-    runnable = PipelineRunnable(pipe, documents=["some document text"])
+    runnable = PipelineRunnable(pipe, documents=[Document(id="a", text="some document text")])
     assert runnable.invoke("q1?") == "seen: q1?"
-    assert runnable.invoke({"question": "q2?", "documents": ["other text"]}) == "seen: q2?"
+    assert runnable.invoke({"question": "q2?", "documents": [Document(id="b", text="other text")]}) == "seen: q2?"
     assert list(runnable.stream("q3?")) == ["seen: q3?"]
-    assert runnable.batch(["a?", "b?", {"question": "c?", "documents": ["x y"]}]) == [
+    assert runnable.batch(["a?", "b?", {"question": "c?", "documents": [Document(id="c", text="x y")]}]) == [
         "seen: a?", "seen: b?", "seen: c?"]
-    full = PipelineRunnable(pipe, ["text"], output="answer").invoke("q?")
+    full = PipelineRunnable(pipe, [Document(id="d", text="text")], output="answer").invoke("q?")
     assert full.route.strategy == "full" and full.cost.model_calls == 1
     with pytest.raises(InputError, match="no documents"):
         PipelineRunnable(pipe).invoke("q?")
@@ -253,3 +255,241 @@ def test_chat_model_and_llm_map_messages_usage_and_stop():
     assert reply.message.content.startswith("system:s|user:q")
     assert llm.complete("p").text.startswith("user:p")
     assert [c.delta for c in llm.stream_complete("p")] == [llm.complete("p").text]
+
+
+# -- every step visible; adapters that follow the conventions (issue 15) --------------------
+GETTYSBURG = Path(__file__).resolve().parent.parent / "examples" / "data" / "gettysburg_address.txt"
+FIELD_Q = "What did they come to dedicate?"
+
+
+def scripted_rag_pipeline(reply="a portion of that field"):
+    from orchestra.pipeline import Pipeline
+    from orchestra.retrievers.bm25 import BM25Retriever
+    from orchestra.strategies.rag import RAG
+
+    backend = ScriptedBackend(lambda r: reply)
+    return Pipeline(backend, {"rag": RAG(backend, retriever=BM25Retriever(), top_k_tokens=300)})
+
+
+def _child_events(events, root_name="orchestra_pipeline"):
+    root = next(e for e in events if e["event"] == "on_chain_start" and e["name"] == root_name)
+    return [e for e in events if root["run_id"] in e.get("parent_ids", [])]
+
+
+def test_runnable_steps_are_child_runs_in_astream_events_and_callbacks():
+    import asyncio
+
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    runnable = PipelineRunnable(scripted_rag_pipeline(), documents=[GETTYSBURG])
+
+    async def collect():
+        return [e async for e in runnable.astream_events(FIELD_Q, version="v2")]
+
+    children = _child_events(asyncio.run(collect()))
+    kinds = [(e["event"], e["name"]) for e in children]
+    assert ("on_chain_end", "route") in kinds
+    assert ("on_retriever_end", "retrieve") in kinds
+    assert ("on_llm_end", "read") in kinds
+    route = next(e for e in children if e["event"] == "on_chain_end" and e["name"] == "route")
+    assert route["data"]["output"]["strategy"] == "rag" and route["data"]["output"]["reason"]
+    docs = next(e for e in children if e["event"] == "on_retriever_end")["data"]["output"]
+    text = GETTYSBURG.read_text()
+    assert docs and all(d.page_content == text[d.metadata["start"]:d.metadata["end"]]
+                        for d in docs)
+    assert all(isinstance(d.metadata["score"], float) for d in docs)
+    llm_end = next(e for e in children if e["event"] == "on_llm_end")["data"]["output"]
+    usage = llm_end["llm_output"]["token_usage"]
+    assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
+
+    # A plain callback handler on invoke sees the same steps, as children of the pipeline run.
+    class Seen(BaseCallbackHandler):
+        def __init__(self):
+            self.runs = []
+
+        def on_chain_start(self, serialized, inputs, *, run_id, parent_run_id=None, **kw):
+            self.runs.append(("chain", kw.get("name"), parent_run_id))
+
+        def on_retriever_start(self, serialized, query, *, run_id, parent_run_id=None, **kw):
+            self.runs.append(("retriever", kw.get("name"), parent_run_id))
+
+        def on_llm_start(self, serialized, prompts, *, run_id, parent_run_id=None, **kw):
+            self.runs.append(("llm", kw.get("name"), parent_run_id))
+
+    seen = Seen()
+    assert runnable.invoke(FIELD_Q, config={"callbacks": [seen]}) == "a portion of that field"
+    names = {(kind, name) for kind, name, parent in seen.runs if parent is not None}
+    assert {("chain", "route"), ("retriever", "retrieve"), ("llm", "read")} <= names
+
+
+def test_as_tool_works_in_a_tool_calling_loop():
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+
+    tool = PipelineRunnable(scripted_rag_pipeline(), documents=[GETTYSBURG]).as_tool(
+        name="ask_address", description="Answer a question about the Gettysburg Address")
+    assert set(tool.args) == {"question", "documents"}
+    assert tool.args["question"]["type"] == "string"
+    # A scripted chat model that calls the tool, then answers from its result.
+    model = GenericFakeChatModel(messages=iter([
+        AIMessage(content="", tool_calls=[{"name": "ask_address", "args": {"question": FIELD_Q},
+                                           "id": "call_1"}]),
+        AIMessage(content="They came to dedicate a portion of that field."),
+    ]))
+    history = [HumanMessage(FIELD_Q)]
+    ai = model.invoke(history)
+    history.append(ai)
+    tools = {tool.name: tool}
+    for call in ai.tool_calls:
+        result = tools[call["name"]].invoke(call)
+        assert isinstance(result, ToolMessage) and result.tool_call_id == "call_1"
+        assert result.content == "a portion of that field"
+        history.append(result)
+    assert "portion" in model.invoke(history).content
+    # Documents given in the tool call are read instead.
+    other = tool.invoke({"question": FIELD_Q, "documents": [str(GETTYSBURG)]})
+    assert other == "a portion of that field"
+
+
+def test_langchain_documents_are_accepted_with_their_metadata():
+    pipe = scripted_rag_pipeline()
+    docs = [LCDocument(page_content="Four score and seven years ago.\nOur fathers.",
+                       metadata={"source": "speech.txt", "year": 1863}),
+            LCDocument(page_content="A second text.\nWith lines.", metadata={"page": 2})]
+    runnable = PipelineRunnable(pipe, documents=docs, output="answer")
+    corpus = runnable._corpus
+    assert [d.metadata for d in corpus.documents] == [{"source": "speech.txt", "year": 1863},
+                                                      {"page": 2}]
+    assert corpus.documents[0].source == "speech.txt"
+    answer = runnable.invoke("How many years ago?")
+    assert any(e.source == "speech.txt" for e in answer.evidence)
+    assert PipelineRunnable(pipe, output="answer").invoke(
+        {"question": "How many years ago?", "documents": docs}).evidence
+
+
+def test_retriever_adapters_honour_k_and_search_kwargs():
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+    from langchain_core.vectorstores import InMemoryVectorStore
+    from llama_index.core import MockEmbedding, VectorStoreIndex
+
+    from orchestra.integrations.langchain import OrchestraRetriever
+    from orchestra.integrations.llama_index import OrchestraLIRetriever
+    from orchestra.retrievers.bm25 import BM25Retriever
+
+    corpus = scripted_corpus([" ".join(f"alpha word{i} fact{i}." for i in range(300))])
+    n = len(corpus.chunk(20, 0))
+    assert n >= 6
+    # A LangChain retriever with a k field (default 2), and a vector store (search_kwargs).
+    for lc in (LangChainRetriever(factory=lambda docs: KeywordRetriever(docs=docs)),
+               LangChainRetriever(factory=lambda docs: InMemoryVectorStore.from_documents(
+                   docs, DeterministicFakeEmbedding(size=16)).as_retriever())):
+        lc.chunk_tokens, lc.overlap = 20, 0
+        lc.index(corpus)
+        assert len(lc.retrieve("word3 fact3", 5)) == 5
+        assert len(lc.retrieve("word3 fact3", 1)) == 1
+    # A LlamaIndex retriever (similarity_top_k 2 of its own).
+    li = LlamaIndexRetriever(factory=lambda nodes: VectorStoreIndex(
+        nodes, embed_model=MockEmbedding(embed_dim=8)).as_retriever(similarity_top_k=2),
+        chunk_tokens=20, overlap=0)
+    li.index(corpus)
+    assert len(li.retrieve("word3", 5)) == 5 and li.external.similarity_top_k == 2
+    # Ours, seen from LangChain and LlamaIndex.
+    ours = OrchestraRetriever(retriever=BM25Retriever(chunk_tokens=20, overlap=0),
+                              corpus=corpus, search_kwargs={"k": 3})
+    assert len(ours.invoke("alpha word3")) == 3
+    assert len(ours.invoke("alpha word3", k=5)) == 5
+    with pytest.raises(InputError, match="fetch_k"):
+        OrchestraRetriever(retriever=BM25Retriever(), corpus=corpus, search_kwargs={"fetch_k": 3})
+    assert len(OrchestraLIRetriever(BM25Retriever(chunk_tokens=20, overlap=0), corpus,
+                                    similarity_top_k=4)
+               .retrieve("alpha word3")) == 4
+
+
+def test_chat_model_counts_tokens_with_the_backend_tokenizer():
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    from orchestra.backends.base import Message
+    from orchestra.integrations.langchain import OrchestraChatModel
+
+    backend = ScriptedBackend()
+    model = OrchestraChatModel(backend=backend)
+    text = "Four score and seven years ago our fathers brought forth"
+    assert model.get_num_tokens(text) == backend.count_tokens(text) > 0
+    msgs = [SystemMessage("Be brief."), HumanMessage(text)]
+    assert model.get_num_tokens_from_messages(msgs) == backend.count_prompt_tokens(
+        [Message(role="system", content="Be brief."), Message(role="user", content=text)])
+
+
+def test_query_engine_dispatches_step_events_and_cites_files():
+    from llama_index.core.instrumentation import get_dispatcher
+    from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+
+    from orchestra.integrations.llama_index import (
+        OrchestraStepEndEvent,
+        OrchestraStepStartEvent,
+        PipelineQueryEngine,
+    )
+
+    class Collect(BaseEventHandler):
+        events: list = []
+
+        @classmethod
+        def class_name(cls) -> str:
+            return "Collect"
+
+        def handle(self, event, **kwargs):
+            self.events.append(event)
+
+    handler = Collect(events=[])
+    root = get_dispatcher()
+    root.add_event_handler(handler)
+    try:
+        engine = PipelineQueryEngine(scripted_rag_pipeline(), [GETTYSBURG])
+        response = engine.query(FIELD_Q)
+        ends = [e for e in handler.events if isinstance(e, OrchestraStepEndEvent)]
+        starts = [e for e in handler.events if isinstance(e, OrchestraStepStartEvent)]
+        assert {"route", "retrieve", "read"} <= {e.step for e in ends}
+        assert {"retrieval", "model", "route"} <= {e.kind for e in ends}
+        read = next(e for e in ends if e.step == "read")
+        assert read.detail["prompt_tokens"] > 0 and read.seconds >= 0
+        assert len(starts) == len(ends) and all(e.span_id for e in ends)
+        assert response.source_nodes
+        for n in response.source_nodes:
+            assert n.node.metadata["file_name"] == "gettysburg_address.txt"
+            assert n.node.metadata["file_path"] == str(GETTYSBURG)
+            assert n.node.metadata["line_start"] >= 1
+
+        streamed = PipelineQueryEngine(scripted_rag_pipeline(), [GETTYSBURG], streaming=True)
+        sresp = streamed.query(FIELD_Q)
+        assert "".join(sresp.response_gen) == "a portion of that field"
+        assert sresp.metadata["route"]["strategy"] == "rag"
+        assert sresp.source_nodes[0].node.metadata["file_name"] == "gettysburg_address.txt"
+    finally:
+        root.event_handlers.remove(handler)
+
+
+@pytest.mark.slow
+def test_runnable_streams_real_tokens_and_shows_steps(embedded):
+    import asyncio
+
+    from orchestra.pipeline import Pipeline
+    from orchestra.retrievers.bm25 import BM25Retriever
+    from orchestra.strategies.rag import RAG
+
+    pipe = Pipeline(embedded, {"rag": RAG(embedded, retriever=BM25Retriever(), top_k_tokens=300,
+                                          max_tokens=16)})
+    runnable = PipelineRunnable(pipe, documents=[GETTYSBURG])
+    chunks = list(runnable.stream(FIELD_Q))
+    assert len(chunks) > 1 and all(isinstance(c, str) for c in chunks)
+    assert "".join(chunks).strip() == runnable.invoke(FIELD_Q).strip()
+
+    async def collect():
+        return [e async for e in runnable.astream_events(FIELD_Q, version="v2")]
+
+    events = asyncio.run(collect())
+    streamed = [e for e in events if e["event"] == "on_chain_stream"
+                and e["name"] == "orchestra_pipeline"]
+    assert len(streamed) > 1
+    names = {(e["event"], e["name"]) for e in _child_events(events)}
+    assert {("on_chain_end", "route"), ("on_retriever_end", "retrieve"),
+            ("on_llm_end", "read")} <= names

@@ -13,7 +13,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional
+import asyncio
+import contextvars
+from typing import Any, AsyncIterator, Iterator, Optional
 
 try:
     import langchain_core  # noqa: F401
@@ -21,7 +23,12 @@ except ImportError:
     raise ImportError("orchestra.integrations.langchain needs langchain-core: "
                       "pip install 'orchestra-longdoc[langchain]'") from None
 
-from langchain_core.callbacks import CallbackManagerForLLMRun, CallbackManagerForRetrieverRun
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForChainRun,
+    CallbackManagerForChainRun,
+    CallbackManagerForLLMRun,
+    CallbackManagerForRetrieverRun,
+)
 from langchain_core.documents import Document as LCDocument
 from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
@@ -29,14 +36,20 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableConfig
-from pydantic import ConfigDict, Field, model_validator
+from langchain_core.runnables.config import run_in_executor
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from orchestra import observe
+from orchestra.corpus import Document
 from orchestra.errors import InputError
 from orchestra.integrations import _common
+from orchestra.integrations.langchain_steps import LangChainSteps
 from orchestra.integrations.retriever_adapter import ExternalRetriever
+from orchestra.spec import entry
 
 __all__ = [
-    "OrchestraChatModel", "PipelineRunnable", "as_runnable", "LangChainRetriever",
+    "OrchestraChatModel", "PipelineRunnable", "PipelineInput", "as_runnable", "lc_documents",
+    "LangChainRetriever",
     "OrchestraRetriever", "MiniLMEmbeddings",
 ]
 
@@ -66,7 +79,7 @@ class OrchestraChatModel(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"backend": self.backend.describe(), "max_tokens": self.max_tokens,
+        return {"backend": entry(self.backend), "max_tokens": self.max_tokens,
                 "temperature": self.temperature}
 
     def _run(self, messages: list[BaseMessage], stop: Optional[list[str]], **kwargs: Any):
@@ -74,6 +87,27 @@ class OrchestraChatModel(BaseChatModel):
                 for i, m in enumerate(messages)]
         return _common.run_one(self.backend, ours, kwargs.get("max_tokens", self.max_tokens),
                                kwargs.get("temperature", self.temperature), stop)
+
+    # Token counts from the backend's own tokenizer (LangChain's default is GPT-2's, which
+    # would need a download and counts a different vocabulary).
+    def get_num_tokens(self, text: str) -> int:
+        return self.backend.count_tokens(text)
+
+    def get_token_ids(self, text: str) -> list[int]:
+        hf = getattr(self.backend, "hf_tokenizer", None)
+        if hf is None:
+            raise NotImplementedError(f"the {self.backend.name} backend does not expose token "
+                                      "ids; get_num_tokens counts with its tokenizer")
+        return hf(text, add_special_tokens=False)["input_ids"]
+
+    def get_num_tokens_from_messages(self, messages: list[BaseMessage],
+                                     tools: Any = None) -> int:
+        """Tokens of the prompt as the model sees it (its chat template included)."""
+        if tools:
+            raise InputError("orchestra chat models do not take tools")
+        return self.backend.count_prompt_tokens(
+            [_common.to_message(m.type, m.content, f"message {i}")
+             for i, m in enumerate(messages)])
 
     def _message(self, res, cls=AIMessage):
         return cls(content=res.text, usage_metadata=_common.usage(res),
@@ -105,12 +139,45 @@ class OrchestraChatModel(BaseChatModel):
 
 
 # -- a Pipeline as a Runnable ---------------------------------------------------------------
+class PipelineInput(BaseModel):
+    """The Runnable's input schema (``as_tool()`` and LangServe-style clients read it)."""
+
+    question: str = Field(description="the question to answer")
+    documents: Optional[list[str]] = Field(
+        default=None, description="texts or file paths to read; leave out to read the "
+                                  "documents the pipeline was given")
+
+
+def lc_documents(docs: Any) -> Any:
+    """LangChain Documents as orchestra Documents (metadata kept; ``source`` names the file);
+    anything else is returned as is."""
+    items = [docs] if isinstance(docs, LCDocument) else docs
+    if not isinstance(items, (list, tuple)) or not any(isinstance(d, LCDocument) for d in items):
+        return docs
+    out = []
+    for i, d in enumerate(items):
+        if not isinstance(d, LCDocument):
+            out.append(d)
+            continue
+        meta = dict(d.metadata or {})
+        source = meta.get("source") or meta.get("file_path")
+        # Chunks of one file share a source, so ids add the position.
+        doc_id = d.id or (f"{source}#{i}" if source else f"doc{i}")
+        out.append(Document(id=str(doc_id), text=d.page_content,
+                            source=str(source) if source else None, metadata=meta))
+    return out
+
+
 class PipelineRunnable(Runnable):
     """A Pipeline as a LangChain Runnable.
 
-    Input: a question (``str``) over the documents given here, or a dict
-    ``{"question": ..., "documents": ...}``. Output: the answer text, or the whole
-    ``orchestra.types.Answer`` with ``output="answer"``.
+    Input: a question (``str``) over the documents given here, or a dict / ``PipelineInput``
+    ``{"question": ..., "documents": ...}`` (texts, paths, orchestra or LangChain Documents).
+    Output: the answer text, or the whole ``orchestra.types.Answer`` with ``output="answer"``.
+
+    Each step inside (route, retrieval, model calls) is a child run, so callbacks,
+    ``astream_events`` and LangSmith show them; ``stream``/``astream`` yield the answer's
+    tokens as the model writes them (``Pipeline.stream``).
     """
 
     def __init__(self, pipeline, documents=None, output: str = "text"):
@@ -119,19 +186,26 @@ class PipelineRunnable(Runnable):
         self.pipeline = pipeline
         self.output = output
         # Built once so retrieval indexes are reused across calls.
-        self._corpus = pipeline.corpus(documents) if documents is not None else None
+        self._corpus = (pipeline.corpus(lc_documents(documents))
+                        if documents is not None else None)
 
     @property
     def InputType(self) -> Any:  # noqa: N802  (LangChain's name)
-        return str | dict
+        return PipelineInput
+
+    def get_name(self, suffix: Optional[str] = None, *, name: Optional[str] = None) -> str:
+        return super().get_name(suffix, name=name or "orchestra_pipeline")
 
     def _split(self, value: Any):
+        if isinstance(value, PipelineInput):
+            value = value.model_dump()
         if isinstance(value, str):
             question, corpus = value, self._corpus
         elif isinstance(value, dict) and "question" in value:
             question = value["question"]
             docs = value.get("documents")
-            corpus = self.pipeline.corpus(docs) if docs is not None else self._corpus
+            corpus = (self.pipeline.corpus(lc_documents(docs)) if docs is not None
+                      else self._corpus)
         else:
             raise InputError("the input must be a question (str) or a dict with 'question' "
                              f"(and 'documents'), not {type(value).__name__}")
@@ -143,13 +217,62 @@ class PipelineRunnable(Runnable):
     def _out(self, answer):
         return answer if self.output == "answer" else answer.text
 
-    def _invoke(self, value: Any) -> Any:
+    def _invoke(self, value: Any, run_manager: CallbackManagerForChainRun) -> Any:
         question, corpus = self._split(value)
-        return self._out(self.pipeline.run(question, corpus))
+        with observe.listening(LangChainSteps(run_manager, corpus, str(question))):
+            return self._out(self.pipeline.run(question, corpus))
 
     def invoke(self, input: Any, config: Optional[RunnableConfig] = None, **kwargs: Any) -> Any:
         return self._call_with_config(self._invoke, input, config, run_type="chain")
 
+    # -- streaming ----------------------------------------------------------------------------
+    def _events(self, value: Any, run_manager: CallbackManagerForChainRun) -> Iterator[Any]:
+        """Text pieces as the model writes them (``output="text"``), or the final Answer."""
+        question, corpus = self._split(value)
+        with observe.listening(LangChainSteps(run_manager, corpus, str(question))):
+            # Pipeline.stream copies this context (with the listener) to its reading thread.
+            for event in self.pipeline.stream(question, corpus):
+                if event.type == "token" and self.output == "text" and event.text:
+                    yield event.text
+                elif event.type == "answer" and self.output == "answer":
+                    yield event.answer
+
+    def _transform(self, inputs: Iterator[Any], run_manager: CallbackManagerForChainRun
+                   ) -> Iterator[Any]:
+        for value in inputs:
+            yield from self._events(value, run_manager)
+
+    def stream(self, input: Any, config: Optional[RunnableConfig] = None,
+               **kwargs: Any) -> Iterator[Any]:
+        yield from self._transform_stream_with_config(iter([input]), self._transform, config,
+                                                      run_type="chain")
+
+    def transform(self, input: Iterator[Any], config: Optional[RunnableConfig] = None,
+                  **kwargs: Any) -> Iterator[Any]:
+        yield from self._transform_stream_with_config(input, self._transform, config,
+                                                      run_type="chain")
+
+    async def _atransform(self, inputs: AsyncIterator[Any],
+                          run_manager: AsyncCallbackManagerForChainRun) -> AsyncIterator[Any]:
+        sync_manager = run_manager.get_sync()  # the listener runs on the reading thread
+        async for value in inputs:
+            async for item in _in_thread(lambda v=value: self._events(v, sync_manager)):
+                yield item
+
+    async def astream(self, input: Any, config: Optional[RunnableConfig] = None,
+                      **kwargs: Any) -> AsyncIterator[Any]:
+        async def one():
+            yield input
+
+        async for item in self._atransform_stream_with_config(one(), self._atransform, config,
+                                                              run_type="chain"):
+            yield item
+
+    async def ainvoke(self, input: Any, config: Optional[RunnableConfig] = None,
+                      **kwargs: Any) -> Any:
+        return await run_in_executor(config, self.invoke, input, config)
+
+    # -- batches ------------------------------------------------------------------------------
     def _batch(self, values: list[Any]) -> list[Any]:
         split = [self._split(v) for v in values]
         out: list[Any] = [None] * len(values)
@@ -169,6 +292,37 @@ class PipelineRunnable(Runnable):
             return []
         return self._batch_with_config(self._batch, inputs, config,
                                        return_exceptions=return_exceptions, run_type="chain")
+
+
+async def _in_thread(make: Any) -> AsyncIterator[Any]:
+    """Items of a blocking iterator, produced on a worker thread (the event loop stays free).
+    Hand-written: LangChain has no public helper that drains a sync iterator into an async
+    one while keeping one thread (and one context) for the whole iteration."""
+    loop = asyncio.get_running_loop()
+    q: asyncio.Queue = asyncio.Queue()
+    done = object()
+    ctx = contextvars.copy_context()
+
+    def pump():
+        try:
+            for item in make():
+                loop.call_soon_threadsafe(q.put_nowait, item)
+        except BaseException as e:  # noqa: BLE001  (re-raised in the consumer)
+            loop.call_soon_threadsafe(q.put_nowait, e)
+        finally:
+            loop.call_soon_threadsafe(q.put_nowait, done)
+
+    worker = loop.run_in_executor(None, ctx.run, pump)
+    try:
+        while True:
+            item = await q.get()
+            if item is done:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        await worker
 
 
 def as_runnable(pipeline, documents=None, output: str = "text") -> PipelineRunnable:
@@ -196,12 +350,20 @@ class LangChainRetriever(ExternalRetriever):
         return self.factory([_to_lc(c) for c in chunks])
 
     def _search(self, question: str, k: int):
-        # Retrievers that take a per-call k (vector stores) get it; others return their own k.
-        try:
-            docs = self.external.invoke(question, k=k)
-        except TypeError:
-            docs = self.external.invoke(question)
-        return [(d.page_content, d.metadata or {}, d.metadata.get("score")) for d in docs]
+        # LangChain retrievers take their size in one of three ways: search_kwargs["k"]
+        # (vector stores and most community retrievers), a ``k`` field (BM25, TF-IDF), or a
+        # per-call keyword. A copy with our k is searched, so the shared retriever is unchanged.
+        ext, extra = self.external, {}
+        fields = getattr(type(ext), "model_fields", {})
+        if "search_kwargs" in fields:
+            ext = ext.model_copy(update={"search_kwargs": {**(ext.search_kwargs or {}), "k": k}})
+        elif "k" in fields:
+            ext = ext.model_copy(update={"k": k})
+        elif getattr(ext, "_expects_other_args", False):
+            extra = {"k": k}
+        docs = ext.invoke(question, **extra)
+        return [(d.page_content, d.metadata or {}, (d.metadata or {}).get("score"))
+                for d in docs]
 
 
 # -- our retrievers as LangChain's ----------------------------------------------------------
@@ -213,20 +375,39 @@ class OrchestraRetriever(BaseRetriever):
     retriever: Any
     corpus: Any
     k: int = 4
+    # LangChain's convention: {"k": 8, "score_threshold": 0.2}; a per-call invoke(q, k=8)
+    # overrides both.
+    search_kwargs: dict = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _orchestra_index(self) -> "OrchestraRetriever":
+        _check_search_kwargs(self.search_kwargs)
         self.retriever.index(self.corpus)
         return self
 
-    def _get_relevant_documents(self, query: str, *,
-                                run_manager: CallbackManagerForRetrieverRun) -> list[LCDocument]:
+    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun,
+                                **kwargs: Any) -> list[LCDocument]:
+        opts = {"k": self.k, **self.search_kwargs, **kwargs}
+        _check_search_kwargs(opts)
+        threshold = opts.get("score_threshold")
         out = []
-        for hit in self.retriever.retrieve(query, self.k):
+        for hit in self.retriever.retrieve(query, opts["k"]):
+            if threshold is not None and hit.score < threshold:
+                continue
             doc = _to_lc(hit.chunk)
             doc.metadata["score"] = hit.score
             out.append(doc)
         return out
+
+
+def _check_search_kwargs(opts: dict) -> None:
+    unknown = sorted(set(opts) - {"k", "score_threshold"})
+    if unknown:
+        raise InputError(f"OrchestraRetriever: unknown search option(s) {', '.join(unknown)}; "
+                         "supported: k, score_threshold")
+    k = opts.get("k", 1)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise InputError(f"OrchestraRetriever: k must be a positive integer, got {k!r}")
 
 
 # -- the bundled embedder as LangChain Embeddings -------------------------------------------

@@ -13,7 +13,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
 
 try:
     import llama_index.core  # noqa: F401
@@ -31,13 +32,16 @@ from llama_index.core.base.llms.types import (
     CompletionResponseGen,
     LLMMetadata,
 )
-from llama_index.core.base.response.schema import Response
+from llama_index.core.base.response.schema import Response, StreamingResponse
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.llms import CustomLLM
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle, TextNode
 from pydantic import ConfigDict, Field, model_validator
 
+from orchestra import observe
 from orchestra.backends.base import Message
 from orchestra.corpus import Document
 from orchestra.errors import InputError
@@ -45,7 +49,8 @@ from orchestra.integrations import _common
 from orchestra.integrations.retriever_adapter import ExternalRetriever
 
 __all__ = ["OrchestraLLM", "PipelineQueryEngine", "LlamaIndexRetriever", "nodes_to_documents",
-           "OrchestraLIRetriever", "MiniLMEmbedding"]
+           "OrchestraLIRetriever", "MiniLMEmbedding", "OrchestraStepStartEvent",
+           "OrchestraStepEndEvent"]
 
 
 # -- our backend as a LlamaIndex LLM --------------------------------------------------------
@@ -147,32 +152,134 @@ def _documents(documents):
     return documents
 
 
+# -- a Pipeline's steps as LlamaIndex instrumentation events -------------------------------
+_dispatcher = get_dispatcher(__name__)
+
+
+class OrchestraStepStartEvent(BaseEvent):
+    """A pipeline step started (route, retrieval, a model call, a prefill...)."""
+
+    step: str
+    kind: str
+    detail: dict = Field(default_factory=dict)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "OrchestraStepStartEvent"
+
+
+class OrchestraStepEndEvent(BaseEvent):
+    """A pipeline step ended: its seconds and details (tokens, scores, pages)."""
+
+    step: str
+    kind: str
+    seconds: float = 0.0
+    detail: dict = Field(default_factory=dict)
+    error: Optional[str] = None
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "OrchestraStepEndEvent"
+
+
+class LlamaIndexSteps:
+    """An ``orchestra.observe`` listener: each step as a pair of instrumentation events,
+    dispatched inside the query's span (handlers on the root dispatcher see them)."""
+
+    def step_started(self, step: Any) -> Any:
+        _dispatcher.event(OrchestraStepStartEvent(step=step.name, kind=step.kind,
+                                                  detail=dict(step.detail)))
+
+    def step_ended(self, step: Any, token: Any, error: BaseException | None) -> None:
+        _dispatcher.event(OrchestraStepEndEvent(step=step.name, kind=step.kind,
+                                                seconds=step.seconds, detail=dict(step.detail),
+                                                error=None if error is None else repr(error)))
+
+
 # -- a Pipeline as a query engine -----------------------------------------------------------
 class PipelineQueryEngine(BaseQueryEngine):
     """A Pipeline as a LlamaIndex query engine over ``documents`` (texts, paths, Documents or
-    LlamaIndex nodes). ``query(q)`` returns a Response with the evidence as source nodes."""
+    LlamaIndex nodes). ``query(q)`` returns a Response with the evidence as source nodes (with
+    ``file_name``/``file_path`` where the document came from a file); ``streaming=True``
+    returns a StreamingResponse whose ``response_gen`` yields the tokens as they are written.
+    Each pipeline step is dispatched as ``OrchestraStepStartEvent``/``OrchestraStepEndEvent``."""
 
-    def __init__(self, pipeline, documents, callback_manager=None):
+    def __init__(self, pipeline, documents, callback_manager=None, streaming: bool = False):
         self.pipeline = pipeline
         self.corpus = pipeline.corpus(_documents(documents))
+        self.streaming = streaming
         super().__init__(callback_manager=callback_manager)
 
     def _get_prompt_modules(self) -> dict:
         return {}
 
-    def _query(self, query_bundle: QueryBundle) -> Response:
-        answer = self.pipeline.run(query_bundle.query_str, self.corpus)
-        nodes = []
-        for ev in answer.evidence:
-            node = TextNode(text=_common.evidence_text(self.corpus, ev), id_=ev.chunk_id,
-                            metadata={"doc_id": ev.doc_id, "start": ev.start, "end": ev.end})
-            nodes.append(NodeWithScore(node=node, score=ev.score))
-        meta = {"strategy": answer.strategy, "cost": answer.cost.model_dump(),
+    def _node(self, ev) -> NodeWithScore:
+        meta = {"doc_id": ev.doc_id, "start": ev.start, "end": ev.end}
+        try:
+            doc = self.corpus.document(ev.doc_id)
+        except KeyError:
+            doc = None
+        if doc is not None:
+            given = doc.metadata or {}
+            path = given.get("file_path") or doc.source
+            if path:
+                meta["file_path"] = str(path)
+                meta["file_name"] = given.get("file_name") or Path(str(path)).name
+        if ev.line_start is not None:
+            meta.update(line_start=ev.line_start, line_end=ev.line_end)
+        node = TextNode(text=_common.evidence_text(self.corpus, ev), id_=ev.chunk_id,
+                        metadata=meta)
+        return NodeWithScore(node=node, score=ev.score)
+
+    @staticmethod
+    def _metadata(answer) -> dict:
+        return {"strategy": answer.strategy, "cost": answer.cost.model_dump(),
                 "route": answer.route.model_dump() if answer.route else None,
                 "unanswerable": answer.unanswerable, "answer": answer}
-        return Response(response=answer.text, source_nodes=nodes, metadata=meta)
 
-    async def _aquery(self, query_bundle: QueryBundle) -> Response:
+    def _query(self, query_bundle: QueryBundle):
+        if self.streaming:
+            return self._stream(query_bundle.query_str)
+        with observe.listening(LlamaIndexSteps()):
+            answer = self.pipeline.run(query_bundle.query_str, self.corpus)
+        return Response(response=answer.text, source_nodes=[self._node(e) for e in answer.evidence],
+                        metadata=self._metadata(answer))
+
+    def _stream(self, question: str) -> StreamingResponse:
+        """Read until the evidence is known (before the first token), then hand the rest of
+        the stream to the response; its metadata and source nodes are completed at the end."""
+        events = self.pipeline.stream(question, self.corpus)
+        pending: list[str] = []
+        evidence = []
+        # Pipeline.stream copies the context of its first step to its reading thread, so the
+        # listener set here sees every step of the read, also those after this block.
+        with observe.listening(LlamaIndexSteps()):
+            for event in events:
+                if event.type == "evidence":
+                    evidence = event.evidence
+                    break
+                if event.type == "token":
+                    pending.append(event.text)
+                if event.type == "answer":
+                    evidence = event.answer.evidence
+                    pending.append(event.answer.text)
+                    break
+        response = StreamingResponse(response_gen=iter(()), metadata={},
+                                     source_nodes=[self._node(e) for e in evidence])
+
+        def gen():
+            yield from pending
+            for ev in events:
+                if ev.type == "token":
+                    yield ev.text
+                elif ev.type == "answer":
+                    response.metadata.update(self._metadata(ev.answer))
+                    response.source_nodes[:] = [self._node(e) for e in ev.answer.evidence]
+
+        response.response_gen = gen()
+        return response
+
+    async def _aquery(self, query_bundle: QueryBundle):
         return self._query(query_bundle)
 
 
@@ -200,7 +307,18 @@ class LlamaIndexRetriever(ExternalRetriever):
         return self.factory([_to_node(c) for c in chunks])
 
     def _search(self, question: str, k: int):
-        hits = self.external.retrieve(question)
+        # LlamaIndex retrievers hold their size as similarity_top_k; ours is set for this
+        # search (retrieve() holds this adapter's lock) and restored after.
+        ext = self.external
+        if hasattr(ext, "similarity_top_k"):
+            before = ext.similarity_top_k
+            ext.similarity_top_k = k
+            try:
+                hits = ext.retrieve(question)
+            finally:
+                ext.similarity_top_k = before
+        else:
+            hits = ext.retrieve(question)
         out = []
         for h in hits:
             meta = dict(h.node.metadata or {})
@@ -214,7 +332,12 @@ class LlamaIndexRetriever(ExternalRetriever):
 class OrchestraLIRetriever(BaseRetriever):
     """An orchestra retriever, indexed over ``corpus``, as a LlamaIndex retriever."""
 
-    def __init__(self, retriever, corpus, k: int = 4, **kw: Any):
+    def __init__(self, retriever, corpus, k: int = 4, similarity_top_k: int | None = None,
+                 **kw: Any):
+        """``similarity_top_k`` (LlamaIndex's name) is the same as ``k`` and wins if given."""
+        k = similarity_top_k if similarity_top_k is not None else k
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise InputError(f"OrchestraLIRetriever: k must be a positive integer, got {k!r}")
         self.retriever = retriever
         self.corpus = corpus
         self.k = k
@@ -223,7 +346,15 @@ class OrchestraLIRetriever(BaseRetriever):
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return [NodeWithScore(node=_to_node(h.chunk), score=h.score)
-                for h in self.retriever.retrieve(query_bundle.query_str, self.k)]
+                for h in self.retriever.retrieve(query_bundle.query_str, self.similarity_top_k)]
+
+    @property
+    def similarity_top_k(self) -> int:
+        return self.k
+
+    @similarity_top_k.setter
+    def similarity_top_k(self, value: int) -> None:
+        self.k = value
 
 
 # -- the bundled embedder as a LlamaIndex embedding model -----------------------------------

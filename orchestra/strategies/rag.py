@@ -158,6 +158,10 @@ class RAG(Strategy):
         with trace.step("retrieve") as st:
             chunks, profile = self.retrieve_with_profile(question, corpus)
             st.detail.update(profile)
+            # The passages found, with scores (observers show them: LangChain retriever runs).
+            st.detail["hits"] = [{"chunk_id": c.chunk.id, "doc_id": c.chunk.doc_id,
+                                  "start": c.chunk.start, "end": c.chunk.end, "score": c.score}
+                                 for c in chunks]
         if not chunks:
             # Nothing matched: reading an empty context would only invite an invented answer.
             return Answer(question=question, text=UNANSWERABLE if may_decline else NOT_FOUND,
