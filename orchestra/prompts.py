@@ -34,6 +34,58 @@ DEFAULTS = {
     "reader_may_decline": READER_MAY_DECLINE,
 }
 
+# -- the reader library: strategies choose by name (``reader_template=``, ``reader_system=``) --
+# RULER's QA template (Hsieh et al., 2024, scripts/data/synthetic/constants.py): the
+# instruction before and after the documents, and its answer prefix.
+_RULER_INSTRUCTION = ("Answer the question based on the given documents. Only give me the "
+                      "answer and do not output any other words.")
+RULER_QA = (
+    f"{_RULER_INSTRUCTION}\n\nThe following are given documents.\n\n{{context}}\n\n"
+    f"{_RULER_INSTRUCTION}\n\nQuestion: {{question}} Answer:"
+)
+# LangChain's RAG tutorial prompt (instruction first, question last).
+LANGCHAIN_QA = ("Answer the question based only on the following context:\n\n{context}\n\n"
+                "Question: {question}")
+# The question before the documents too, so the reader knows what to look for while reading.
+QUESTION_FIRST = (
+    "Question: {question}\n\nThe following are given documents.\n\n{context}\n\n"
+    "Answer the question based on the given documents. Only give me the answer and do not "
+    "output any other words.\n\nQuestion: {question} Answer:"
+)
+READER_TEMPLATES = {
+    "orchestra": READER,
+    "ruler": RULER_QA,
+    "langchain": LANGCHAIN_QA,
+    "question_first": QUESTION_FIRST,
+}
+# Self-Route's first attempt under each template: the same framing plus the way to decline.
+_DECLINE = (f"If the documents do not contain the answer, reply exactly \"{UNANSWERABLE}\".")
+DECLINE_TEMPLATES = {
+    "orchestra": READER_MAY_DECLINE,
+    "ruler": RULER_QA.replace("\n\nQuestion: {question} Answer:",
+                              f" {_DECLINE}\n\nQuestion: {{question}} Answer:"),
+    "langchain": LANGCHAIN_QA.replace("\n\nQuestion:", f"\n\n{_DECLINE}\nQuestion:"),
+    "question_first": QUESTION_FIRST.replace("\n\nQuestion: {question} Answer:",
+                                             f" {_DECLINE}\n\nQuestion: {{question}} Answer:"),
+}
+# "default": no system message, so the model's chat template supplies its own (SmolLM2: "You
+# are a helpful AI assistant named SmolLM, ..."), as a plain LangChain or RULER run does.
+SYSTEM_PROMPTS = {
+    "orchestra": READER_SYSTEM,
+    "default": "",
+    "extractive": ("You answer questions by copying the shortest span of the given documents "
+                   "that answers them."),
+}
+# How retrieved passages are written into {context}.
+PASSAGE_FORMATS = ("plain", "numbered", "titled")
+
+
+def check_choice(value, choices, what: str) -> str:
+    """``value`` when it names one of ``choices``; otherwise one message listing them."""
+    if not isinstance(value, str) or value not in choices:
+        raise ConfigError(f"{what} must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
 
 def check_template(template: str, required: set[str], name: str = "template") -> str:
     fields = {f for _, f, _, _ in Formatter().parse(template) if f}
@@ -46,10 +98,20 @@ def check_template(template: str, required: set[str], name: str = "template") ->
     return template
 
 
-def format_passages(chunks, with_ids: bool = False) -> str:
-    """Passages joined for a reader prompt; optional ids let agents cite them."""
+def format_passages(chunks, with_ids: bool = False, style: str = "plain") -> str:
+    """Passages joined for a reader prompt; optional ids let agents cite them.
+
+    ``style``: ``plain`` (blank lines between passages), ``numbered`` ("Document 1:" ..., as
+    RULER writes its QA documents) or ``titled`` (each passage under its document's id).
+    """
     parts = []
-    for c in chunks:
+    for n, c in enumerate(chunks, 1):
         text = c.text.strip()
-        parts.append(f"[{c.id}]\n{text}" if with_ids else text)
+        if with_ids:
+            text = f"[{c.id}]\n{text}"
+        elif style == "numbered":
+            text = f"Document {n}:\n{text}"
+        elif style == "titled":
+            text = f"Title: {c.doc_id}\n{text}"
+        parts.append(text)
     return "\n\n".join(parts)

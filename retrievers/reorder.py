@@ -5,6 +5,10 @@
   models attend least ("lost in the middle", Liu et al., 2023).
 - ``document_order``: the order the chunks have in the corpus (OP-RAG, Yu et al., 2024), so the
   reader sees passages as the author wrote them; the default.
+- ``score_last``: best last, so rank 1 sits right before the question (templates put the
+  question after the passages).
+- ``edges_last``: LangChain's LongContextReorder: rank 1 last (next to the question), rank 2
+  first, the weakest in the middle.
 """
 
 from __future__ import annotations
@@ -25,6 +29,18 @@ def edges(items: Sequence[ScoredChunk]) -> list[ScoredChunk]:
     return ranked[0::2] + ranked[1::2][::-1]
 
 
+def score_last(items: Sequence[ScoredChunk]) -> list[ScoredChunk]:
+    return by_score(items)[::-1]
+
+
+def edges_last(items: Sequence[ScoredChunk]) -> list[ScoredChunk]:
+    """Ranks 2, 4, 6, ... from the front, ranks ..., 5, 3, 1 towards the back: rank 1 last.
+    For an even count this is exactly LangChain's LongContextReorder; for an odd count that
+    one puts rank 1 first, which is not the point of it."""
+    ranked = by_score(items)
+    return ranked[1::2] + ranked[0::2][::-1]
+
+
 def document_order(items: Sequence[ScoredChunk]) -> list[ScoredChunk]:
     return sorted(items, key=lambda s: (s.chunk.order, s.chunk.start))
 
@@ -33,6 +49,8 @@ POLICIES: dict[str, Callable[[Sequence[ScoredChunk]], list[ScoredChunk]]] = {
     "score": by_score,
     "edges": edges,
     "document_order": document_order,
+    "score_last": score_last,
+    "edges_last": edges_last,
 }
 
 
