@@ -28,6 +28,11 @@ def add_parser(sub) -> None:
                    help="needle depths for niah, comma-separated fractions (default "
                         "0.1,0.3,0.5,0.7,0.9)")
     p.add_argument("--seed", type=int, default=0, help="seed for sampling and generation")
+    p.add_argument("--split", choices=("dev", "test"), default=None,
+                   help="read only this split (same as a :dev / :test suffix on --dataset); "
+                        "tables report test, tuning reads dev")
+    p.add_argument("--dev-fraction", type=float, default=0.5,
+                   help="share of a .jsonl dataset's documents in its dev split (with --seed)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--data-root", help="folder with leval/, needle_haystack/, ruler/ "
                                        "(default: $ORCHESTRA_DATA or ../shared/data)")
@@ -75,7 +80,8 @@ def run(args) -> int:
         pipe = Pipeline.default()
         pipeline_hash = "default"
     dataset = load_dataset(args.dataset, pipe.backend.tokenizer, lengths, args.limit, args.seed,
-                           Path(args.data_root) if args.data_root else None, _depths(args.depths))
+                           Path(args.data_root) if args.data_root else None, _depths(args.depths),
+                           split=args.split, dev_fraction=args.dev_fraction)
     for problem in dataset.problems:
         print(f"orchestra eval: warning: {problem}", file=sys.stderr)
     runner = Runner(pipe, args.out, strategies, seed=args.seed, progress=not args.no_progress,

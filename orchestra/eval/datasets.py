@@ -12,6 +12,13 @@ Names (``--dataset NAME[:subset]``):
 - ``jsonl:PATH`` (or a path ending in .jsonl): one object per line,
   ``{"documents": [...] or "context": "...", "question": ..., "answers": [...]}``.
 
+Splits (``NAME[:subset]:dev`` / ``:test``, or ``split=``): every built-in dataset has a fixed
+dev/test split, half and half, by what a question is built from, so nothing crosses it:
+``ruler_qa`` by SQuAD article (gold and distractor paragraphs come from the split's articles),
+``niah`` by essay and by city (the needles' cities), ``leval`` by document. A user's JSONL is
+split by document (rows sharing their documents stay together), by ``seed`` and
+``dev_fraction``. No split: everything, as before. Tuning reads dev; reported tables read test.
+
 Lengths are measured with the backend's own tokenizer. Randomness comes from one seed, so the
 same arguments give the same samples (and the same sample ids) on every run.
 """
@@ -27,6 +34,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from orchestra.backends.base import Tokenizer
+from orchestra.cache import stable_hash
 from orchestra.corpus import Document
 from orchestra.errors import InputError
 
@@ -41,6 +49,37 @@ CITIES = (
     "Montevideo", "Oslo", "Quito", "Riga", "Santiago", "Tbilisi", "Vilnius", "Winnipeg",
     "Zagreb", "Accra", "Bogota", "Dublin", "Hanoi", "Jakarta", "Kyoto", "Lisbon", "Nairobi",
 )
+
+
+SPLITS = ("dev", "test")
+
+
+def parse_split(spec: str) -> tuple[str, str | None]:
+    """``"ruler_qa:dev"`` -> ``("ruler_qa", "dev")``; no split suffix -> ``(spec, None)``."""
+    base, sep, last = spec.rpartition(":")
+    if sep and last in SPLITS and base:
+        return base, last
+    return spec, None
+
+
+def _check_split(split: str | None) -> None:
+    if split is not None and split not in SPLITS:
+        raise InputError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
+
+
+def _fixed_half(keys: Sequence[str], split: str | None) -> set[str]:
+    """The keys in ``split``: keys ranked by a stable hash, the first half dev, the rest test.
+    It depends on the keys only (not on the seed), so a split never moves between runs."""
+    ranked = sorted(set(keys), key=lambda k: stable_hash("split", k))
+    half = (len(ranked) + 1) // 2
+    if split is None:
+        return set(ranked)
+    return set(ranked[:half] if split == "dev" else ranked[half:])
+
+
+def _seeded_dev(key: str, seed: int, fraction: float) -> bool:
+    """Whether ``key`` falls in the dev part (a ``fraction`` of keys) for this seed."""
+    return int(stable_hash("split", seed, key), 16) / 16 ** 16 < fraction
 
 
 @dataclass
@@ -96,11 +135,17 @@ def _sentence_start(text: str, pos: int) -> int:
 
 def niah(tokenizer: Tokenizer, lengths: Sequence[int], limit: int, seed: int = 0,
          root: Path | None = None, multi: bool = False,
-         depths: Sequence[float] = DEFAULT_DEPTHS) -> Dataset:
-    """``limit`` samples per length; depths cycle over the samples."""
+         depths: Sequence[float] = DEFAULT_DEPTHS, split: str | None = None) -> Dataset:
+    """``limit`` samples per length; depths cycle over the samples. ``split``: dev or test
+    essays and cities (disjoint halves)."""
+    _check_split(split)
     root = root or default_data_root()
     essays = _essays(root)
-    name = "niah:multi" if multi else "niah:single"
+    keep = _fixed_half(essays, split)
+    essays = [e for e in essays if e in keep]
+    city_keep = _fixed_half(CITIES, split)
+    cities_pool = [c for c in CITIES if c in city_keep]
+    name = ("niah:multi" if multi else "niah:single") + (f":{split}" if split else "")
     k = MULTI_NEEDLES if multi else 1
     for d in depths:
         if not 0.0 <= d <= 1.0:
@@ -115,7 +160,7 @@ def niah(tokenizer: Tokenizer, lengths: Sequence[int], limit: int, seed: int = 0
                              f"needs at least {needed} tokens (needles and question)")
         for i in range(limit):
             rng = random.Random(f"{seed}:{name}:{length}:{i}")
-            cities = rng.sample(CITIES, k)
+            cities = rng.sample(cities_pool, k)
             numbers = [str(rng.randint(100000, 999999)) for _ in cities]
             needles = [f"The special magic number for {c} is {n}." for c, n in zip(cities, numbers)]
             target = rng.randrange(k)
@@ -149,17 +194,23 @@ def niah(tokenizer: Tokenizer, lengths: Sequence[int], limit: int, seed: int = 0
 
 # -- RULER-style QA ---------------------------------------------------------------------------
 def ruler_qa(tokenizer: Tokenizer, lengths: Sequence[int], limit: int, seed: int = 0,
-             root: Path | None = None) -> Dataset:
-    """``limit`` questions per length; each paragraph is one document of the corpus."""
+             root: Path | None = None, split: str | None = None) -> Dataset:
+    """``limit`` questions per length; each paragraph is one document of the corpus.
+    ``split``: questions and distractors from the dev or test half of the SQuAD articles."""
+    _check_split(split)
     root = root or default_data_root()
     path = _need(root / "ruler" / "squad.json", "RULER's squad.json")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))["data"]
     except (ValueError, KeyError, TypeError) as e:
         raise InputError(f"{path}: not SQuAD 2.0 JSON ({e})") from None
+    titles = [str(article.get("title", a)) for a, article in enumerate(data)]
+    keep = _fixed_half(titles, split)
     paragraphs: list[tuple[int, str]] = []  # (article index, text)
     questions = []  # (paragraph index, qa)
     for a, article in enumerate(data):
+        if titles[a] not in keep:
+            continue
         for p in article.get("paragraphs", []):
             paragraphs.append((a, p["context"].strip()))
             for qa in p.get("qas", []):
@@ -197,14 +248,15 @@ def ruler_qa(tokenizer: Tokenizer, lengths: Sequence[int], limit: int, seed: int
             chosen.insert(srng.randint(0, len(chosen)), gold)
             answers = list(dict.fromkeys(a["text"].strip() for a in qa["answers"]))
             samples.append(Sample(
-                sample_id=f"ruler_qa:{length}:{qa['id']}", dataset="ruler_qa",
+                sample_id=f"ruler_qa:{length}:{qa['id']}",
+                dataset="ruler_qa" + (f":{split}" if split else ""),
                 question=question, answers=answers, task="qa", length=length,
                 documents=[Document(id=f"p{n}", text=paragraphs[j][1])
                            for n, j in enumerate(chosen)],
                 meta={"gold_doc": f"p{chosen.index(gold)}", "tokens": total,
-                      "documents": len(chosen)},
+                      "documents": len(chosen), "article": titles[paragraphs[gold][0]]},
             ))
-    return Dataset("ruler_qa", samples)
+    return Dataset("ruler_qa" + (f":{split}" if split else ""), samples)
 
 
 # -- L-Eval -----------------------------------------------------------------------------------
@@ -249,10 +301,13 @@ def _bucket(tokens: int, lengths: Sequence[int]) -> int | None:
 
 
 def leval(tokenizer: Tokenizer, lengths: Sequence[int], limit: int, seed: int = 0,
-          root: Path | None = None, subset: str | None = None) -> Dataset:
+          root: Path | None = None, subset: str | None = None,
+          split: str | None = None) -> Dataset:
     """Questions of the chosen file(s), round-robin over files so a limit spans the tasks.
     With ``lengths``, documents longer than the largest are skipped; each sample's length is
-    the smallest requested length that holds its document."""
+    the smallest requested length that holds its document. ``split``: the dev or test half of
+    each file's documents (by a hash of the document text, so a document is in one only)."""
+    _check_split(split)
     root = root or default_data_root()
     files = _leval_files(root)
     if subset:
@@ -272,6 +327,9 @@ def leval(tokenizer: Tokenizer, lengths: Sequence[int], limit: int, seed: int = 
             else:
                 continue  # LLM / human judged documents repeat f1/rouge ones
             text, qs, outs = obj.get("input"), obj.get("instructions"), obj.get("outputs")
+            if split is not None and isinstance(text, str) and \
+                    _seeded_dev(text, 0, 0.5) != (split == "dev"):
+                continue
             if not isinstance(text, str) or not text.strip() or not isinstance(qs, list) \
                     or not isinstance(outs, list) or len(qs) != len(outs):
                 problems.append(f"{path}:{n}: needs a non-empty 'input' and aligned "
@@ -306,12 +364,19 @@ def leval(tokenizer: Tokenizer, lengths: Sequence[int], limit: int, seed: int = 
     if too_long[0]:
         problems.append(f"L-Eval: {too_long[0]} questions skipped: their documents exceed the "
                         f"largest length asked for ({max(lengths)} tokens)")
-    return Dataset(f"leval:{subset}" if subset else "leval", samples, problems)
+    name = f"leval:{subset}" if subset else "leval"
+    return Dataset(name + (f":{split}" if split else ""), samples, problems)
 
 
 # -- a user's JSONL ---------------------------------------------------------------------------
 def user_jsonl(path: Path, tokenizer: Tokenizer, lengths: Sequence[int], limit: int,
-               seed: int = 0) -> Dataset:
+               seed: int = 0, split: str | None = None, dev_fraction: float = 0.5) -> Dataset:
+    """``split``: rows whose documents hash (with ``seed``) into the dev ``dev_fraction`` or the
+    rest (test); rows sharing their documents stay on one side."""
+    _check_split(split)
+    if not 0 < dev_fraction < 1:
+        raise InputError(f"the dev fraction must be between 0 and 1 (exclusive), got "
+                         f"{dev_fraction}")
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such dataset file")
@@ -343,6 +408,9 @@ def user_jsonl(path: Path, tokenizer: Tokenizer, lengths: Sequence[int], limit: 
             problems.append(f"{where}: unknown task {task!r} (known: {', '.join(task_names)}); "
                             "skipped")
             continue
+        if split is not None and _seeded_dev(stable_hash(docs), seed, dev_fraction) != (
+                split == "dev"):
+            continue
         n_tokens = sum(tokenizer.count(d) for d in docs)
         length = _bucket(n_tokens, lengths)
         if length is None:
@@ -355,20 +423,24 @@ def user_jsonl(path: Path, tokenizer: Tokenizer, lengths: Sequence[int], limit: 
             documents=[Document(id=f"doc{i}", text=d) for i, d in enumerate(docs)],
             answers=answers, task=task, length=length, meta={"tokens": n_tokens, "line": n}))
     if not samples:
-        raise InputError(f"{path}: no usable sample" + (f" ({problems[0]})" if problems else ""))
+        where = f" in its {split} split (dev fraction {dev_fraction}, seed {seed})" if split else ""
+        raise InputError(f"{path}: no usable sample{where}" +
+                         (f" ({problems[0]})" if problems else ""))
     ids = [s.sample_id for s in samples]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
         raise InputError(f"{path}: duplicate sample ids: {', '.join(dup)}")
-    return Dataset(path.stem, samples[:limit], problems)
+    return Dataset(path.stem + (f":{split}" if split else ""), samples[:limit], problems)
 
 
 # -- by name ----------------------------------------------------------------------------------
-NAMES = ("niah", "niah:single", "niah:multi", "ruler_qa", "leval", "leval:FILE", "jsonl:PATH")
+NAMES = ("niah", "niah:single", "niah:multi", "ruler_qa", "leval", "leval:FILE", "jsonl:PATH",
+         "(any of these):dev|test")
 
 
 def check_spec(spec: str) -> None:
     """Refuse an unknown dataset name early (before a model is loaded)."""
+    spec, _ = parse_split(spec)
     name, _, subset = spec.partition(":")
     if name in ("niah", "ruler_qa", "leval", "jsonl") or spec.endswith(".jsonl"):
         if name == "niah":
@@ -379,8 +451,15 @@ def check_spec(spec: str) -> None:
 
 def load_dataset(spec: str, tokenizer: Tokenizer, lengths: Sequence[int] = (), limit: int = 10,
                  seed: int = 0, root: Path | None = None,
-                 depths: Sequence[float] = DEFAULT_DEPTHS) -> Dataset:
-    """A dataset by ``NAME[:subset]`` (see the module docstring)."""
+                 depths: Sequence[float] = DEFAULT_DEPTHS, split: str | None = None,
+                 dev_fraction: float = 0.5) -> Dataset:
+    """A dataset by ``NAME[:subset][:dev|:test]`` (see the module docstring); ``split`` says
+    the same as the suffix (giving both, they must agree)."""
+    spec, named = parse_split(spec)
+    _check_split(split)
+    if named and split and named != split:
+        raise InputError(f"dataset {spec}:{named} and split {split!r} disagree; give one split")
+    split = named or split
     if limit < 1:
         raise InputError(f"limit must be at least 1, got {limit}")
     for L in lengths:
@@ -390,8 +469,8 @@ def load_dataset(spec: str, tokenizer: Tokenizer, lengths: Sequence[int] = (), l
     name, _, subset = spec.partition(":")
     synthetic: dict[str, Callable[[], Dataset]] = {
         "niah": lambda: niah(tokenizer, lengths, limit, seed, root,
-                             multi=_niah_mode(subset), depths=depths),
-        "ruler_qa": lambda: ruler_qa(tokenizer, lengths, limit, seed, root),
+                             multi=_niah_mode(subset), depths=depths, split=split),
+        "ruler_qa": lambda: ruler_qa(tokenizer, lengths, limit, seed, root, split=split),
     }
     if name in synthetic:
         if not lengths:
@@ -401,10 +480,10 @@ def load_dataset(spec: str, tokenizer: Tokenizer, lengths: Sequence[int] = (), l
             raise InputError(f"dataset 'ruler_qa' has no subsets (got {subset!r})")
         return synthetic[name]()
     if name == "leval":
-        return leval(tokenizer, lengths, limit, seed, root, subset or None)
+        return leval(tokenizer, lengths, limit, seed, root, subset or None, split=split)
     if name == "jsonl" or spec.endswith(".jsonl"):
         return user_jsonl(Path(subset if name == "jsonl" else spec), tokenizer, lengths,
-                          limit, seed)
+                          limit, seed, split=split, dev_fraction=dev_fraction)
     raise InputError(f"unknown dataset {spec!r}; known: {', '.join(NAMES)}")
 
 

@@ -1,0 +1,60 @@
+"""`orchestra tune PIPELINE.yaml --dataset NAME --lengths 4000 --trials 40 --out DIR`"""
+
+from __future__ import annotations
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "tune", help="search a pipeline's reading configuration on a dataset's dev split",
+        description="Search each strategy's reading settings (chunking, retrieval, reorder, "
+                    "reader template and system prompt, decoding guards, agents' prompts) with "
+                    "Optuna TPE on the dev split of a dataset. Writes DIR/best.yaml (a pipeline "
+                    "file), DIR/report.md and DIR/trials.png. Rerunning with the same --out "
+                    "resumes the study.")
+    p.add_argument("pipeline", help="pipeline YAML file to start from")
+    p.add_argument("--dataset", required=True, metavar="NAME[:subset]",
+                   help="niah, niah:multi, ruler_qa, leval, leval:FILE or a .jsonl file; its "
+                        "dev split is used (a test split is refused)")
+    p.add_argument("--lengths", default="",
+                   help="target corpus sizes in tokens, comma-separated (required by niah and "
+                        "ruler_qa)")
+    p.add_argument("--limit", type=int, default=20,
+                   help="dev questions per length (niah, ruler_qa) or in all (leval, jsonl)")
+    p.add_argument("--trials", type=int, default=None, help="trials to finish (budget)")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="stop starting trials after this many minutes (budget)")
+    p.add_argument("--target", default="router",
+                   help="'router' (score the pipeline's routing, search every strategy) or one "
+                        "strategy's name (score and search that strategy alone)")
+    p.add_argument("--params", default=None,
+                   help="comma-separated settings to search (default: all that apply); see "
+                        "orchestra.tune.space")
+    p.add_argument("--dev-fraction", type=float, default=0.5,
+                   help="share of a .jsonl dataset's documents in its dev split")
+    p.add_argument("--seed", type=int, default=0, help="seed for sampling, splits and TPE")
+    p.add_argument("--out", required=True, help="output directory (the study lives there)")
+    p.add_argument("--data-root", help="folder with leval/, needle_haystack/, ruler/")
+    p.add_argument("--allow-module", action="append", default=[], metavar="MODULE",
+                   help="allow component types given as import paths from this module")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from orchestra.eval.datasets import parse_lengths
+    from orchestra.tune import command_line, tune
+
+    params = [x.strip() for x in args.params.split(",") if x.strip()] if args.params else None
+    result = tune(args.pipeline, args.dataset, args.out, lengths=parse_lengths(args.lengths),
+                  trials=args.trials, minutes=args.minutes, limit=args.limit,
+                  target=args.target, params=params, seed=args.seed,
+                  dev_fraction=args.dev_fraction, data_root=args.data_root,
+                  allow_modules=args.allow_module, progress=not args.no_progress,
+                  command=command_line())
+    for note in result.notes:
+        print(f"orchestra tune: note: {note}")
+    b = result.best
+    print(f"best: trial {b.number}: dev quality {b.quality:.3f}, {b.prompt_tokens:.0f} prompt "
+          f"tokens, {b.seconds:.2f} s per answer ({b.n} samples)")
+    print(f"wrote {args.out}/best.yaml, {args.out}/report.md, {args.out}/trials.png")
+    return 0

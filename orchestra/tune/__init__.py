@@ -1,0 +1,158 @@
+"""`orchestra tune`: search a pipeline's reading configuration on a dataset's dev split.
+
+Usage::
+
+    orchestra tune my_pipeline.yaml --dataset ruler_qa --lengths 4000 --limit 20 \\
+        --trials 40 --out runs/tune-ruler
+    orchestra validate runs/tune-ruler/best.yaml          # the winner is a pipeline file
+    orchestra eval --pipeline runs/tune-ruler/best.yaml --dataset ruler_qa:test --lengths 4000 ...
+
+- It reads the dev split only (``ruler_qa`` means ``ruler_qa:dev``; a user's ``data.jsonl`` is
+  split by ``--seed`` and ``--dev-fraction``); asking for a test split is refused.
+- ``--trials N`` and/or ``--minutes M`` bound the search; rerunning the same command with the
+  same ``--out`` resumes (the Optuna study is ``OUT/study.db``; answers are cached per
+  (configuration, sample) in ``OUT/answers.jsonl``), so it can be stopped at any time.
+- ``--target router`` (default) scores the pipeline's routing and searches every strategy's
+  settings and the router's; ``--target NAME`` scores and searches one strategy.
+- ``--params a,b,...`` limits the search to those settings (names in
+  ``orchestra.tune.space.SPACE``: ``reorder``, ``reader_template``, ``chunk_tokens``, ...).
+  Settings a strategy's constructor does not accept are skipped and listed in the report.
+- Output: ``OUT/best.yaml`` (with a comment saying what it was tuned on and its dev score),
+  ``OUT/report.md`` (every trial; the Pareto front of quality against prompt tokens) and
+  ``OUT/trials.png``.
+
+From Python: ``orchestra.tune.tune(pipeline, dataset, out, trials=..., backend=...)``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from orchestra.errors import ConfigError, InputError
+
+__all__ = ["tune"]
+
+REFUSED_SPLIT = "test"
+
+
+def _out_dir(out: str | Path) -> Path:
+    """The output folder, created and probed for writing before any model loads."""
+    path = Path(out)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise InputError(f"{path}: cannot write the tune's output there "
+                         f"({e.strerror or e})") from None
+    return path
+
+
+def _pipeline_data(pipeline: str | Path | dict, allow_modules: Sequence[str]):
+    from orchestra.cache import stable_hash
+    from orchestra.config import check, load_config, parse
+    from orchestra.yaml_lines import Located
+
+    if isinstance(pipeline, dict):
+        located = Located(pipeline, {}, "<dict>")
+        cfg = parse(located)
+        name = "<dict>"
+    else:
+        path = Path(pipeline)
+        if not path.is_file():
+            raise InputError(f"{path}: no such pipeline file")
+        cfg, located = load_config(path)
+        name = str(path)
+    check(cfg, located, allow_modules)
+    return cfg, located.data, name, stable_hash(located.data)
+
+
+def tune(pipeline: str | Path | dict, dataset: str, out: str | Path, *,
+         lengths: Sequence[int] = (), trials: int | None = None, minutes: float | None = None,
+         limit: int = 20, target: str = "router", params: Sequence[str] | None = None,
+         seed: int = 0, dev_fraction: float = 0.5, backend: Any = None,
+         data_root: str | Path | None = None, allow_modules: Sequence[str] = (),
+         progress: bool = True, command: str | None = None):
+    """Tune ``pipeline`` on the dev split of ``dataset``; write best.yaml, report.md and
+    trials.png into ``out``. Returns the TuneResult. Bad input raises InputError/ConfigError
+    (the CLI prints it and exits 2) before any model is loaded."""
+    from orchestra.eval.datasets import check_spec, load_dataset, parse_split
+    from orchestra.eval.metrics import headline
+    from orchestra.tune import report
+    from orchestra.tune.space import plan as make_plan
+    from orchestra.tune.study import Tuner
+
+    # -- everything the user gave is checked before a model loads -------------------------
+    if trials is None and minutes is None:
+        raise InputError("give a budget: --trials N and/or --minutes M")
+    if trials is not None and (isinstance(trials, bool) or not isinstance(trials, int)
+                               or trials < 1):
+        raise InputError(f"--trials must be at least 1, got {trials}")
+    if minutes is not None and not minutes > 0:
+        raise InputError(f"--minutes must be positive, got {minutes}")
+    if limit < 1:
+        raise InputError(f"--limit must be at least 1, got {limit}")
+    check_spec(dataset)
+    base, split = parse_split(dataset)
+    if split == REFUSED_SPLIT:
+        raise InputError(f"--dataset {dataset}: tune reads the dev split only (the test split "
+                         f"is for reporting); use {base}:dev or {base}")
+    cfg, data, source, pipeline_hash = _pipeline_data(pipeline, allow_modules)
+    param_list = list(params) if params else None
+    the_plan = make_plan(data, param_list, target, allow_modules)
+    if not the_plan.components:
+        why = "; ".join(the_plan.notes) or "no setting of the search space applies"
+        raise ConfigError(f"{source}: no tunable strategy: none of the strategies "
+                          f"({', '.join(f'{n} ({c.type})' for n, c in cfg.strategies.items())})"
+                          f" accepts a searched setting ({why})")
+    out_dir = _out_dir(out)
+
+    # -- the model and the data -----------------------------------------------------------
+    if backend is None:
+        from orchestra.backends import load_backend
+
+        backend = load_backend(cfg.backend.type, allow_modules=tuple(allow_modules),
+                               **cfg.backend.options)
+    ds = load_dataset(base, backend.tokenizer, lengths, limit, seed,
+                      Path(data_root) if data_root else None, split="dev",
+                      dev_fraction=dev_fraction)
+    for problem in ds.problems:
+        print(f"orchestra tune: warning: {problem}", file=sys.stderr)
+    info = {"dataset": f"{base}:dev", "lengths": list(lengths), "limit": limit,
+            "pipeline_hash": pipeline_hash, "params": param_list, "dev_fraction": dev_fraction,
+            "space": the_plan.signature()}
+    tuner = Tuner(data, backend, ds.samples, out_dir, the_plan, target=target, seed=seed,
+                  progress=progress, allow_modules=allow_modules, info=info)
+    result = tuner.run(trials, minutes)
+
+    # -- what it found --------------------------------------------------------------------
+    metric = ", ".join(sorted({headline(s.task) for s in ds.samples}))
+    n_done = sum(t.state == "COMPLETE" for t in result.trials)
+    header = [f"orchestra tune of {source} on {base}:dev (lengths "
+              f"{','.join(map(str, lengths)) or 'as given'}; {len(ds.samples)} samples; seed "
+              f"{seed}; target {target}); {n_done} trials finished"]
+    if result.best is not None:
+        header.append(f"best: trial {result.best.number}, dev quality "
+                      f"{result.best.quality:.3f} ({metric}), "
+                      f"{result.best.prompt_tokens:.0f} prompt tokens per answer")
+    if command:
+        header.append(f"command: {command}")
+    title = f"orchestra tune: {source} on {base}:dev"
+    report.write_report(result, out_dir / "report.md", title, header)
+    report.write_plot(result, out_dir / "trials.png", title)
+    if result.best is None:
+        raise InputError(f"{out_dir}: no trial finished (see {out_dir / 'report.md'}); raise "
+                         "--trials or --minutes")
+    report.write_best(result, out_dir / "best.yaml", header)
+    return result
+
+
+def command_line(argv: Sequence[str] | None = None) -> str:
+    """The command as typed, for the comment in best.yaml."""
+    args = list(sys.argv if argv is None else argv)
+    args[0] = os.path.basename(args[0]) if args else "orchestra"
+    return " ".join(args)

@@ -1,0 +1,98 @@
+"""What a tune writes: best.yaml, report.md (every trial, the Pareto front) and trials.png."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+
+from orchestra.tune.study import TrialResult, TuneResult
+
+
+def pareto(trials: Sequence[TrialResult]) -> list[TrialResult]:
+    """Complete trials no other beats on both quality (higher) and prompt tokens (fewer),
+    cheapest first."""
+    done = sorted((t for t in trials if t.state == "COMPLETE"),
+                  key=lambda t: (t.prompt_tokens or 0, -(t.quality or 0), t.number))
+    front, best_q = [], -1.0
+    for t in done:
+        if (t.quality or 0) > best_q:
+            front.append(t)
+            best_q = t.quality or 0
+    return front
+
+
+def _settings(params: dict[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(params.items())) or "(the pipeline as given)"
+
+
+def write_best(result: TuneResult, path: Path, header: Sequence[str]) -> Path:
+    """The best configuration as a pipeline file, headed by what it was tuned on."""
+    text = "".join(f"# {line}\n" for line in header)
+    text += yaml.safe_dump(result.best_data, sort_keys=False, allow_unicode=True, width=100)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def write_report(result: TuneResult, path: Path, title: str, header: Sequence[str]) -> Path:
+    lines = [f"# {title}", ""]
+    lines += [f"- {h}" for h in header]
+    if result.notes:
+        lines += ["", "Settings not searched:", ""] + [f"- {n}" for n in result.notes]
+    front = pareto(result.trials)
+    lines += ["", "## Pareto front: quality against prompt tokens", "",
+              "| trial | quality | prompt tokens | seconds | settings |",
+              "|---:|---:|---:|---:|---|"]
+    for t in front:
+        lines.append(f"| {t.number} | {t.quality:.3f} | {t.prompt_tokens:.0f} | "
+                     f"{t.seconds:.2f} | {_settings(t.params)} |")
+    lines += ["", "## Every trial", "",
+              "| trial | state | quality | prompt tokens | seconds | settings |",
+              "|---:|---|---:|---:|---:|---|"]
+    for t in result.trials:
+        q = "" if t.quality is None else f"{t.quality:.3f}"
+        tok = "" if t.prompt_tokens is None else f"{t.prompt_tokens:.0f}"
+        sec = "" if t.seconds is None else f"{t.seconds:.2f}"
+        extra = f" ({t.error})" if t.error else ""
+        lines.append(f"| {t.number} | {t.state.lower()} | {q} | {tok} | {sec} | "
+                     f"{_settings(t.params)}{extra} |")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def write_plot(result: TuneResult, path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [t for t in result.trials if t.state == "COMPLETE"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    if done:
+        ax1.scatter([t.prompt_tokens for t in done], [t.quality for t in done], s=18,
+                    alpha=0.6, label="trial")
+        front = pareto(done)
+        ax1.step([t.prompt_tokens for t in front], [t.quality for t in front], where="post",
+                 color="C1", label="Pareto front")
+        if result.best is not None:
+            ax1.scatter([result.best.prompt_tokens], [result.best.quality], marker="*", s=160,
+                        color="C3", label=f"best (trial {result.best.number})", zorder=3)
+        ax2.plot([t.number for t in done], [t.quality for t in done], "o", ms=4, alpha=0.6)
+        running, best = [], -1.0
+        for t in done:
+            best = max(best, t.quality)
+            running.append(best)
+        ax2.step([t.number for t in done], running, where="post", color="C3",
+                 label="best so far")
+        ax1.legend(fontsize=8)
+        ax2.legend(fontsize=8)
+    ax1.set_xlabel("mean prompt tokens")
+    ax1.set_ylabel("quality (dev)")
+    ax2.set_xlabel("trial")
+    ax2.set_ylabel("quality (dev)")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
