@@ -34,4 +34,6 @@ def ask(question: str, documents: Iterable[str | Path | Document], strategy: str
             return Pipeline.default(backend, **options).run(question, corpus)
     answer = build_strategy(strategy, backend, **options).answer(question, corpus)
     answer.route = Route(strategy=strategy, reason="chosen by the caller", router="fixed")
-    return answer
+    from orchestra.pipeline import finish_answer
+
+    return finish_answer(answer, corpus)  # the route step; evidence with file:line and snippet

@@ -30,19 +30,21 @@ from orchestra.types import Answer, Route
 if TYPE_CHECKING:
     from orchestra.streaming import StreamEvent
 
-# The pipeline `orchestra ask` uses when no file is given; examples/pipelines/embedded.yaml
-# holds the same (a test keeps them equal).
+# The pipeline `orchestra ask` uses when no file is given; its strategies are named by their
+# types, so routes, `--strategy` and the registry use one set of names.
+# examples/pipelines/embedded.yaml holds the same (a test keeps them equal).
 DEFAULT_PIPELINE = {
     "backend": {"type": "transformers", "model": "embedded", "device": "auto"},
     "retrievers": {"dense": {"type": "dense"}, "bm25": {"type": "bm25"}},
     "strategies": {
         "rag": {"type": "rag", "retriever": ["dense", "bm25"], "reorder": "edges"},
-        "full": {"type": "full_context"},
-        "pages": {"type": "kv_pages", "page_size": 64, "top_pages": 16},
-        "agents": {"type": "chain_of_agents"},
-        "mapreduce": {"type": "map_reduce"},
+        "full_context": {"type": "full_context"},
+        "kv_pages": {"type": "kv_pages", "page_size": 64, "top_pages": 16},
+        "chain_of_agents": {"type": "chain_of_agents"},
+        "map_reduce": {"type": "map_reduce"},
     },
-    "router": {"type": "self_route", "first": "rag", "fallback": ["full", "pages", "agents"]},
+    "router": {"type": "self_route", "first": "rag",
+               "fallback": ["full_context", "kv_pages", "chain_of_agents"]},
 }
 
 

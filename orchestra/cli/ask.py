@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from orchestra.cli.common import print_answer
+from orchestra.cli.common import print_answer, progress
 
 
 def add_parser(sub) -> None:
@@ -14,14 +14,25 @@ def add_parser(sub) -> None:
     p.add_argument("--docs", nargs="+", required=True, metavar="PATH",
                    help="files or directories to read")
     p.add_argument("--question", "-q", required=True, help="the question")
-    p.add_argument("--strategy", default="auto",
-                   help="auto (the router decides) or a strategy name: full_context, rag, "
-                        "kv_pages, chain_of_agents, map_reduce")
+    # Checked at parsing (a typo lists the choices before any model loads); the default
+    # pipeline names its strategies by these same type names, so routes read the same.
+    p.add_argument("--strategy", default="auto", choices=strategy_choices(),
+                   metavar="{" + ",".join(strategy_choices()) + "}",
+                   help="auto (the router decides) or the strategy to read with")
+    p.add_argument("--explain", action="store_true",
+                   help="print the router's decision, its signals and reason, and each "
+                        "strategy's cost estimate, without generating an answer")
     p.add_argument("--truncation", choices=["head", "tail", "middle-out"],
                    help="let full-context reading cut a corpus that exceeds the window")
     p.add_argument("--max-tokens", type=int, default=64, help="longest answer, in tokens")
     p.add_argument("--json", action="store_true", help="print the Answer as JSON")
     p.set_defaults(func=run)
+
+
+def strategy_choices() -> list[str]:
+    from orchestra.registry import names
+
+    return ["auto", *names("strategy")]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,6 +41,23 @@ def run(args: argparse.Namespace) -> int:
     options = {"max_tokens": args.max_tokens}
     if args.truncation:
         options["truncation"] = args.truncation
-    answer = ask(args.question, args.docs, strategy=args.strategy, **options)
+    if args.explain:
+        return explain(args, options)
+    with progress():
+        answer = ask(args.question, args.docs, strategy=args.strategy, **options)
     print_answer(answer, as_json=args.json)
+    return 0
+
+
+def explain(args: argparse.Namespace, options: dict) -> int:
+    from orchestra.explain import explain as explain_route, format_explanation
+    from orchestra.pipeline import Pipeline
+
+    pipeline = Pipeline.default(**options)
+    ex = explain_route(pipeline, args.question, args.docs,
+                       strategy=None if args.strategy == "auto" else args.strategy)
+    if args.json:
+        print(ex.model_dump_json(indent=2))
+    else:
+        print(format_explanation(ex), end="")
     return 0

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from contextlib import contextmanager
 
 from orchestra.types import Answer
 
@@ -17,7 +19,10 @@ def print_answer(answer: Answer, as_json: bool = False, out=None) -> None:
     route = answer.route
     out.write(f"{answer.text}\n\n")
     if route is not None:
-        out.write(f"route: {route.strategy} ({route.router}): {route.reason}\n")
+        # The pipeline's name for the strategy, with its type where the two differ.
+        name = route.strategy if route.strategy == answer.strategy else (
+            f"{route.strategy} [{answer.strategy}]")
+        out.write(f"route: {name} (router {route.router}): {route.reason}\n")
     else:
         out.write(f"strategy: {answer.strategy}\n")
     parts = [f"prompt tokens {c.prompt_tokens}", f"generated tokens {c.generated_tokens}",
@@ -27,9 +32,42 @@ def print_answer(answer: Answer, as_json: bool = False, out=None) -> None:
     parts.append(f"{c.wall_seconds:.1f} s")
     out.write("cost: " + ", ".join(parts) + "\n")
     if answer.evidence:
-        ids = ", ".join(e.chunk_id for e in answer.evidence[:8])
-        more = f" (+{len(answer.evidence) - 8} more)" if len(answer.evidence) > 8 else ""
-        out.write(f"evidence: {ids}{more}\n")
+        # file:line-line and the span's opening words; --json keeps ids and offsets too.
+        out.write("evidence:\n")
+        for e in answer.evidence[:EVIDENCE_SHOWN]:
+            out.write(f"  {e.location}  {e.snippet}\n" if e.snippet else f"  {e.location}\n")
+        if len(answer.evidence) > EVIDENCE_SHOWN:
+            out.write(f"  (+{len(answer.evidence) - EVIDENCE_SHOWN} more; --json lists all)\n")
+
+
+EVIDENCE_SHOWN = 8
+
+
+@contextmanager
+def progress(stream=None, enabled: bool | None = None):
+    """While a question is read, a status line on stderr names the step running (route,
+    retrieve, prefill, each model call) and counts those done. Shown on a terminal only
+    (tqdm's own choice), so logs, pipes and tests stay clean."""
+    from tqdm.auto import tqdm
+
+    from orchestra import observe
+
+    bar = tqdm(total=None, desc="reading", unit="step", leave=False, file=stream,
+               disable=(None if not os.environ.get("ORCHESTRA_QUIET") else True)
+               if enabled is None else not enabled)
+
+    class Steps:
+        def step_started(self, step):
+            bar.set_description_str(f"reading: {step.name}")
+
+        def step_ended(self, step, token, error):
+            bar.update(1)
+
+    try:
+        with observe.listening(Steps()):
+            yield bar
+    finally:
+        bar.close()
 
 
 def dump_json(obj) -> str:
