@@ -6,7 +6,8 @@ live. ``Trace.step`` / ``Trace.add`` call ``started`` and ``ended`` here, so eve
 router and agent that records a step is observable without knowing who listens.
 
 Listeners are scoped with ``listening(...)`` (a ContextVar, so concurrent runs in other threads
-or tasks do not see each other's steps) or process-wide with ``add_global`` (OpenTelemetry).
+or tasks do not see each other's steps) or process-wide with ``add_global`` (OpenTelemetry
+spans, registered on first use when ``opentelemetry-api`` is installed: orchestra/telemetry.py).
 A listener is any object with ``step_started(step) -> token`` and
 ``step_ended(step, token, error)``; a listener that raises is logged and never breaks a run.
 """
@@ -69,7 +70,24 @@ def listening(*listeners: Listener) -> Iterator[None]:
         _scoped.reset(token)
 
 
+_otel_checked = False
+
+
+def _register_otel() -> None:
+    """OpenTelemetry spans for every step, process-wide, when its API is installed."""
+    global _otel_checked
+    _otel_checked = True
+    try:
+        from orchestra.telemetry import OTelSteps
+    except ImportError:  # opentelemetry-api is optional (the [otel] extra)
+        return
+    if not any(isinstance(g, OTelSteps) for g in _global):
+        _global.append(OTelSteps())
+
+
 def active() -> list:
+    if not _otel_checked:
+        _register_otel()
     return [*_global, *_scoped.get()]
 
 

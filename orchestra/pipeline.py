@@ -104,7 +104,17 @@ class Pipeline:
     @classmethod
     def from_config(cls, cfg: PipelineConfig, allow_modules: Iterable[str] = (),
                     backend: Backend | None = None) -> "Pipeline":
-        allow = tuple(allow_modules)
+        from orchestra.registry import allowing
+
+        # Options that name code by import path (a foreign retriever's factory) resolve only
+        # in the modules allowed here.
+        with allowing(allow_modules):
+            return cls._from_config(cfg, tuple(allow_modules), backend)
+
+    @classmethod
+    def _from_config(cls, cfg: PipelineConfig, allow_modules: tuple[str, ...],
+                     backend: Backend | None) -> "Pipeline":
+        allow = allow_modules
         if backend is None:
             backend = load_backend(cfg.backend.type, allow_modules=allow, **cfg.backend.options)
         retrievers: dict[str, Any] = {}

@@ -10,8 +10,10 @@ cannot be used to run arbitrary code.
 from __future__ import annotations
 
 import importlib
+from contextlib import contextmanager
+from contextvars import ContextVar
 from importlib.metadata import entry_points
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from orchestra.errors import ConfigError
 
@@ -28,6 +30,10 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "dense": "orchestra.retrievers.dense:DenseRetriever",
         "hybrid": "orchestra.retrievers.hybrid:HybridRetriever",
         "graph": "orchestra.retrievers.graph:GraphRetriever",
+        # A LangChain / LlamaIndex retriever named in a pipeline file by its factory's import
+        # path (allowed modules only, see import_allowed); the extras bring the libraries.
+        "langchain": "orchestra.integrations.langchain:LangChainRetriever",
+        "llama_index": "orchestra.integrations.llama_index:LlamaIndexRetriever",
     },
     "strategy": {
         "full_context": "orchestra.strategies.full_context:FullContext",
@@ -87,6 +93,41 @@ def _import(path: str, what: str) -> Any:
         return getattr(mod, attr)
     except AttributeError:
         raise ConfigError(f"{what}: {module} has no {attr}") from None
+
+
+# The modules the caller allowed while a pipeline is being built (Pipeline.from_config sets it),
+# for components whose options name code by import path (a foreign retriever's factory).
+_allowed: ContextVar[tuple[str, ...]] = ContextVar("orchestra_allow_modules", default=())
+
+
+@contextmanager
+def allowing(allow_modules: Iterable[str]) -> Iterator[None]:
+    token = _allowed.set(tuple(allow_modules))
+    try:
+        yield
+    finally:
+        _allowed.reset(token)
+
+
+def import_allowed(path: str, what: str) -> Any:
+    """The object at ``module:attr`` (``attr`` may be dotted, e.g. ``Class.from_documents``),
+    refused unless the module is among those the caller allowed (``allow_modules=``, the
+    CLI's ``--allow-module``): a pipeline file must not be a way to run arbitrary code."""
+    module, sep, attr = path.partition(":")
+    if not sep or not module or not attr:
+        raise ConfigError(f"{what}: {path!r} is not an import path of the form module:attribute")
+    allowed = _allowed.get()
+    if not any(module == m or module.startswith(m + ".") for m in allowed):
+        raise ConfigError(f"{what}: {path!r} names code in module {module!r}, which the caller "
+                          f"has not allowed (allow_modules= / --allow-module {module})")
+    head, _, rest = attr.partition(".")
+    obj = _import(f"{module}:{head}", what)
+    for part in rest.split(".") if rest else []:
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ConfigError(f"{what}: {module}:{head} has no {part}") from None
+    return obj
 
 
 def resolve(kind: str, type_name: str, allow_modules: Iterable[str] = ()) -> Any:

@@ -137,7 +137,7 @@ def test_langchain_vector_store_retriever_serves_our_rag(embedded, essay):
 
     retriever = LangChainRetriever(factory=lambda docs: InMemoryVectorStore.from_documents(
         docs, MiniLMEmbeddings()).as_retriever())
-    answer = rag_pipeline(embedded, retriever).run(QUESTION, [essay])
+    answer = rag_pipeline(embedded, retriever).run(QUESTION, [Document("essay", essay)])
     assert ANSWER in answer.text
     cited = [essay[e.start:e.end] for e in answer.evidence]
     assert any(FACT in c for c in cited)
@@ -222,7 +222,7 @@ def test_backend_as_llama_index_llm_and_our_retriever_in_llama_index(embedded, e
     assert ANSWER in str(engine.query(QUESTION))
 
     # Our retriever, as a LlamaIndex retriever.
-    corpus = Corpus.from_inputs([essay], embedded.tokenizer)
+    corpus = Corpus.from_texts([essay], embedded.tokenizer)
     hits = OrchestraLIRetriever(BM25Retriever(), corpus, k=2).retrieve(QUESTION)
     assert any(FACT in h.node.get_content() for h in hits)
 
@@ -346,9 +346,11 @@ def test_as_tool_works_in_a_tool_calling_loop():
         assert result.content == "a portion of that field"
         history.append(result)
     assert "portion" in model.invoke(history).content
-    # Documents given in the tool call are read instead.
-    other = tool.invoke({"question": FIELD_Q, "documents": [str(GETTYSBURG)]})
-    assert other == "a portion of that field"
+    # Documents given in the tool call (texts: a tool call never names local files) are read.
+    runnable = PipelineRunnable(scripted_rag_pipeline(), output="answer")
+    answer = runnable.as_tool().invoke({"question": FIELD_Q,
+                                        "documents": [GETTYSBURG.read_text()]})
+    assert answer.text == "a portion of that field" and answer.evidence
 
 
 def test_langchain_documents_are_accepted_with_their_metadata():
@@ -493,3 +495,47 @@ def test_runnable_streams_real_tokens_and_shows_steps(embedded):
     names = {(e["event"], e["name"]) for e in _child_events(events)}
     assert {("on_chain_end", "route"), ("on_retriever_end", "retrieve"),
             ("on_llm_end", "read")} <= names
+
+
+def _yaml_pipeline(retriever_yaml: str, allow=()):
+    from orchestra.pipeline import Pipeline
+
+    text = f"""
+backend: {{type: "orchestra.backends.scripted:ScriptedBackend",
+          replies: {["a portion of that field"] * 20}}}
+retrievers:
+  foreign: {retriever_yaml}
+strategies:
+  rag: {{type: rag, retriever: foreign, top_k_tokens: 300}}
+router: {{type: fixed, strategy: rag}}
+"""
+    return Pipeline.from_yaml_text(text, allow_modules=("orchestra.backends.scripted", *allow),
+                                   source="foreign.yaml")
+
+
+def test_pipeline_file_names_a_langchain_retriever_through_the_allowlist():
+    pytest.importorskip("langchain_community")
+    pytest.importorskip("sklearn")
+    spec = ('{type: langchain, factory: "langchain_community.retrievers:TFIDFRetriever'
+            '.from_documents", factory_options: {k: 2}, chunk_tokens: 64, overlap: 0}')
+    with pytest.raises(ConfigError, match="has not allowed"):
+        _yaml_pipeline(spec)
+    pipe = _yaml_pipeline(spec, allow=["langchain_community.retrievers"])
+    answer = pipe.run(FIELD_Q, [GETTYSBURG])
+    text = GETTYSBURG.read_text()
+    assert answer.evidence and any("dedicate a portion" in text[e.start:e.end]
+                                   for e in answer.evidence)
+    rag = pipe.strategies["rag"]
+    assert type(rag.retriever.external).__name__ == "TFIDFRetriever"
+    assert len(rag.retriever.retrieve(FIELD_Q, 5)) == 5  # k honoured over its own k=2
+
+
+def test_pipeline_file_names_a_llama_index_retriever_through_the_allowlist():
+    spec = '{type: llama_index, factory: "foreign_retrievers:summary_retriever"}'
+    with pytest.raises(ConfigError, match="foreign_retrievers"):
+        _yaml_pipeline(spec)
+    pipe = _yaml_pipeline(spec, allow=["foreign_retrievers"])
+    answer = pipe.run(FIELD_Q, [GETTYSBURG])
+    assert answer.evidence and all(e.source == str(GETTYSBURG) for e in answer.evidence)
+    with pytest.raises(ConfigError, match="import path"):
+        _yaml_pipeline('{type: llama_index, factory: "no_colon_here"}', allow=["no_colon_here"])

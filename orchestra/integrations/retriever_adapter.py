@@ -9,6 +9,7 @@ what the foreign retriever found.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Any, Callable
 
@@ -23,12 +24,27 @@ class ExternalRetriever(Retriever):
     name = "external"
     persistent = False  # the foreign retriever owns its index
 
-    def __init__(self, retriever: Any = None, *, factory: Callable[[list], Any] | None = None,
-                 backend: Any = None, chunk_tokens: int | None = None,
-                 overlap: int | None = None):
+    def __init__(self, retriever: Any = None, *,
+                 factory: Callable[[list], Any] | str | None = None,
+                 factory_options: dict | None = None, backend: Any = None,
+                 chunk_tokens: int | None = None, overlap: int | None = None):
+        """``factory`` may be an import path (``module:attr``, as a pipeline file names it,
+        e.g. ``langchain_community.retrievers:BM25Retriever.from_documents``), resolved only
+        in a module the caller allowed; ``factory_options`` are passed to it as keywords."""
         if (retriever is None) == (factory is None):
             raise ConfigError(f"{type(self).__name__}: give exactly one of retriever= (a ready "
                               "retriever) or factory= (builds one over the corpus chunks)")
+        if isinstance(factory, str):
+            from orchestra.registry import import_allowed
+
+            factory = import_allowed(factory, f"retriever {self.name!r}: factory")
+        if factory is not None and not callable(factory):
+            raise ConfigError(f"retriever {self.name!r}: factory must be callable, "
+                              f"got {type(factory).__name__}")
+        if factory_options:
+            if not isinstance(factory_options, dict):
+                raise ConfigError(f"retriever {self.name!r}: factory_options must be a mapping")
+            factory = functools.partial(factory, **factory_options)
         super().__init__(backend=backend, chunk_tokens=chunk_tokens, overlap=overlap,
                          cache=False)
         self.external = retriever
