@@ -67,6 +67,9 @@ class PipelineConfig(BaseModel):
     retrievers: dict[str, Component] = Field(default_factory=dict)
     strategies: dict[str, Component] = Field(min_length=1)
     router: Component = Field(default_factory=lambda: Component(type="fixed"))
+    # The model-family profile whose values fill options this file does not give
+    # (orchestra.profiles); None: chosen by the backend's model name.
+    profile: str | None = None
 
     @field_validator("version")
     @classmethod
@@ -80,6 +83,7 @@ def parse(located: Located) -> PipelineConfig:
     data = located.interpolated()
     if not isinstance(data, dict):
         raise ConfigError(f"{located.where(())}: a pipeline file must be a mapping")
+    data = with_profile(data, located)
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as e:
@@ -94,6 +98,24 @@ def parse(located: Located) -> PipelineConfig:
                 msg = "required field is missing"
             msgs.append(f"{located.where(loc)}: field {field}: {msg}")
         raise ConfigError("\n".join(msgs)) from None
+
+
+def with_profile(data: dict, located: Located) -> dict:
+    """``data`` with its profile's values for the options it does not give: the profile it
+    names, else the one its backend's model family picks (orchestra.profiles)."""
+    from orchestra.profiles import apply_profile, family_for_model, load_profile
+
+    name = data.get("profile")
+    if name is None:
+        backend = data.get("backend")
+        model = backend.get("model") if isinstance(backend, dict) else "embedded"
+        name = family_for_model(model if backend is not None else "embedded")
+    source = Path(located.source)
+    try:
+        prof = load_profile(name, source.parent if source.is_file() else None)
+    except ConfigError as e:
+        raise ConfigError(f"{located.where(('profile',))}: field profile: {e}") from None
+    return apply_profile(data, prof)
 
 
 def load_config(path: str | Path) -> tuple[PipelineConfig, Located]:

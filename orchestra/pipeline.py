@@ -98,6 +98,10 @@ class Pipeline:
                               for n, s in DEFAULT_PIPELINE["strategies"].items()}
         if backend is None:
             return cls.from_dict(data)
+        # The backend's model family picks the profile (the file route picks it by name).
+        from orchestra.profiles import apply_profile, family_of_backend, load_profile
+
+        data = apply_profile(data, load_profile(family_of_backend(backend)))
         cfg = PipelineConfig.model_validate(data)
         return cls.from_config(cfg, backend=backend)
 

@@ -10,7 +10,7 @@ import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 
 class Cost(BaseModel):
@@ -135,6 +135,16 @@ class Answer(BaseModel):
     trace: Trace = Field(default_factory=Trace)
     # Whether the strategy reports that the evidence it read did not contain the answer.
     unanswerable: bool = False
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def short(self) -> str:
+        """The answer span of ``text``: preambles ("The answer to the question is:"), quotes, a
+        restated question and repeated phrases removed (orchestra.short_answer). ``text`` keeps
+        the full reply; exact match and F1 read this."""
+        from orchestra.short_answer import short_answer
+
+        return short_answer(self.text, self.question)
 
     def __str__(self) -> str:  # the CLI's and notebooks' plain view
         return self.text

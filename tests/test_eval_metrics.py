@@ -93,7 +93,12 @@ def test_evidence_recall_from_answer_spans():
 
 
 def test_score_uses_task_metrics():
+    # EM and F1 read the short answer ("It is" and the full stop dropped); contains the reply.
     s = m.score("qa", "It is Paris.", ["Paris"])
+    assert s == {"contains": 1.0, "exact_match": 1.0, "f1": 1.0}
+    s = m.score("qa", "Paris, I think, or Lyon", ["Paris"])
     assert s["contains"] == 1.0 and s["exact_match"] == 0.0 and 0 < s["f1"] < 1
+    # Long-answer tasks are scored on the whole reply.
+    assert m.score("f1", "It is Paris.", ["Paris"])["f1"] < 1
     assert m.headline("options") == "option_accuracy"
     assert set(m.score("rouge", "a b", ["a b"])) == {"rouge_l", "f1"}

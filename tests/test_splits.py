@@ -113,8 +113,7 @@ def test_user_jsonl_splits_by_seed_and_document(tmp_path):
 
 
 def test_eval_cli_passes_the_split_to_the_loader(tmp_path, capsys, monkeypatch):
-    """`orchestra eval --split/--dev-fraction` reach the loader (stopped there: the backend
-    named here has no server behind it)."""
+    """`orchestra eval --split/--dev-fraction` reach the loader (stopped there)."""
     import orchestra.eval.datasets as D
     from orchestra.cli.main import main
 
@@ -126,9 +125,10 @@ def test_eval_cli_passes_the_split_to_the_loader(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(D, "load_dataset", loader)
     pipe = tmp_path / "p.yaml"
-    pipe.write_text("backend: {type: openai, model: m, base_url: 'http://127.0.0.1:9/v1'}\n"
+    pipe.write_text("backend: {type: 'orchestra.backends.scripted:ScriptedBackend'}\n"
                     "strategies: {full: {type: full_context}}\n")
     code = main(["eval", "--pipeline", str(pipe), "--dataset", "mine.jsonl", "--split", "test",
-                 "--dev-fraction", "0.3", "--out", str(tmp_path / "out")])
+                 "--dev-fraction", "0.3", "--out", str(tmp_path / "out"),
+                 "--allow-module", "orchestra.backends.scripted"])
     assert code == 2 and "stop here" in capsys.readouterr().err
     assert seen == {"spec": "mine.jsonl", "split": "test", "dev_fraction": 0.3}

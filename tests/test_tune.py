@@ -117,6 +117,11 @@ def test_tune_finds_the_planted_configuration_and_best_yaml_reproduces(tmp_path,
     assert "ok" in capsys.readouterr().out
     # ... and rebuilt on the same backend it scores what the comment says on the dev split.
     assert dev_quality(out / "best.yaml", backend, data) == pytest.approx(float(m.group(1)))
+    # profile.yaml holds the same values by strategy type: a pipeline naming it scores the same.
+    with_profile = dict(PIPELINE, profile=str(out / "profile.yaml"))
+    prof_pipe = pipeline_file(tmp_path, with_profile, "with_profile.yaml")
+    assert dev_quality(prof_pipe, backend, data) == 1.0
+    assert dev_quality(pipeline_file(tmp_path, PIPELINE, "plain.yaml"), backend, data) < 1.0
     report = (out / "report.md").read_text()
     assert "Pareto front" in report
     assert report.count("\n| ") >= 30 + 2  # every trial plus the front

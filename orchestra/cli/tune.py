@@ -56,5 +56,6 @@ def run(args) -> int:
     b = result.best
     print(f"best: trial {b.number}: dev quality {b.quality:.3f}, {b.prompt_tokens:.0f} prompt "
           f"tokens, {b.seconds:.2f} s per answer ({b.n} samples)")
-    print(f"wrote {args.out}/best.yaml, {args.out}/report.md, {args.out}/trials.png")
+    print(f"wrote {args.out}/best.yaml, {args.out}/profile.yaml, {args.out}/report.md, "
+          f"{args.out}/trials.png")
     return 0

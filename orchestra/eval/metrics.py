@@ -6,6 +6,11 @@ is RULER's string match (a gold answer occurs in the reply), the fair headline m
 model that answers in sentences. ROUGE-L is computed here (longest common subsequence over
 tokens) so results do not depend on which rouge package is installed. Evidence recall asks
 whether a gold answer occurs in the text the reader actually saw (the Answer's evidence spans).
+
+``score`` gives exact match and F1 of short-answer tasks (qa, niah, exact) on the reply's short
+answer (orchestra.short_answer: "The answer to the question is: \"Paris\"" reads as "Paris"),
+or on the whole reply where that scores higher, and "contains" on the whole reply, as RULER
+does.
 """
 
 from __future__ import annotations
@@ -191,5 +196,21 @@ def headline(task: str) -> str:
     return TASK_METRICS[task][0]
 
 
-def score(task: str, prediction: str, golds: Sequence[str]) -> dict[str, float]:
-    return {m: METRICS[m](prediction or "", golds) for m in TASK_METRICS[task]}
+# Tasks whose gold answers are short spans: EM and F1 read the reply's short answer.
+SHORT_ANSWER_TASKS = frozenset({"qa", "niah", "exact"})
+SPAN_METRICS = frozenset({"exact_match", "f1"})
+
+
+def score(task: str, prediction: str, golds: Sequence[str],
+          question: str | None = None) -> dict[str, float]:
+    """The task's metrics; ``question`` lets the short answer drop a restated question."""
+    prediction = prediction or ""
+    short = prediction
+    if task in SHORT_ANSWER_TASKS:
+        from orchestra.short_answer import short_answer
+
+        short = short_answer(prediction, question)
+    # EM and F1 take the better of the short answer and the whole reply: a wrapper the rules
+    # miss, or an answer they cut off (it sat in a second sentence), never costs a reply.
+    return {m: max(METRICS[m](short, golds), METRICS[m](prediction, golds))
+            if m in SPAN_METRICS else METRICS[m](prediction, golds) for m in TASK_METRICS[task]}

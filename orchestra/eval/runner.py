@@ -184,7 +184,7 @@ class Runner:
             error = f"{type(e).__name__}: {e}"
             ans = Answer(question=sample.question, text="", strategy=name,
                          route=Route(strategy=name, reason=f"failed: {error}"))
-        scores = metrics.score(sample.task, ans.text, sample.answers)
+        scores = metrics.score(sample.task, ans.text, sample.answers, sample.question)
         # Option letters, True/False and summaries do not occur verbatim in the documents.
         recall = (metrics.evidence_recall(sample.answers, metrics.evidence_texts(ans, corpus))
                   if sample.task in metrics.EXTRACTIVE_TASKS else None)

@@ -18,8 +18,9 @@ Usage::
   ``orchestra.tune.space.SPACE``: ``reorder``, ``reader_template``, ``chunk_tokens``, ...).
   Settings a strategy's constructor does not accept are skipped and listed in the report.
 - Output: ``OUT/best.yaml`` (with a comment saying what it was tuned on and its dev score),
-  ``OUT/report.md`` (every trial; the Pareto front of quality against prompt tokens) and
-  ``OUT/trials.png``.
+  ``OUT/profile.yaml`` (the same values by strategy type: a model-family profile, see
+  orchestra.profiles; name it as ``profile:`` in other pipelines), ``OUT/report.md`` (every
+  trial; the Pareto front of quality against prompt tokens) and ``OUT/trials.png``.
 
 From Python: ``orchestra.tune.tune(pipeline, dataset, out, trials=..., backend=...)``.
 """
@@ -148,6 +149,14 @@ def tune(pipeline: str | Path | dict, dataset: str, out: str | Path, *,
         raise InputError(f"{out_dir}: no trial finished (see {out_dir / 'report.md'}); raise "
                          "--trials or --minutes")
     report.write_best(result, out_dir / "best.yaml", header)
+    from orchestra.profiles import family_for_model
+    from orchestra.tune.space import profile_values
+
+    sections, notes = profile_values(data, the_plan, result.best.params)
+    backend_section = data.get("backend") if isinstance(data.get("backend"), dict) else {}
+    family = data.get("profile") or family_for_model(backend_section.get("model", "embedded"))
+    report.write_profile(result, out_dir / "profile.yaml", str(family), header, sections)
+    result.notes.extend(notes)
     return result
 
 

@@ -35,6 +35,18 @@ def write_best(result: TuneResult, path: Path, header: Sequence[str]) -> Path:
     return path
 
 
+def write_profile(result: TuneResult, path: Path, family: str, header: Sequence[str],
+                  sections: dict) -> Path:
+    """The best values as a profile file (orchestra.profiles): name it as ``profile:`` or copy
+    it over a built-in profile."""
+    data = {"family": family, "description": "values chosen by orchestra tune on dev",
+            "tuned": " / ".join(header), **sections}
+    text = "".join(f"# {line}\n" for line in header)
+    text += yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
 def write_report(result: TuneResult, path: Path, title: str, header: Sequence[str]) -> Path:
     lines = [f"# {title}", ""]
     lines += [f"- {h}" for h in header]

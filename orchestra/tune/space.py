@@ -368,3 +368,48 @@ def apply(data: dict, the_plan: Plan, labels: dict[str, str]) -> dict:
             data["retrievers"] = {**(data["retrievers"] or {}), rname: retr}
             section["retriever"] = rname
     return data
+
+
+def profile_values(data: dict, the_plan: Plan, labels: dict[str, str]) -> tuple[dict, list[str]]:
+    """The chosen values as a profile's sections (by strategy and retriever type), so a tune's
+    result can become a model family's defaults; and notes on what a profile cannot hold."""
+    strategies: dict[str, dict[str, Any]] = {}
+    retrievers: dict[str, dict[str, Any]] = {}
+    notes: list[str] = []
+    for comp in the_plan.components:
+        if comp.kind != "strategy":
+            notes.append(f"{comp.name}: router settings are not part of a profile")
+            continue
+        mine: dict[str, Any] = {}
+        retr: dict[str, Any] | None = None
+        for e in comp.entries:
+            label = labels.get(param_name(comp, e))
+            if label is None:
+                continue
+            value = e.values()[label]
+            head, _, rest = e.option.partition(".")
+            if e.name == "retriever":
+                retr = {"type": value}
+            elif head == "retriever" and rest:
+                if retr is not None and value is not KEEP:
+                    retr[rest] = value
+            elif value is KEEP:
+                continue
+            elif head == "prompts" and rest:
+                mine.setdefault("prompts", {})[rest] = value
+            else:
+                mine[e.option] = value
+        if retr is not None:
+            rtype = retr.pop("type")
+            if rtype == "hybrid":
+                retr = {"retrievers": ["dense", "bm25"], **retr}
+            mine["retriever"] = rtype
+            if rtype in retrievers and retrievers[rtype] != retr:
+                notes.append(f"{comp.name}: its {rtype} settings differ from another "
+                             "strategy's; the profile keeps the first")
+            retrievers.setdefault(rtype, retr)
+        if comp.type in strategies and strategies[comp.type] != mine:
+            notes.append(f"{comp.name}: another {comp.type} strategy got other values; the "
+                         "profile keeps the first")
+        strategies.setdefault(comp.type, mine)
+    return {"strategies": strategies, "retrievers": retrievers}, notes

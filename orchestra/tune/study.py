@@ -252,7 +252,7 @@ class Tuner:
         else:
             ans = pipe.strategies[self.target].answer(sample.question, corpus)
         seconds = time.perf_counter() - t0
-        scores = metrics.score(sample.task, ans.text, sample.answers)
+        scores = metrics.score(sample.task, ans.text, sample.answers, sample.question)
         return {"sample_id": sample.sample_id, "answer": ans.text, "scores": scores,
                 "quality": scores[metrics.headline(sample.task)],
                 "prompt_tokens": ans.cost.prompt_tokens, "seconds": seconds,
