@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from orchestra.backends import Backend, default_backend
-from orchestra.corpus import Corpus, Document
+from orchestra.corpus import Corpus, Document, load_documents
 from orchestra.registry import resolve
 from orchestra.strategies.base import check_question
 from orchestra.types import Answer, Route
@@ -16,15 +16,23 @@ def build_strategy(name: str, backend: Backend, **options: Any):
     return resolve("strategy", name)(backend, **options)
 
 
-def ask(question: str, documents: Iterable[str | Path | Document], strategy: str = "auto",
-        backend: Backend | None = None, **options: Any) -> Answer:
-    """Answer ``question`` over ``documents`` (texts, paths or Documents).
+def ask(question: str, documents: Iterable[str | Path | Document] = (), strategy: str = "auto",
+        backend: Backend | None = None, *, text: str | Iterable[str] | None = None,
+        **options: Any) -> Answer:
+    """Answer ``question`` over ``documents`` (paths or Documents) and ``text`` (one text or
+    several, given inline). A string in ``documents`` is always a path: a missing file is an
+    error, never read as the text.
 
     ``strategy="auto"`` lets the default router decide; a strategy name reads that way.
     """
     question = check_question(question)
+    docs = load_documents(documents, text=text)  # bad input fails before a model loads
+    if strategy != "auto":
+        from orchestra.checks import run_checks
+
+        run_checks(resolve("strategy", strategy), options)
     backend = backend or default_backend()
-    corpus = Corpus.from_inputs(documents, backend.tokenizer)
+    corpus = Corpus(docs, backend.tokenizer)
     if strategy == "auto":
         try:
             from orchestra.pipeline import Pipeline

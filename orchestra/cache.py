@@ -7,21 +7,59 @@ later run would load.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import threading
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 
+class CacheWarning(UserWarning):
+    """The cache folder cannot be used; orchestra runs without caching."""
+
+
+_fallback: Path | None = None
+_fallback_lock = threading.Lock()
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("ORCHESTRA_CACHE") or Path.home() / ".cache" / "orchestra")
+
+
 def cache_dir(*parts: str) -> Path:
-    root = Path(os.environ.get("ORCHESTRA_CACHE") or Path.home() / ".cache" / "orchestra")
-    path = root.joinpath(*parts)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """``<cache root>/parts...``, created. A cache root that cannot be written (a read-only
+    mount, a file in the way) is not an error: this process then caches in a private temporary
+    folder, removed at exit, after one warning."""
+    path = cache_root().joinpath(*parts)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(13, "not writable")
+        return path
+    except OSError as e:
+        path = _fallback_dir(e).joinpath(*parts)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def _fallback_dir(error: OSError) -> Path:
+    global _fallback
+    with _fallback_lock:
+        if _fallback is None:
+            _fallback = Path(tempfile.mkdtemp(prefix="orchestra-cache-"))
+            atexit.register(shutil.rmtree, _fallback, True)
+            warnings.warn(f"the cache folder {cache_root()} cannot be written "
+                          f"({error.strerror or error}); running without a cache (models are "
+                          "converted and indexes built again in every process; set "
+                          "ORCHESTRA_CACHE to a writable folder)", CacheWarning, stacklevel=3)
+    _fallback.mkdir(parents=True, exist_ok=True)
+    return _fallback
 
 
 def stable_hash(*parts: object, length: int = 16) -> str:

@@ -10,9 +10,11 @@ computed on demand and memoised per (chunk_tokens, overlap).
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from orchestra.backends.base import Tokenizer
 from orchestra.errors import InputError
@@ -46,6 +48,16 @@ def _chunk_id(doc_id: str, start: int, end: int, text: str) -> str:
 
 
 def read_document(path: Path, doc_id: str | None = None) -> Document:
+    """A .txt/.md regular file as a Document; anything else is refused naming the file."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file or directory") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot be read ({e.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        # A FIFO or device would block or never end; only regular files are read.
+        raise InputError(f"{path}: not a regular file; give a .txt or .md file or a directory")
     if path.suffix.lower() not in SUPPORTED_SUFFIXES:
         raise InputError(
             f"{path}: unsupported file type {path.suffix or '(none)'!r}; "
@@ -61,33 +73,71 @@ def read_document(path: Path, doc_id: str | None = None) -> Document:
         raise InputError(
             f"{path}: not UTF-8 text (invalid byte at offset {e.start}); convert it to UTF-8"
         ) from None
+    nul = text.find("\x00")
+    if nul >= 0:  # UTF-8 text never holds NUL bytes; this is a binary file
+        raise InputError(f"{path}: a binary file, not text (a NUL byte at character {nul}); "
+                         "give a UTF-8 .txt or .md file")
     if not text.strip():
         raise InputError(f"{path}: the document is empty")
     return Document(id=doc_id or str(path), text=text, source=str(path))
 
 
-def load_documents(items: Iterable[str | Path | Document]) -> list[Document]:
-    """Documents from strings, Documents, files and directories (.txt and .md inside, sorted).
+def texts_to_documents(texts: Iterable[str], prefix: str = "text") -> list[Document]:
+    """Documents from texts given inline (ids text1, text2, ...)."""
+    if isinstance(texts, str):
+        texts = [texts]
+    docs = []
+    for n, text in enumerate(texts, 1):
+        if not isinstance(text, str):
+            raise InputError(f"text {n} is a {type(text).__name__}, not a string")
+        docs.append(Document(id=f"{prefix}{n}", text=text))
+    return docs
 
-    A ``Path`` is always a path; a ``str`` is a path when it names an existing file or directory
-    and has no newline, otherwise it is the text itself.
+
+def strings_as_text(items: Any) -> Any:
+    """For inputs whose strings are texts (a LangChain or LlamaIndex input, a tool call an LLM
+    made): each ``str`` becomes a Document (text1, text2, ...); Paths and Documents stay as
+    they are, so a file is read only when the caller gave a Path."""
+    if isinstance(items, str):
+        items = [items]
+    if not isinstance(items, (list, tuple)):
+        return items
+    return [Document(id=f"text{n}", text=x) if isinstance(x, str) else x
+            for n, x in enumerate(items, 1)]
+
+
+def load_documents(items: Iterable[str | Path | Document] = (), *,
+                   text: str | Iterable[str] | None = None) -> list[Document]:
+    """Documents from paths (files, and directories with .txt and .md inside, sorted),
+    Documents, and texts given as ``text=``.
+
+    A ``str`` or ``Path`` item is always a path, and a missing one is an error: a file name is
+    never read as the document's text. Text goes in a ``Document`` or in ``text=``.
     """
+    if isinstance(items, (str, Path, Document)):
+        items = [items]
+    items = list(items) + (texts_to_documents(text) if text is not None else [])
     docs: list[Document] = []
     for n, item in enumerate(items):
         if isinstance(item, Document):
-            if not item.text.strip():
+            if not isinstance(item.text, str) or not item.text.strip():
                 raise InputError(f"document {item.id!r} is empty")
+            if "\x00" in item.text:
+                raise InputError(f"document {item.id!r} holds a NUL character; it is not text")
             docs.append(item)
             continue
-        if isinstance(item, str) and not _is_existing_path(item):
-            if _looks_like_path(item):
-                raise InputError(f"{item}: no such file or directory")
-            if not item.strip():
-                raise InputError(f"document {n} is empty")
-            docs.append(Document(id=f"doc{n}", text=item))
-            continue
+        if not isinstance(item, (str, os.PathLike)):
+            raise InputError(f"document {n} is a {type(item).__name__}; give a path, or a "
+                             "Document (or text=) for text")
+        if isinstance(item, str) and (not item.strip() or "\x00" in item):
+            raise InputError(f"document {n}: {item!r} is not a path; give text as a Document "
+                             "or with text= (--text on the command line)")
         path = Path(item)
-        if not path.exists():
+        if not _exists(path):
+            if isinstance(item, str) and ("\n" in item or len(item) > 255):
+                raise InputError(f"document {n} ({item[:40]!r}..., {len(item)} characters) is "
+                                 "not an existing path; a string is a path: give text as a "
+                                 "Document or with text= (--text on the command line)")
             raise InputError(f"{path}: no such file or directory")
         if path.is_dir():
             files = sorted(p for p in path.rglob("*") if p.is_file()
@@ -106,20 +156,11 @@ def load_documents(items: Iterable[str | Path | Document]) -> list[Document]:
     return docs
 
 
-def _is_existing_path(s: str) -> bool:
-    if "\n" in s or len(s) > 4096:
-        return False
+def _exists(path: Path) -> bool:
     try:
-        return Path(s).exists()
-    except OSError:
+        return path.exists()
+    except OSError:  # a name too long for the file system, for one
         return False
-
-
-def _looks_like_path(s: str) -> bool:
-    s = s.strip()
-    return "\n" not in s and (
-        len(s) < 260 and " " not in s and ("/" in s or s.lower().endswith(SUPPORTED_SUFFIXES))
-    )
 
 
 class Corpus:
@@ -141,7 +182,13 @@ class Corpus:
     @classmethod
     def from_inputs(cls, items: Iterable[str | Path | Document], tokenizer: Tokenizer,
                     **kw) -> "Corpus":
+        """From paths and Documents (a ``str`` is a path; see ``load_documents``)."""
         return cls(load_documents(items), tokenizer, **kw)
+
+    @classmethod
+    def from_texts(cls, texts: Iterable[str], tokenizer: Tokenizer, **kw) -> "Corpus":
+        """From texts held in memory (ids text1, text2, ...)."""
+        return cls(load_documents(text=texts), tokenizer, **kw)
 
     # -- sizes ----------------------------------------------------------------------------
     def doc_tokens(self, doc: Document) -> int:

@@ -13,6 +13,16 @@ class ConfigError(OrchestraError):
     """A pipeline file or component option is invalid."""
 
 
+class OptionError(ConfigError):
+    """A component option has a bad value. ``option`` names it, so `orchestra validate` can point
+    at the option's line in a pipeline file; constructors raise the same error from the same
+    check (a component's ``check_options``), so what validates does not fail later."""
+
+    def __init__(self, option: str, message: str):
+        self.option = option
+        super().__init__(message)
+
+
 class ContextOverflowError(OrchestraError):
     """Text does not fit the model's window and no truncation policy was chosen."""
 

@@ -3,18 +3,27 @@
 PyYAML's composed node tree knows each node's line; we convert it to plain Python while
 recording ``path (tuple of keys/indices) -> line`` so a pydantic error location can be turned
 into "file:line: field a.b.c".
+
+Hostile files are refused before they cost anything: a file over ``MAX_FILE_BYTES``, anything but
+a regular file (a FIFO would block forever), YAML aliases (``*name``: ten levels of nine aliases
+expand a 618-byte file to a billion values, and pipeline files have no use for them), nesting
+deeper than ``MAX_DEPTH`` and any tag PyYAML's safe loader does not know.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from orchestra.errors import ConfigError
+
+MAX_FILE_BYTES = 1 << 20  # pipeline files are a few hundred bytes; 1 MiB is generous
+MAX_DEPTH = 64  # nesting levels; PyYAML's composer recurses once per level
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -50,13 +59,49 @@ class Located:
         return f"{self.source}:{line}"
 
 
+class _Refused(Exception):
+    def __init__(self, line: int, message: str):
+        self.line, self.message = line, message
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader's composer, refusing aliases and deep nesting as it reads."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            ev = self.peek_event()
+            raise _Refused(ev.start_mark.line + 1,
+                           f"YAML aliases (*{ev.anchor}) are not allowed in pipeline files; "
+                           "write the value out")
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _Refused(self.peek_event().start_mark.line + 1,
+                               f"values are nested more than {MAX_DEPTH} levels deep")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
 def load_located(text: str, source: str) -> Located:
+    if len(text) > MAX_FILE_BYTES:
+        raise ConfigError(f"{source}: {len(text)} characters, more than a pipeline file may hold "
+                          f"({MAX_FILE_BYTES})")
+    loader = _Loader(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = loader.get_single_node()
+    except _Refused as e:
+        raise ConfigError(f"{source}:{e.line}: {e.message}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
         raise ConfigError(f"{source}{line}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    finally:
+        loader.dispose()
     if node is None:
         raise ConfigError(f"{source}: the file is empty")
     lines: dict[tuple, int] = {}
@@ -67,11 +112,25 @@ def load_located(text: str, source: str) -> Located:
 def load_file(path: str | Path) -> Located:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        st = path.stat()
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read ({e.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise ConfigError(f"{path}: {what}; give a pipeline YAML file")
+    if st.st_size > MAX_FILE_BYTES:
+        raise ConfigError(f"{path}: {st.st_size} bytes, more than a pipeline file may hold "
+                          f"({MAX_FILE_BYTES})")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read ({e.strerror})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (invalid byte at offset {e.start})") from None
     return load_located(text, str(path))
 
 
@@ -90,13 +149,19 @@ def _convert(node: yaml.Node, path: tuple, lines: dict, source: str) -> Any:
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_convert(v, path + (i,), lines, source) for i, v in enumerate(node.value)]
-    return _scalar(node)
+    return _scalar(node, source)
 
 
-def _scalar(node: yaml.ScalarNode) -> Any:
+def _scalar(node: yaml.ScalarNode, source: str) -> Any:
     loader = yaml.SafeLoader("")
     try:
         return loader.construct_object(node, deep=True)
+    except yaml.YAMLError as e:  # e.g. a !!python/name tag: SafeLoader refuses it, we say where
+        raise ConfigError(f"{source}:{node.start_mark.line + 1}: value {node.value!r} cannot be "
+                          f"read ({getattr(e, 'problem', None) or e})") from None
+    except ValueError as e:  # a malformed !!timestamp / !!int scalar that the resolver accepted
+        raise ConfigError(f"{source}:{node.start_mark.line + 1}: value {node.value!r} cannot be "
+                          f"read ({e})") from None
     finally:
         loader.dispose()
 

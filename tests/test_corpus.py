@@ -42,14 +42,19 @@ def test_bad_chunk_settings_are_refused():
         corpus.chunk(0, 0)
 
 
-def test_loads_strings_files_and_directories(tmp_path):
+def test_loads_paths_directories_documents_and_text(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "b.md").write_text("# B\ntext b")
     (tmp_path / "a.txt").write_text("text a")
     (tmp_path / "ignored.json").write_text("{}")
-    docs = load_documents([tmp_path, "inline text\nwith a newline"])
-    assert [d.text for d in docs] == ["text a", "# B\ntext b", "inline text\nwith a newline"]
-    assert docs[0].source == str(tmp_path / "a.txt")
+    (tmp_path / "c.txt").write_text("text c")
+    docs = load_documents([tmp_path / "sub", str(tmp_path / "c.txt"), Document("d", "doc d")],
+                          text="inline text\nwith a newline")
+    assert [d.text for d in docs] == ["# B\ntext b", "text c", "doc d",
+                                      "inline text\nwith a newline"]
+    assert [d.id for d in docs][2:] == ["d", "text1"]
+    assert docs[1].source == str(tmp_path / "c.txt")
+    assert [d.text for d in load_documents([tmp_path])] == ["text a", "text c", "# B\ntext b"]
 
 
 @pytest.mark.parametrize("make, match", [
@@ -68,7 +73,9 @@ def test_bad_documents_are_named(tmp_path, make, match):
 def test_empty_inputs_are_refused():
     with pytest.raises(InputError, match="no documents"):
         load_documents([])
-    with pytest.raises(InputError, match="empty"):
+    with pytest.raises(InputError, match="not a path"):
         load_documents(["   "])
+    with pytest.raises(InputError, match="empty"):
+        load_documents(text=["   "])
     with pytest.raises(InputError, match="duplicate document ids"):
         load_documents([Document("x", "a"), Document("x", "b")])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from orchestra.cli.args import add_document_args, documents, positive_int
 from orchestra.cli.common import print_answer, progress
 
 
@@ -11,8 +12,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("ask", help="answer a question over documents",
                        description="Answer a question over documents (files or directories of "
                                    ".txt/.md) on the embedded default backend.")
-    p.add_argument("--docs", nargs="+", required=True, metavar="PATH",
-                   help="files or directories to read")
+    add_document_args(p)
     p.add_argument("--question", "-q", required=True, help="the question")
     # Checked at parsing (a typo lists the choices before any model loads); the default
     # pipeline names its strategies by these same type names, so routes read the same.
@@ -24,7 +24,8 @@ def add_parser(sub) -> None:
                         "strategy's cost estimate, without generating an answer")
     p.add_argument("--truncation", choices=["head", "tail", "middle-out"],
                    help="let full-context reading cut a corpus that exceeds the window")
-    p.add_argument("--max-tokens", type=int, default=64, help="longest answer, in tokens")
+    p.add_argument("--max-tokens", type=positive_int, default=64,
+                   help="longest answer, in tokens")
     p.add_argument("--json", action="store_true", help="print the Answer as JSON")
     p.set_defaults(func=run)
 
@@ -43,8 +44,9 @@ def run(args: argparse.Namespace) -> int:
         options["truncation"] = args.truncation
     if args.explain:
         return explain(args, options)
+    docs = documents(args)
     with progress():
-        answer = ask(args.question, args.docs, strategy=args.strategy, **options)
+        answer = ask(args.question, docs, strategy=args.strategy, **options)
     print_answer(answer, as_json=args.json)
     return 0
 
@@ -53,8 +55,9 @@ def explain(args: argparse.Namespace, options: dict) -> int:
     from orchestra.explain import explain as explain_route, format_explanation
     from orchestra.pipeline import Pipeline
 
+    docs = documents(args)  # bad input fails before the model loads
     pipeline = Pipeline.default(**options)
-    ex = explain_route(pipeline, args.question, args.docs,
+    ex = explain_route(pipeline, args.question, docs,
                        strategy=None if args.strategy == "auto" else args.strategy)
     if args.json:
         print(ex.model_dump_json(indent=2))

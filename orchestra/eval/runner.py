@@ -2,7 +2,11 @@
 
 The results file is append-only and written row by row (flushed and fsynced), so a crash or
 Ctrl-C loses no finished question; a rerun with the same --out reads it and skips every
-(sample, strategy) pair already there. Samples run in the outer loop and strategies in the
+(sample, strategy) pair already there. A row is matched by its ``key``: a hash of the sample's
+content (documents, question, answers, task) and of the spec of what answered it (the
+strategy's settings and the backend's; for the router, the whole pipeline), so a dataset line
+or a strategy edited since is answered again, and the stale row is neither reused nor reported.
+One run at a time holds an output folder (a lock file naming its pid); a second is refused. Samples run in the outer loop and strategies in the
 inner one, so an interrupted run still compares strategies on the samples it finished.
 """
 
@@ -12,11 +16,15 @@ import json
 import logging
 import os
 import random
+import threading
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from tqdm.auto import tqdm
 
+from orchestra.cache import atomic_file, stable_hash
 from orchestra.corpus import Corpus
 from orchestra.errors import InputError, OrchestraError
 from orchestra.eval import metrics
@@ -54,6 +62,59 @@ def _features_fn():
     return compute_features
 
 
+LOCK = ".lock"
+_held: dict[Path, int] = {}  # output folders this process holds (the lock is re-entrant)
+_held_lock = threading.Lock()
+
+
+@contextmanager
+def out_dir_lock(folder: str | Path):
+    """Hold ``folder`` for one eval run. fcntl.flock (hand-written, not filelock: it needs no
+    dependency and the kernel drops the lock when its holder dies, so a killed run never leaves
+    a stale lock); the file names the holder's pid for the refusal message."""
+    import fcntl
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    key = folder.resolve()
+    with _held_lock:
+        if key in _held:
+            _held[key] += 1
+            f = None
+        else:
+            path = folder / LOCK
+            f = open(path, "a+", encoding="utf-8")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                f.seek(0)
+                holder = f.read().strip() or "unknown"
+                f.close()
+                raise InputError(f"{folder} is in use by another orchestra eval (pid {holder}, "
+                                 f"lock file {path}); wait for it to finish or use another "
+                                 "--out") from None
+            f.seek(0)
+            f.truncate()
+            f.write(f"{os.getpid()}\n")
+            f.flush()
+            _held[key] = 1
+    try:
+        yield
+    finally:
+        with _held_lock:
+            _held[key] -= 1
+            if _held[key] == 0:
+                del _held[key]
+                if f is not None:
+                    f.close()  # closing releases the flock
+
+
+def sample_key(sample: Sample) -> str:
+    """What a sample asks: its documents, question, answers and task (not its id or line)."""
+    return stable_hash([[d.id, d.text] for d in sample.documents], sample.question,
+                       list(sample.answers), sample.task)
+
+
 def read_results(path: Path, repair: bool = True) -> list[dict]:
     """Rows of a results file. A last line cut short by a crash is dropped (and, with
     ``repair``, cut from the file so appending continues on a clean line; readers that only
@@ -71,14 +132,21 @@ def read_results(path: Path, repair: bool = True) -> list[dict]:
                 f.truncate(keep)
         data = data[:keep]
     rows = []
-    for n, line in enumerate(data.decode("utf-8").splitlines(), 1):
-        if not line.strip():
+    for n, raw in enumerate(data.split(b"\n"), 1):
+        if not raw.strip():
             continue
         try:
-            rows.append(json.loads(line))
-        except ValueError as e:
+            row = json.loads(raw.decode("utf-8"))
+        except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
             raise InputError(f"{path}:{n}: malformed results line ({e}); fix or remove it, "
                              "or use another --out") from None
+        bad = ("not a JSON object" if not isinstance(row, dict) else
+               "no 'sample_id'" if not isinstance(row.get("sample_id"), str) else
+               "no 'strategy'" if not isinstance(row.get("strategy"), str) else None)
+        if bad:
+            raise InputError(f"{path}:{n}: a results row with {bad}; fix or remove it, or use "
+                             "another --out")
+        rows.append(row)
     return rows
 
 
@@ -101,6 +169,7 @@ class Runner:
         self.run_info = {**(run_info or {}), "seed": seed}
         self._features = _features_fn()
         self._feature_cache: dict[str, dict] = {}  # per sample: features do not depend on the route
+        self._spec_hash: dict[str, str] = {}
 
     def _resolve(self, names: Sequence[str]) -> list[str]:
         known = list(self.pipeline.strategies)
@@ -123,8 +192,18 @@ class Runner:
 
     def _check_run_info(self) -> None:
         path = self.out_dir / RUN_INFO
+        old = None
         if path.exists():
-            old = json.loads(path.read_text())
+            try:
+                old = json.loads(path.read_bytes().decode("utf-8"))
+                if not isinstance(old, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as e:
+                # Our own record, cut short by an older crash: the rows are keyed by content, so
+                # nothing depends on it; rewrite it rather than block every later resume.
+                warnings.warn(f"{path} is unreadable ({e}); writing it again", stacklevel=3)
+                old = None
+        if old is not None:
             for key in ("dataset", "seed"):
                 if key in old and key in self.run_info and old[key] != self.run_info[key]:
                     raise InputError(
@@ -135,15 +214,52 @@ class Runner:
                 log.warning("%s: the pipeline file changed since the earlier rows were written; "
                             "finished (question, strategy) pairs are kept as they are",
                             self.out_dir)
-        path.write_text(json.dumps(self.run_info, indent=2, default=str) + "\n")
+        with atomic_file(path, "w") as f:  # a crash never leaves it cut short
+            f.write(json.dumps(self.run_info, indent=2, default=str) + "\n")
+
+    # -- row keys --------------------------------------------------------------------------
+    def spec(self, name: str) -> dict:
+        """What answers for ``name``: the strategy's settings with the backend, corpus and
+        retriever settings it reads with; the whole pipeline for the router."""
+        try:
+            cfg = self.pipeline.to_config()
+        except Exception:  # a pipeline-like object without a config: its strategies' options
+            cfg = {"strategies": {n: getattr(s, "options", dict)()
+                                  for n, s in self.pipeline.strategies.items()}}
+        if name == ROUTER:
+            return cfg
+        return {k: cfg.get(k) for k in ("backend", "corpus", "retrievers")} | {
+            "strategy": (cfg.get("strategies") or {}).get(name)}
+
+    def row_key(self, sample: Sample, name: str) -> str:
+        if name not in self._spec_hash:
+            self._spec_hash[name] = stable_hash(self.spec(name))
+        return stable_hash(sample_key(sample), name, self._spec_hash[name])
+
+    def current_rows(self, rows: Sequence[dict], samples: Sequence[Sample]) -> list[dict]:
+        """The rows that answer ``samples`` as the pipeline is now (the last such row per
+        sample and strategy), in sample order; stale rows stay in the file, unreported."""
+        by_key = {r.get("key"): r for r in rows if r.get("key")}
+        out = [by_key[k] for s in samples for n in self.strategies
+               if (k := self.row_key(s, n)) in by_key]
+        stale = len(rows) - len(out)
+        if stale > 0:
+            log.warning("%s: %d earlier row(s) answer other samples, another dataset version or "
+                        "other settings; they stay in the file and are not reported",
+                        self.results_path, stale)
+        return out
 
     def run(self, dataset: Dataset | Iterable[Sample]) -> list[dict]:
         samples = dataset.samples if isinstance(dataset, Dataset) else list(dataset)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with out_dir_lock(self.out_dir):
+            return self._run(samples)
+
+    def _run(self, samples: list[Sample]) -> list[dict]:
         self._check_run_info()
         rows = read_results(self.results_path)
-        done = {(r["sample_id"], r["strategy"]) for r in rows}
-        todo = [(s, n) for s in samples for n in self.strategies if (s.sample_id, n) not in done]
+        done = {r.get("key") for r in rows}
+        todo = [(s, n) for s in samples for n in self.strategies
+                if self.row_key(s, n) not in done]
         fix_seeds(self.seed)
         with open(self.results_path, "a", encoding="utf-8") as f, tqdm(
                 total=len(samples) * len(self.strategies), initial=len(samples) *
@@ -157,7 +273,7 @@ class Runner:
                 os.fsync(f.fileno())
                 rows.append(row)
                 bar.update(1)
-        return rows
+        return self.current_rows(rows, samples)
 
     def _corpus(self, sample: Sample) -> Corpus:
         # Built here rather than by pipeline.corpus(), which memoises corpora by content: a
@@ -190,6 +306,7 @@ class Runner:
                   if sample.task in metrics.EXTRACTIVE_TASKS else None)
         route = ans.route or Route(strategy=ans.strategy, reason="")
         row = {
+            "key": self.row_key(sample, name),
             "sample_id": sample.sample_id, "dataset": sample.dataset, "length": sample.length,
             "task": sample.task, "question": sample.question, "gold": sample.answers,
             "strategy": name, "answer": ans.text, "scores": scores,
