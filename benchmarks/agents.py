@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from orchestra.backends import load_backend  # noqa: E402
 from orchestra.corpus import Corpus, Document  # noqa: E402
+from orchestra.spec import entry  # noqa: E402
 from orchestra.strategies.agents import ChainOfAgents, MapReduce  # noqa: E402
 
 DATA = Path(os.environ.get("ORCHESTRA_DATA",
@@ -68,7 +69,7 @@ def main() -> None:
     backend = load_backend("transformers", model="embedded", device=args.device,
                            batch_size=args.batch_size)
     corpus = Corpus([haystack(backend.tokenizer, args.tokens)], backend.tokenizer)
-    print(f"backend: {backend.describe()}; corpus: {corpus.n_tokens} tokens; "
+    print(f"backend: {entry(backend)}; corpus: {corpus.n_tokens} tokens; "
           f"question: {QUESTION!r}\n")
     backend.generate_one(MapReduce(backend, chunk_tokens=100).worker.request("Hi.", "Hi?"))
 

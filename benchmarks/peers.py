@@ -60,9 +60,6 @@ class CountingBackend(Backend):
     def count_prompt_tokens(self, messages):
         return self.inner.count_prompt_tokens(messages)
 
-    def describe(self) -> dict:
-        return self.inner.describe()
-
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         out = self.inner.generate(requests)
         self.results.extend(out)

@@ -17,15 +17,13 @@ an import path (``mypkg.mod:Class``) is refused unless the caller passes ``allow
 
 from __future__ import annotations
 
-import inspect
 import typing
 from pathlib import Path
 from typing import Any, Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-from orchestra.checks import run_checks
-from orchestra.errors import ConfigError, OptionError
+from orchestra.errors import ConfigError
 from orchestra.registry import names as registry_names
 from orchestra.registry import resolve
 from orchestra.yaml_lines import Located, load_file, load_located
@@ -156,16 +154,6 @@ def check(cfg: PipelineConfig, located: Located, allow_modules: Iterable[str] = 
                                       f"(got {value!r})") from None
                 except Exception:  # an annotation pydantic cannot check; the constructor will
                     pass
-        # The component's own value checks, the same ones its constructor runs (orchestra.checks).
-        try:
-            run_checks(cls, {k: v for k, v in comp.options.items()
-                             if k not in RETRIEVER_REFS | STRATEGY_REFS})
-        except OptionError as e:
-            p = path + (e.option,) if e.option in comp.options else path
-            raise ConfigError(f"{located.where(p)}: field {'.'.join(map(str, p))}: {e}") from None
-        except ConfigError as e:
-            raise ConfigError(f"{located.where(path)}: field {'.'.join(map(str, path))}: "
-                              f"{e}") from None
 
     def check_refs(comp: Component, path: tuple, fields: set[str], defined: dict, what: str):
         for opt, value in comp.options.items():
@@ -179,14 +167,8 @@ def check(cfg: PipelineConfig, located: Located, allow_modules: Iterable[str] = 
                 if what == "retriever" and isinstance(n, str) and n not in defined \
                         and n in registry_names("retriever"):
                     continue
-                p = path + (opt,) + ((i,) if isinstance(value, list) else ())
-                if not isinstance(n, str):
-                    # YAML reads `strategy: 1` as a number; names (keys) are always text.
-                    raise ConfigError(
-                        f"{located.where(p)}: field {'.'.join(map(str, p))}: expected the name "
-                        f"of a {what}, got the {type(n).__name__} {n!r}; write names in quotes "
-                        f"(\"{n}\") (defined: {', '.join(defined) or 'none'})")
-                if n not in defined:
+                if not isinstance(n, str) or n not in defined:
+                    p = path + (opt,) + ((i,) if isinstance(value, list) else ())
                     raise ConfigError(
                         f"{located.where(p)}: field {'.'.join(map(str, p))}: {n!r} is not a "
                         f"defined {what} (defined: {', '.join(defined) or 'none'})"
@@ -225,26 +207,12 @@ def option_types(cls) -> dict[str, Any]:
     return hints
 
 
-def accepted_options(cls, skip_first: int) -> tuple[set[str], bool]:
-    """Keyword names ``cls(...)`` accepts, following **kwargs up the MRO.
+def accepted_options(cls, skip_first: int = 0) -> tuple[set[str], bool]:
+    """Keyword names ``cls(...)`` accepts, following **kwargs up the MRO: the parameters a
+    spec is derived from (orchestra.spec.parameters; the backend a pipeline hands a component,
+    or a router's strategies, are not options). Returns (names, whether arbitrary keywords are
+    accepted). ``skip_first`` is kept for callers; spec.CONTEXT names what is skipped."""
+    from orchestra.spec import parameters
 
-    ``skip_first`` positional parameters (the backend, or the strategies) are not options.
-    Returns (names, whether arbitrary keywords are accepted).
-    """
-    names: set[str] = set()
-    for klass in cls.__mro__:
-        if klass is object:
-            return names, False
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        params = list(inspect.signature(init).parameters.values())[1:]  # drop self
-        has_var_kw = False
-        for i, p in enumerate(params):
-            if p.kind == p.VAR_KEYWORD:
-                has_var_kw = True
-            elif p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and i >= skip_first:
-                names.add(p.name)
-        if not has_var_kw:
-            return names, False
-    return names, True
+    params, open_kw = parameters(cls)
+    return set(params), open_kw

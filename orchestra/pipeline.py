@@ -23,7 +23,8 @@ from orchestra.config import (
 )
 from orchestra.corpus import Corpus, Document
 from orchestra.errors import ConfigError, InputError
-from orchestra.registry import _BUILTIN, _extra, resolve
+from orchestra.registry import resolve
+from orchestra.spec import entry
 from orchestra.strategies.base import check_question
 from orchestra.types import Answer, Route
 
@@ -226,20 +227,46 @@ class Pipeline:
         return [self.run(q, corpus) for q in questions]
 
     # -- serialising ----------------------------------------------------------------------
-    def to_config(self) -> dict:
-        if self._source is not None:
+    def to_config(self, full: bool = False) -> dict:
+        """The pipeline as a file holds it: the file it was read from (its ``${VAR}``
+        references kept), else every component's spec (orchestra/spec.py) with the options
+        that differ from the defaults. ``full``: always from the components, every option
+        (the eval report's record of what ran)."""
+        if self._source is not None and not full:
             return self._source
+        retrievers, names = self._named_retrievers()
         return {
             "version": 1,
-            "backend": self.backend.describe(),
+            "backend": entry(self.backend, full=full),
             "corpus": {"chunk_tokens": self.chunk_tokens, "overlap": self.overlap},
-            "retrievers": {n: {"type": _type_name("retriever", r), **_plain(r.options(), self)}
-                           for n, r in self.retrievers.items()},
-            "strategies": {n: {"type": _type_name("strategy", s), **_plain(s.options(), self)}
-                           for n, s in self.strategies.items()},
-            "router": {"type": _type_name("router", self.router),
-                       **_plain(self.router.options(), self)},
+            "retrievers": {n: entry(r, names, full) for n, r in retrievers.items()},
+            "strategies": {n: entry(s, names, full) for n, s in self.strategies.items()},
+            "router": entry(self.router, names, full),
         }
+
+    def _named_retrievers(self) -> tuple[dict[str, Any], dict[int, str]]:
+        """The pipeline's retrievers plus those its components were given unnamed (a RAG built
+        with ``retriever=BM25Retriever(...)``), each named after its owner and option (a file
+        names every retriever), and id -> name of every named component."""
+        from orchestra.retrievers.base import Retriever
+
+        retrievers = dict(self.retrievers)
+        names = {id(v): k for k, v in {**retrievers, **self.strategies}.items()}
+
+        def hoist(owner: str, comp: Any) -> None:
+            for arg, value in getattr(comp, "_spec_args", {}).items():
+                many = isinstance(value, (list, tuple))
+                for i, v in enumerate(value if many else [value]):
+                    if isinstance(v, Retriever) and id(v) not in names:
+                        name = f"{owner}_{arg}" + (f"_{i}" if many else "")
+                        while name in retrievers or name in self.strategies:
+                            name += "_"
+                        retrievers[name], names[id(v)] = v, name
+                        hoist(name, v)
+
+        for n, c in [*self.retrievers.items(), *self.strategies.items()]:
+            hoist(n, c)
+        return retrievers, names
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_config(), sort_keys=False)
@@ -271,25 +298,3 @@ def _applicable(type_name: str, options: dict) -> dict:
 
     names, open_kw = accepted_options(resolve("strategy", type_name), 1)
     return {k: v for k, v in options.items() if open_kw or k in names}
-
-
-def _type_name(kind: str, obj: Any) -> str:
-    path = f"{type(obj).__module__}:{type(obj).__name__}"
-    for name, target in {**_BUILTIN[kind], **_extra[kind]}.items():
-        if target == path or target is type(obj):
-            return name
-    return path
-
-
-def _plain(options: dict, pipe: Pipeline) -> dict:
-    """Options with component instances replaced by their names in the pipeline."""
-    names = {id(v): k for k, v in {**pipe.retrievers, **pipe.strategies}.items()}
-
-    def conv(v):
-        if isinstance(v, list):
-            return [conv(x) for x in v]
-        if id(v) in names:
-            return names[id(v)]
-        return v
-
-    return {k: conv(v) for k, v in options.items()}

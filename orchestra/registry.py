@@ -78,6 +78,12 @@ def _load_entry_points() -> None:
             _extra[kind].setdefault(name, ep.value)
 
 
+def registered(kind: str) -> dict[str, Any]:
+    """Name -> class or 'module:Class' of every type of ``kind`` (built-in, then added)."""
+    _load_entry_points()
+    return {**_BUILTIN.get(kind, {}), **_extra.get(kind, {})}
+
+
 def names(kind: str) -> list[str]:
     _load_entry_points()
     return sorted({*_BUILTIN.get(kind, {}), *_extra.get(kind, {})})

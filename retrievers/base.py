@@ -25,6 +25,7 @@ import numpy as np
 from orchestra.cache import atomic_file, cache_dir, stable_hash
 from orchestra.corpus import Chunk, Corpus
 from orchestra.errors import ConfigError, InputError
+from orchestra.spec import Component
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def check_chunking(name: str, chunk_tokens: Any, overlap: Any) -> tuple[int, int
     return chunk_tokens, overlap
 
 
-class Retriever(ABC):
+class Retriever(Component, ABC):
     name: ClassVar[str] = "retriever"
     # What the scores mean; routers compare score profiles only within one kind.
     score_kind: ClassVar[str] = "score"
@@ -141,22 +142,17 @@ class Retriever(ABC):
                 return []
             return self._retrieve(question.strip(), min(k, len(self.chunks)))
 
-    def options(self) -> dict[str, Any]:
-        """Settings that rebuild this retriever (pipeline.to_yaml writes them)."""
-        return {"chunk_tokens": self.chunk_tokens, "overlap": self.overlap, "cache": self.cache}
-
-    def spec(self) -> dict[str, Any]:
-        """``{"type": name, **options}``: enough to rebuild this retriever from YAML."""
-        return {"type": self.name, **self.options()}
-
     @property
     def is_indexed(self) -> bool:
         return self.chunks is not None
 
     # -- persistence -------------------------------------------------------------------------
     def index_settings(self) -> dict[str, Any]:
-        """The settings an index depends on (cache key); ``cache`` itself does not matter."""
-        return {k: v for k, v in self.options().items() if k != "cache"}
+        """The settings an index depends on (cache key): the spec with the chunking in effect;
+        ``cache`` itself does not matter."""
+        s = {k: v for k, v in self.spec().items() if k != "cache"}
+        s.update(chunk_tokens=self.chunk_tokens, overlap=self.overlap)
+        return s
 
     def cache_key(self, corpus: Corpus, chunks: Sequence[Chunk]) -> str:
         # Chunk ids pin the tokenizer too: the same text chunked by another tokenizer differs.
@@ -207,7 +203,7 @@ class Retriever(ABC):
         raise ValueError(f"{self.name} indexes are not persisted")
 
     def __repr__(self) -> str:
-        opts = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.spec(full=False).items())
         return f"{type(self).__name__}({opts})"
 
 

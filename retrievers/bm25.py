@@ -54,9 +54,6 @@ class BM25Retriever(Retriever):
         self.k1, self.b, self.stem = float(k1), float(b), bool(stem)
         self._bm = None
 
-    def options(self):
-        return {**super().options(), "k1": self.k1, "b": self.b, "stem": self.stem}
-
     def _new(self):
         import bm25s
 

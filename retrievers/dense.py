@@ -89,15 +89,10 @@ class DenseRetriever(Retriever):
         self.row_chunk: np.ndarray | None = None  # the chunk index of every row
         self._faiss = None
 
-    def options(self):
-        return {**super().options(), "model": self.model, "device": self.device,
-                "batch_size": self.batch_size, "ann_threshold": self.ann_threshold,
-                "window_overlap": self.window_overlap}
-
     def index_settings(self):
         s = super().index_settings()
-        for k in ("device", "batch_size"):  # they do not change the vectors' meaning
-            s.pop(k)
+        for k in ("device", "batch_size", "show_progress"):  # the vectors do not depend on them
+            s.pop(k, None)
         return s
 
     @property

@@ -52,7 +52,6 @@ class GraphRetriever(Retriever):
                  similarity_neighbours: int = 3, similarity_threshold: float = 0.6,
                  max_nodes: int = 5000, cache: bool = True, **kw):
         self.seed = make_retriever(seed, backend)
-        self._given_seed = seed  # options() returns it as given (see HybridRetriever)
         if "chunk_tokens" in kw or "overlap" in kw:
             raise ConfigError("retriever 'graph' uses its seed retriever's chunking; set "
                               "chunk_tokens/overlap on the seed")
@@ -71,16 +70,6 @@ class GraphRetriever(Retriever):
         self.max_nodes = int(max_nodes)
         self.graph = None
         self._pos: dict[str, int] = {}
-
-    def options(self):
-        return {"seed": self._given_seed, "seed_k": self.seed_k, "alpha": self.alpha,
-                "hops": self.hops, "max_df": self.max_df,
-                "sequence_weight": self.weights["sequence"],
-                "terms_weight": self.weights["terms"],
-                "similarity_weight": self.weights["similarity"],
-                "similarity_neighbours": self.similarity_neighbours,
-                "similarity_threshold": self.similarity_threshold,
-                "max_nodes": self.max_nodes, "cache": self.cache}
 
     def index(self, corpus: Corpus) -> "GraphRetriever":
         with self._lock:

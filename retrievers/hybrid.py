@@ -50,16 +50,9 @@ class HybridRetriever(Retriever):
         if rrf_k < 1 or depth < 1:
             raise ConfigError("retriever 'hybrid': rrf_k and depth must be positive")
         self.retrievers = members
-        # Options give members back as given (instances, names or dicts), so a pipeline can
-        # write the names it knows them by.
-        self._given = specs
         self.weights = [float(w) for w in weights]
         self.rrf_k = int(rrf_k)
         self.depth = int(depth)
-
-    def options(self):
-        return {"retrievers": list(self._given), "weights": self.weights,
-                "rrf_k": self.rrf_k, "depth": self.depth, "cache": self.cache}
 
     def index(self, corpus: Corpus) -> "HybridRetriever":
         with self._lock:

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Iterable, Mapping, NamedTuple
 from orchestra.backends.base import Backend
 from orchestra.corpus import Corpus
 from orchestra.errors import ConfigError
+from orchestra.spec import Component
 from orchestra.strategies.base import Strategy
 from orchestra.types import Answer, Route
 
@@ -69,7 +70,7 @@ def since(t0: float) -> float:
     return time.perf_counter() - t0
 
 
-class Router(ABC):
+class Router(Component, ABC):
     name: ClassVar[str] = "router"
 
     def __init__(self, strategies: Mapping[str, Strategy], **options: Any):
@@ -102,7 +103,3 @@ class Router(ABC):
         answer.route = route
         answer.cost = answer.cost + route.cost
         return answer
-
-    def options(self) -> dict[str, Any]:
-        """Settings that rebuild this router (pipeline.to_yaml writes them)."""
-        return {}

@@ -27,6 +27,3 @@ class FixedRouter(Router):
             raise ConfigError(f"strategy {self.strategy!r} needs capabilities the "
                               f"{backend.name} backend lacks")
         return Route(strategy=self.strategy, reason=f"fixed router: always {self.strategy}")
-
-    def options(self):
-        return {"strategy": self.strategy}

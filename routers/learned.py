@@ -390,9 +390,6 @@ class LearnedRouter(Router):
             "effective_fraction", F.DEFAULT_EFFECTIVE_FRACTION))
         self._fallback = RulesRouter(self.strategies, effective_fraction=self.effective_fraction)
 
-    def options(self) -> dict[str, Any]:
-        return {"model": self.model_path}
-
     def _route(self, question, corpus, backend) -> Route:
         strategies = self.available(backend)
         retrieval = self.model.uses("retrieval_")

@@ -60,14 +60,6 @@ class LLMRouter(Router):
         self.effective_fraction = effective_fraction
         self.order_by_rules = order_by_rules
 
-    def options(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"max_tokens": self.max_tokens,
-                               "effective_fraction": self.effective_fraction,
-                               "order_by_rules": self.order_by_rules}
-        if self.fallback is not None:
-            out["fallback"] = self.fallback
-        return out
-
     def prompt(self, question, corpus, backend, options: list[str]) -> str:
         shown = []
         for d in corpus.documents[:MAX_DOCS_SHOWN]:

@@ -67,11 +67,6 @@ class RulesRouter(Router):
                 raise ConfigError(f"router 'rules': order {k!r} must be a non-empty list")
             self.orders[k] = list(v)
 
-    def options(self) -> dict[str, Any]:
-        return {"effective_fraction": self.effective_fraction,
-                "weak_rel_margin": self.weak_rel_margin, "use_retrieval": self.use_retrieval,
-                "orders": self.orders}
-
     def _route(self, question, corpus, backend) -> Route:
         strategies = self.available(backend)
         if not strategies:

@@ -61,14 +61,6 @@ class SelfRouter(Router):
         self.first = first
         self.fallback = list(fallback) if fallback is not None else None
 
-    def options(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if self.first is not None:
-            out["first"] = self.first
-        if self.fallback is not None:
-            out["fallback"] = self.fallback
-        return out
-
     # -- decisions ------------------------------------------------------------------------
     def _first(self, strategies) -> str | None:
         name = kinds.resolve_name(strategies, self.first or kinds.RAG)

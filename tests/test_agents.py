@@ -54,9 +54,9 @@ def test_registered_and_options_round_trip():
         assert resolve("strategy", name) is cls
         s = cls(b, chunk_tokens=300, note_tokens=100, prompts={"manager": "N:{notes} Q:{question}"},
                 worker_max_tokens=40, overlap=0, min_overlap=None, max_tokens=20)
-        opts = s.options()
+        opts = s.spec()
         again = cls(b, **opts)
-        assert again.options() == opts
+        assert again.spec() == opts
         assert opts["chunk_tokens"] == 300
         assert opts["prompts"] == {"manager": "N:{notes} Q:{question}"}
 

@@ -172,6 +172,10 @@ def test_cli_on_the_embedded_model_writes_three_outputs_and_resumes(tmp_path, ca
     assert rows["router"]["cost"]["model_calls"] >= 1
     assert (out / "report.md").read_text().count("| full |") == 1
     assert (out / "quality_vs_cost.png").stat().st_size > 10_000
+    # run.json records every component's full spec (orchestra/spec.py), defaults included
+    spec = json.loads((out / "run.json").read_text())["pipeline_spec"]
+    assert spec["strategies"]["pages"]["top_pages"] == 16
+    assert spec["retrievers"]["dense"]["show_progress"] is True
     mtime = (out / "results.jsonl").stat().st_mtime_ns
     assert main(args) == 0  # rerun: nothing left to answer, the file is untouched
     assert (out / "results.jsonl").stat().st_mtime_ns == mtime

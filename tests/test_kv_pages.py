@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
+from conftest import tiny_llama
 
 from orchestra.errors import ConfigError, InputError
 from orchestra.kv.config import PageConfig
@@ -15,35 +14,9 @@ from orchestra.kv.handle import PrefilledDocument, model_fingerprint
 
 
 
-def _tiny_llama(vocab=101, window=512, seed=0, layers=3):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    conf = LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128,
-                       num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                       max_position_embeddings=window, rope_theta=10000.0,
-                       initializer_range=0.2)  # large weights: logits far from uniform
-    return LlamaForCausalLM(conf).eval()
-
-
 @pytest.fixture(scope="module")
 def tiny():
-    return _tiny_llama()
-
-
-@pytest.fixture(scope="module")
-def tiny_backend(tmp_path_factory):
-    """A real TransformersBackend over a tiny random Llama with SmolLM2's tokenizer."""
-    from orchestra.backends.embedded import embedded_model_dir
-    from orchestra.backends.hf import TransformersBackend
-
-    src = embedded_model_dir()
-    d = tmp_path_factory.mktemp("tiny-llama")
-    _tiny_llama(vocab=49152, window=1024, layers=2).save_pretrained(d)
-    for f in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
-        if (src / f).exists():
-            shutil.copy(src / f, d / f)
-    return TransformersBackend(model=str(d), device="cpu")
+    return tiny_llama()
 
 
 def _reference(model, ids):
@@ -160,7 +133,7 @@ def test_handle_round_trip_and_refusals(tiny, tmp_path):
     assert back.token_ids == ids and back.n_tokens == 89
     torch.testing.assert_close(eng.logits(back.kv, [5, 6, 7]), eng.logits(h.kv, [5, 6, 7]))
 
-    other = model_fingerprint(_tiny_llama(seed=1))
+    other = model_fingerprint(tiny_llama(seed=1))
     assert other != fp
     with pytest.raises(InputError, match="another model"):
         PrefilledDocument.load(path, other)
@@ -209,7 +182,7 @@ def test_strategy_prefills_once_and_reports_cost(tiny_backend):
 
     assert resolve("strategy", "kv_pages") is KVPages
     s = KVPages(tiny_backend, page_size=16, top_pages=4, sink=4, local=32, chunk=64, max_tokens=4)
-    assert s.options()["top_pages"] == 4
+    assert s.spec()["top_pages"] == 4
     text = " ".join(f"Sentence {i} talks about topic {i % 7}." for i in range(120))
     corpus = Corpus.from_inputs([text], tiny_backend.tokenizer)
     a1 = s.answer("What is topic 3?", corpus)

@@ -171,10 +171,12 @@ def test_missing_window_and_bad_options_are_config_errors(stub):
         OpenAIBackend(base_url=s.url, tokenizer="/nonexistent/tokenizer")
 
 
-def test_base_url_forms_and_describe_hides_the_key():
-    b = OpenAIBackend(base_url="http://127.0.0.1:9/", api_key="sk-secret")
+def test_base_url_forms_and_the_spec_hides_the_key():
+    b = OpenAIBackend(base_url="http://127.0.0.1:9/", api_key="sk-secret", timeout=30.0)
     assert b.base_url == "http://127.0.0.1:9/v1" and b.root_url == "http://127.0.0.1:9"
-    assert "sk-secret" not in json.dumps(b.describe())
+    assert "sk-secret" not in json.dumps(b.spec()) and "api_key" not in b.spec()
+    assert b.spec()["timeout"] == 30.0 and b.spec(full=False) == {
+        "base_url": "http://127.0.0.1:9/", "timeout": 30.0}
 
 
 # -- our server over the scripted backend ---------------------------------------------------

@@ -49,8 +49,8 @@ def test_registry_builds_rag_with_the_dense_default():
     b = ScriptedBackend()
     rag = resolve("strategy", "rag")(b)
     assert rag.retriever.name == "dense" and rag.reorder == "document_order"
-    assert rag.options()["retriever"] is None  # rebuilt as the default
-    assert RAG(b, retriever="bm25").options()["retriever"] == "bm25"
+    assert rag.spec()["retriever"] is None  # rebuilt as the default
+    assert RAG(b, retriever="bm25").spec()["retriever"] == "bm25"
 
 
 def test_reads_within_budget_without_duplicates_in_document_order():
@@ -171,9 +171,9 @@ def test_a_list_of_retrievers_means_hybrid_fusion_and_options_rebuild_it():
                             {"type": "bm25", "chunk_tokens": 40, "overlap": 0, "stem": False}],
               top_k_tokens=100, reorder="edges")
     assert isinstance(rag.retriever, HybridRetriever)
-    opts = rag.options()
+    opts = rag.spec()
     again = RAG(b, **opts)
-    assert again.options() == opts
+    assert again.spec() == opts
     chunks, profile = again.retrieve_with_profile("Quorvath lighthouse gulls", _corpus(b))
     assert profile["retrieval_score_kind"] == "rrf" and chunks
 

@@ -12,6 +12,7 @@ from orchestra.backends.scripted import RegexTokenizer
 from orchestra.corpus import Chunk, Corpus, Document
 from orchestra.errors import ConfigError, InputError
 from orchestra.retrievers.base import IndexCacheWarning, ScoredChunk, make_retriever, score_profile
+from orchestra.spec import entry
 from orchestra.retrievers.bm25 import BM25Retriever
 from orchestra.retrievers.graph import GraphRetriever
 from orchestra.retrievers.hybrid import HybridRetriever
@@ -204,9 +205,12 @@ def test_hybrid_fuses_ranks_of_its_members():
     assert top[0].score == pytest.approx(2 / 61)  # first in both lists: 1/(60+1) twice
     with pytest.raises(ConfigError, match="chunk differently"):
         HybridRetriever(retrievers=[BM25Retriever(chunk_tokens=64), BM25Retriever(chunk_tokens=32)])
-    spec = h.spec()
+    spec = entry(h)  # members are written as their own entries
+    assert spec["retrievers"][1] == entry(b) and entry(b)["type"] == "bm25"
+    assert {"chunk_tokens": 64, "overlap": 8, "stem": False, "k1": 1.5}.items() <= \
+        spec["retrievers"][1].items()
     rebuilt = make_retriever(spec)
-    assert isinstance(rebuilt, HybridRetriever) and rebuilt.options() == h.options()
+    assert isinstance(rebuilt, HybridRetriever) and entry(rebuilt) == spec
 
 
 # -- graph -----------------------------------------------------------------------------------

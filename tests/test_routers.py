@@ -217,7 +217,7 @@ def test_rules_degrade_when_strategies_are_missing(backend):
 def test_rules_options_rebuild_the_same_router(backend):
     s = strategies_for(backend)
     r1 = RulesRouter(s, effective_fraction=0.5, orders={"short": ["rag", "full_context"]})
-    r2 = RulesRouter(s, **json.loads(json.dumps(r1.options())))
+    r2 = RulesRouter(s, **json.loads(json.dumps(r1.spec())))
     c = corpus_of(backend, words(300))
     assert r1.route("Where?", c, backend).strategy == r2.route("Where?", c, backend).strategy \
         == "retrieval"
@@ -352,7 +352,7 @@ def test_learned_router_file_round_trip_and_mapping(tmp_path, backend):
     assert long.strategy == "agents"
     look = router.route("Where is the stone?", corpus_of(backend, words(5000)), backend)
     assert look.strategy == "retrieval" and "rag is retrieval here" in look.reason
-    assert LearnedRouter(strategies_for(backend), **router.options()).model.tree == \
+    assert LearnedRouter(strategies_for(backend), **router.spec()).model.tree == \
         router.model.tree
 
 
@@ -450,7 +450,7 @@ def test_llm_router_falls_back_when_the_reply_does_not_parse():
     router = LLMRouter(strategies_for(b), fallback="retrieval")
     r = router.route("Where?", corpus_of(b, words(300)), b)
     assert r.strategy == "retrieval" and "fallback retrieval" in r.reason
-    assert LLMRouter(strategies_for(b), **router.options()).options() == router.options()
+    assert LLMRouter(strategies_for(b), **router.spec()).spec() == router.spec()
     with pytest.raises(ConfigError, match="fallback"):
         LLMRouter(strategies_for(b), fallback="oracle")
 
@@ -466,8 +466,8 @@ def test_routers_run_inside_a_pipeline_and_rebuild_from_their_options(backend, r
 
     strategies = strategies_for(backend)
     router = router_cls(strategies, **options)
-    again = router_cls(strategies, **json.loads(json.dumps(router.options())))
-    assert again.options() == router.options()
+    again = router_cls(strategies, **json.loads(json.dumps(router.spec())))
+    assert again.spec() == router.spec()
     ans = Pipeline(backend, strategies, router).run("Where is the zebra?", [words(400)])
     assert ans.route is not None and ans.route.router == router_cls.name
     assert ans.route.strategy in strategies and ans.route.reason

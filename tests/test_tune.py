@@ -234,3 +234,75 @@ def test_the_space_skips_what_a_strategy_does_not_accept():
     assert "note_tokens" not in by["rag"]
     # An option no constructor takes is skipped with a note naming it.
     assert any("decline_detector skipped" in n for n in p.notes) or "router" in by
+
+
+def test_every_drawn_configuration_is_a_valid_pipeline():
+    """Random draws over the whole space of a many-strategy pipeline all validate (the space
+    only writes options the constructors take, with values they accept)."""
+    import optuna
+
+    from orchestra.config import check, parse
+    from orchestra.tune.space import apply, plan, suggest
+    from orchestra.yaml_lines import Located
+
+    data = {"retrievers": {"dense": {"type": "dense"}},
+            "strategies": {"rag": {"type": "rag", "retriever": "dense"},
+                           "full": {"type": "full_context"},
+                           "agents": {"type": "chain_of_agents"},
+                           "mapreduce": {"type": "map_reduce"}},
+            "router": {"type": "self_route", "first": "rag", "fallback": ["full", "agents"]}}
+    p = plan(data)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    seen = set()
+    for _ in range(40):
+        trial = study.ask()
+        labels = suggest(trial, p)
+        out = apply(data, p, labels)
+        located = Located(out, {}, "<draw>")
+        check(parse(located), located)
+        seen.add(labels["rag.retriever"])
+        study.tell(trial, 0.0)
+    assert seen == {"dense", "bm25", "hybrid"}
+
+
+def test_trials_index_each_sample_once_per_chunking(tmp_path, monkeypatch):
+    """Trials that share a chunking reuse each sample's index (built once, then loaded)."""
+    from orchestra.retrievers.bm25 import BM25Retriever
+
+    built = []
+    original = BM25Retriever._build
+
+    def counting(self, chunks, corpus):
+        built.append((corpus.hash, self.chunk_tokens, self.overlap, self.chunking))
+        return original(self, chunks, corpus)
+
+    monkeypatch.setattr(BM25Retriever, "_build", counting)
+    data = write_dataset(tmp_path / "data.jsonl", n=4)
+    backend = ScriptedBackend(planted_reader(needs_for(data)), context_window=4096)
+    result = tune(pipeline_file(tmp_path), str(data), tmp_path / "tune", trials=12,
+                  params=["reorder", "max_tokens"], target="rag", backend=backend,
+                  progress=False)
+    assert sum(t.state == "COMPLETE" for t in result.trials) == 12
+    samples = {json.loads(x)["sample_id"] for x in
+               (tmp_path / "tune" / "answers.jsonl").read_text().splitlines()}
+    assert len(built) == len(set(built)) == len(samples)  # one build per sample, not per trial
+
+
+@pytest.mark.slow
+def test_tune_on_the_embedded_model(embedded, tmp_path, capsys):
+    """Two trials on ruler_qa's dev split with the real reader and a real BM25 index."""
+    from conftest import data_path
+
+    data_path("ruler", "squad.json")
+    out = tmp_path / "tune"
+    result = tune(pipeline_file(tmp_path), "ruler_qa", out, lengths=[600], limit=2, trials=2,
+                  params=["reorder", "max_tokens"], target="rag", backend=embedded,
+                  progress=False)
+    done = [t for t in result.trials if t.state == "COMPLETE"]
+    assert len(done) == 2 and all(t.prompt_tokens > 50 and t.seconds > 0 for t in done)
+    rows = [json.loads(x) for x in (out / "answers.jsonl").read_text().splitlines()]
+    assert rows and all(r["sample_id"].startswith("ruler_qa:600:") for r in rows)
+    dev = {s.sample_id for s in load_dataset("ruler_qa:dev", embedded.tokenizer, [600], 2).samples}
+    assert {r["sample_id"] for r in rows} == dev  # dev questions only
+    assert main(["validate", str(out / "best.yaml")]) == 0
+    assert "ruler_qa:dev" in (out / "best.yaml").read_text().splitlines()[0]

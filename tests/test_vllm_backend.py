@@ -121,6 +121,19 @@ def test_batch_goes_whole_with_prefix_caching_and_per_request_params(fake_vllm):
     assert [r.generated_tokens for r in results] == [1, 2]
 
 
+def test_spec_keeps_every_engine_setting(fake_vllm):
+    from orchestra.registry import resolve
+    from orchestra.spec import entry
+
+    b = VLLMBackend(model=str(fake_vllm), tensor_parallel_size=2, max_num_seqs=4, seed=7)
+    spec = entry(b, full=False)
+    assert spec == {"type": "vllm", "model": str(fake_vllm), "tensor_parallel_size": 2,
+                    "max_num_seqs": 4, "seed": 7}
+    again = resolve("backend", "vllm")(**{k: v for k, v in spec.items() if k != "type"})
+    assert entry(again, full=False) == spec
+    assert FakeLLM.instances[-1].kwargs["tensor_parallel_size"] == 2
+
+
 def test_overlong_prompt_is_refused_before_vllm(fake_vllm):
     b = VLLMBackend(model=str(fake_vllm))
     with pytest.raises(ContextOverflowError, match="window is 64"):

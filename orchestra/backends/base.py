@@ -13,6 +13,7 @@ from typing import ClassVar, Iterator, Sequence
 from pydantic import BaseModel, Field, field_validator
 
 from orchestra.errors import InputError
+from orchestra.spec import Component
 
 # Capability names strategies may require.
 KV_PAGES = "kv_pages"
@@ -66,7 +67,7 @@ class Tokenizer(ABC):
         """Character (start, end) of every token of ``text``, in order, no special tokens."""
 
 
-class Backend(ABC):
+class Backend(Component, ABC):
     """Interface every backend implements."""
 
     name: ClassVar[str] = "backend"
@@ -106,10 +107,6 @@ class Backend(ABC):
         result = self.generate_one(request)
         yield result.text
         yield result
-
-    def describe(self) -> dict:
-        """A JSON-able description, used by pipeline.to_yaml and in reports."""
-        return {"type": self.name}
 
 
 def check_requests(requests: Sequence[GenerationRequest]) -> list[GenerationRequest]:

@@ -120,10 +120,6 @@ class TransformersBackend(Backend):
         )
         self.batch_size = max(1, int(batch_size))
         self.lock = threading.RLock()
-        self._options = {"model": model, "device": device, "dtype": dtype,
-                         "batch_size": batch_size}
-        if context_window:
-            self._options["context_window"] = context_window
 
     # -- protocol -------------------------------------------------------------------------
     @property
@@ -144,9 +140,6 @@ class TransformersBackend(Backend):
     @property
     def tokenizer(self) -> HFTokenizer:
         return self._tokenizer
-
-    def describe(self) -> dict:
-        return {"type": self.name, **self._options}
 
     def chat_text(self, messages: Sequence[Message]) -> str:
         return self._tokenizer.chat_text(messages)

@@ -72,6 +72,7 @@ class ServerTokenizer(Tokenizer):
 
 class OpenAIBackend(Backend):
     name = "openai"
+    spec_hidden = ("api_key",)  # a spec is written to files and reports: never the key
 
     def __init__(
         self,
@@ -124,9 +125,6 @@ class OpenAIBackend(Backend):
             limits=httpx.Limits(max_connections=self.concurrency + 2),
             headers=headers, trust_env=trust_env,
         )
-        self._options = {k: v for k, v in {
-            "base_url": base_url, "model": model, "tokenizer": tokenizer,
-            "context_window": context_window}.items() if v is not None}
         if tokenizer is not None:
             self._load_local_tokenizer(tokenizer)
 
@@ -202,9 +200,6 @@ class OpenAIBackend(Backend):
         if self._tok is None:
             self._tok = self._server_tokenizer()
         return self._tok
-
-    def describe(self) -> dict:
-        return {"type": self.name, **self._options}  # never the API key
 
     def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
         if self._hf is not None:

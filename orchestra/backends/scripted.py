@@ -36,6 +36,7 @@ class ScriptedBackend(Backend):
     """Replies from a list (in order) or a function of the request; records every request."""
 
     name = "scripted"
+    spec_hidden = ("replies",)  # a test's script, not a setting
 
     def __init__(self, replies: Iterable[str] | Callable[[GenerationRequest], str] = (),
                  context_window: int = 2048, capabilities: Iterable[str] = (BATCHING,)):

@@ -134,11 +134,6 @@ class VLLMBackend(Backend):
         self._tokenizer = HFTokenizer(self.hf_tokenizer)
         self._window = int(context_window or self._engine_window())
         self.prefix_caching = bool(enable_prefix_caching)
-        self._options = {"model": model, "dtype": dtype,
-                         "gpu_memory_utilization": gpu_memory_utilization,
-                         "enable_prefix_caching": enable_prefix_caching}
-        if context_window:
-            self._options["context_window"] = context_window
 
     def _engine_window(self) -> int:
         for get in (lambda: self.llm.llm_engine.model_config.max_model_len,
@@ -161,9 +156,6 @@ class VLLMBackend(Backend):
     @property
     def tokenizer(self):
         return self._tokenizer
-
-    def describe(self) -> dict:
-        return {"type": self.name, **self._options}
 
     def chat_text(self, messages: Sequence[Message]) -> str:
         return self._tokenizer.chat_text(messages)

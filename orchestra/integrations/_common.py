@@ -61,8 +61,7 @@ def usage(result: GenerationResult) -> dict[str, int]:
 
 
 def backend_model_name(backend: Backend) -> str:
-    d = backend.describe()
-    return f"orchestra-{d.get('type', backend.name)}:{d.get('model', 'default')}"
+    return f"orchestra-{backend.name}:{backend.spec().get('model') or 'default'}"
 
 
 def minilm():

@@ -23,6 +23,13 @@ class ExternalRetriever(Retriever):
 
     name = "external"
     persistent = False  # the foreign retriever owns its index
+    spec_hidden = ("retriever",)  # a live object, not a setting a file could hold
+
+    def spec(self, names=None, full=True):
+        out = super().spec(names, full)
+        if not isinstance(out.get("factory"), str):  # a callable given in Python: not a setting
+            out.pop("factory", None)
+        return out
 
     def __init__(self, retriever: Any = None, *,
                  factory: Callable[[list], Any] | str | None = None,
@@ -51,9 +58,6 @@ class ExternalRetriever(Retriever):
         self.factory = factory
         self._by_id: dict[str, Chunk] = {}
         self._by_text: dict[str, Chunk] = {}
-
-    def options(self) -> dict[str, Any]:
-        return {"chunk_tokens": self.chunk_tokens, "overlap": self.overlap}
 
     def retrieve(self, question: str, k: int = 5) -> list[ScoredChunk]:
         # A ready foreign retriever may hold more passages than our corpus has chunks, so k is

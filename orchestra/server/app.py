@@ -261,7 +261,7 @@ def make_server(backend: Backend, host: str = "127.0.0.1", port: int = 0,
 
     ``max_batch``: most concurrent requests generated as one backend batch (1 turns
     gathering off; benchmarks/serve_batching.py compares)."""
-    name = model_name or str(backend.describe().get("model") or backend.name)
+    name = model_name or str(backend.spec().get("model") or backend.name)
     return OrchestraServer((host, port), backend, name, max_batch=max_batch)
 
 

@@ -91,22 +91,11 @@ class _AgentStrategy(Strategy):
         self.overlap = overlap
         self.min_overlap = min_overlap
         self.progress = progress
-        self.prompt_overrides = dict(prompts or {})
         self.agent_prompts = agent_prompts(agent_over)
         self.worker = Worker(backend, self.agent_prompts, self.worker_max_tokens, min_overlap)
         self.manager = Manager(backend, self.agent_prompts, self.max_tokens, self.note_tokens,
                                min_overlap)
         self.check_budget("")  # a budget that cannot work is a configuration error, found early
-
-    def options(self) -> dict[str, Any]:
-        opts = {**super().options(), "chunk_tokens": self.chunk_tokens,
-                "note_tokens": self.note_tokens, "worker_max_tokens": self.worker_max_tokens,
-                "overlap": self.overlap, "min_overlap": self.min_overlap}
-        if self.prompt_overrides:
-            opts["prompts"] = dict(self.prompt_overrides)
-        if self.progress is not None:
-            opts["progress"] = self.progress
-        return opts
 
     # -- sizing ------------------------------------------------------------------------------
     def max_chunk_tokens(self, question: str) -> int:

@@ -25,6 +25,7 @@ from orchestra.backends.base import Backend, GenerationRequest, Message
 from orchestra.corpus import Corpus
 from orchestra.errors import CapabilityError, InputError
 from orchestra.prompts import DEFAULTS, check_template
+from orchestra.spec import Component
 from orchestra.types import Answer, Cost, Evidence, Trace
 
 
@@ -58,14 +59,23 @@ class Fit(NamedTuple):
     available: int | None = None
 
 
-class Strategy(ABC):
+class Strategy(Component, ABC):
     name: ClassVar[str] = "strategy"  # the registered type name
     kind: ClassVar[str | None] = None  # one of KINDS; None: routers reach it only by its name
     can_decline: ClassVar[bool] = False
     requires: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, backend: Backend, max_tokens: int = 64,
-                 prompts: dict[str, str] | None = None):
+                 prompts: dict[str, str] | None = None, *,
+                 reader_template: str = "orchestra", reader_system: str = "orchestra",
+                 passage_format: str = "plain", repetition_penalty: float = 1.0,
+                 no_repeat_ngram_size: int = 0):
+        """``reader_template`` / ``reader_system`` name entries of orchestra.prompts'
+        READER_TEMPLATES / SYSTEM_PROMPTS (``reader_system="default"``: no system message, the
+        model's own); ``prompts`` overrides either with literal text. ``passage_format``:
+        plain, numbered or titled passages. ``repetition_penalty`` (1.0 = off, up to 2.0) and
+        ``no_repeat_ngram_size`` (0 = off) guard the reader's decoding against loops."""
+        Strategy.check_options({"max_tokens": max_tokens, "prompts": prompts})
         missing = self.requires - backend.capabilities
         if missing:
             raise CapabilityError(
@@ -83,6 +93,15 @@ class Strategy(ABC):
         check_template(self.prompts["reader_may_decline"], {"context", "question"},
                        "prompt 'reader_may_decline'")
 
+        Strategy.check_options.__func__(type(self), {
+            "reader_template": reader_template, "reader_system": reader_system,
+            "passage_format": passage_format, "repetition_penalty": repetition_penalty,
+            "no_repeat_ngram_size": no_repeat_ngram_size})
+        self.reader_template = reader_template
+        self.reader_system = reader_system
+        self.passage_format = passage_format
+        self.repetition_penalty = float(repetition_penalty)
+        self.no_repeat_ngram_size = no_repeat_ngram_size
     def answer(self, question: str, corpus: Corpus, *, may_decline: bool = False) -> Answer:
         """The Answer (its cost's wall_seconds is this call's time). ``may_decline`` (only where
         ``can_decline``) lets the reader reply "unanswerable"."""
@@ -95,10 +114,63 @@ class Strategy(ABC):
         else:
             ans = self._answer(question, corpus)
         ans.cost.wall_seconds = time.perf_counter() - t0
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """Checks on option values that need no backend (orchestra.checks): the constructor and
+        `orchestra validate` both run them. Subclasses extend this for their own options."""
+        from orchestra.checks import positive_int
+        from orchestra.errors import OptionError
+
+        where = f"strategy {cls.name!r}"
+        positive_int(options, "max_tokens", where)
+        for name, choices in (("reader_template", tuple(READER_TEMPLATES)),
+                              ("reader_system", tuple(SYSTEM_PROMPTS)),
+                              ("passage_format", PASSAGE_FORMATS)):
+            if name in options:
+                try:
+                    check_choice(options[name], choices, f"{where}: {name}")
+                except ConfigError as e:
+                    raise OptionError(name, str(e)) from None
+        rp = options.get("repetition_penalty", 1.0)
+        if isinstance(rp, bool) or not isinstance(rp, (int, float)) or not 1.0 <= rp <= 2.0:
+            raise OptionError("repetition_penalty", f"{where}: repetition_penalty must be a "
+                                                    f"number in [1.0, 2.0] (1.0 = off), not {rp!r}")
+        nr = options.get("no_repeat_ngram_size", 0)
+        if isinstance(nr, bool) or not isinstance(nr, int) or nr < 0:
+            raise OptionError("no_repeat_ngram_size", f"{where}: no_repeat_ngram_size must be an "
+                                                      f"integer >= 0 (0 = off), not {nr!r}")
+        prompts = options.get("prompts")
+        if prompts is None:
+            return
+        if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
+            raise OptionError("prompts", f"{where}: prompts must map prompt names to texts")
+        for k, v in prompts.items():  # other names: agents take theirs here too
+            if k in ("reader", "reader_may_decline"):
+                try:
+                    check_template(v, {"context", "question"}, f"prompt {k!r}")
+                except ConfigError as e:
+                    raise OptionError("prompts", f"{where}: {e}") from None
+
+    def check_room(self, question: str) -> None:
+        """Refuse a question (or max_tokens) the window cannot hold with the reader's prompt,
+        naming it and both sizes: no strategy can answer it, whatever it reads."""
+        window = self.backend.context_window
+        if self.max_tokens >= window:
+            raise InputError(f"max_tokens {self.max_tokens} leaves no room for the prompt in the "
+                             f"model's window of {window} tokens; lower max_tokens")
+        needed = self.backend.count_prompt_tokens(self.reader_request("", question).messages)
+        if needed + self.max_tokens > window:
+            raise InputError(
+                f"the question is too long: it has {self.backend.count_tokens(question)} tokens, "
+                f"and with the prompt and a {self.max_tokens}-token answer it needs "
+                f"{needed + self.max_tokens} tokens before any document text, but the model's "
+                f"window is {window} tokens; shorten the question")
+
         return ans
 
     @abstractmethod
     def _answer(self, question: str, corpus: Corpus) -> Answer:
+        self.check_room(question)
         """Answer a checked question (strategies that ``can_decline`` take ``may_decline``)."""
 
     def fits(self, corpus: Corpus, question: str = "") -> Fit:
@@ -108,10 +180,6 @@ class Strategy(ABC):
     def signals(self, question: str, corpus: Corpus) -> dict[str, Any]:
         """Measurements a router may decide from, without a model call (default: none)."""
         return {}
-
-    def options(self) -> dict[str, Any]:
-        """Settings that rebuild this strategy (pipeline.to_yaml writes them)."""
-        return {"max_tokens": self.max_tokens}
 
     # -- helpers shared by strategies -------------------------------------------------------
     def reader_request(self, context: str, question: str, may_decline: bool = False,

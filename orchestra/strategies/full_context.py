@@ -8,7 +8,7 @@ both ends, drop the middle). The Trace records what was cut.
 from __future__ import annotations
 
 from orchestra.corpus import Corpus
-from orchestra.errors import ConfigError, ContextOverflowError
+from orchestra.errors import ContextOverflowError, OptionError
 from orchestra.strategies.base import FULL, Fit, Strategy
 from orchestra.types import Answer, Evidence, Trace
 
@@ -22,15 +22,16 @@ class FullContext(Strategy):
 
     def __init__(self, backend, truncation: str | None = None, **kw):
         super().__init__(backend, **kw)
-        if truncation not in (None, "none", *TRUNCATION_POLICIES):
-            raise ConfigError(
-                f"truncation must be one of {', '.join(TRUNCATION_POLICIES)} (or none), "
-                f"not {truncation!r}"
-            )
+        self.check_options({"truncation": truncation})
         self.truncation = None if truncation == "none" else truncation
 
-    def options(self):
-        return {**super().options(), "truncation": self.truncation}
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        super().check_options(options)
+        if options.get("truncation") not in (None, "none", *TRUNCATION_POLICIES):
+            raise OptionError("truncation", f"truncation must be one of "
+                              f"{', '.join(TRUNCATION_POLICIES)} (or none), "
+                              f"not {options['truncation']!r}")
 
     def fits(self, corpus: Corpus, question: str = "") -> Fit:
         """Fit(can read, tokens needed, tokens available) for this corpus and question; with a
@@ -111,6 +112,10 @@ class FullContext(Strategy):
                                            what="the corpus with the prompt")
             offs = self.backend.tokenizer.offsets(context)
             cut = len(offs) - over - 8
+            if cut < 1:  # nothing of the corpus would be left (check_room makes this rare)
+                raise ContextOverflowError(over + self.backend.context_window,
+                                           self.backend.context_window,
+                                           what="the prompt and question alone")
             context = context[: offs[cut][0]] if self.truncation != "tail" else context[offs[over + 8][0]:]
             st.detail["trimmed_tokens"] = over + 8
         return context

@@ -77,11 +77,6 @@ class KVPages(Strategy):
         self._lock = threading.RLock()
         self._split_prompt()  # fail at construction if the prompt cannot be split
 
-    def options(self):
-        return {**super().options(), **self.config.as_dict(), "kv_dtype": self.kv_dtype,
-                "baseline_question": self.baseline_question,
-                "persist": self.persist, "max_handles": self.max_handles}
-
     def fits(self, corpus: Corpus, question: str = "") -> Fit:
         """A corpus of less than one page is refused (full context reads it better)."""
         return Fit(corpus.n_tokens >= self.config.page_size, corpus.n_tokens,

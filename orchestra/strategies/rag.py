@@ -44,17 +44,41 @@ class RAG(Strategy):
     can_decline = True
 
     def __init__(self, backend, retriever: Any = None, top_k_tokens: int = DEFAULT_TOP_K_TOKENS,
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """Value checks shared with `orchestra validate` (orchestra.checks)."""
+        from orchestra.checks import positive_int
+        from orchestra.errors import OptionError
+
+        super().check_options(options)
+        for name in ("top_k_tokens", "compress_tokens"):
+            positive_int(options, name, "strategy 'rag'")
+        if options.get("top_k") is not None:
+            positive_int(options, "top_k", "strategy 'rag'")
+        if not isinstance(options.get("compress", False), bool):
+            raise OptionError("compress", f"strategy 'rag': compress must be true or false, "
+                                          f"got {options['compress']!r}")
+        d = options.get("dedup_threshold", 0.8)
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 < d <= 1:
+            raise OptionError("dedup_threshold", f"strategy 'rag': dedup_threshold must be in "
+                                                 f"(0, 1], got {d!r}")
+        if "reorder" in options:
+            try:
+                check_policy(options["reorder"])
+            except ConfigError as e:
+                raise OptionError("reorder", f"strategy 'rag': {e}") from None
+
                  reorder: str = "document_order", dedup_threshold: float = 0.8, **kw):
         super().__init__(backend, **kw)
-        # options() returns the retriever as given (None, a name, a dict, an instance or a list
-        # of them), so a pipeline writes the names it built them under.
-        self._given_retriever = list(retriever) if isinstance(retriever, tuple) else retriever
         if retriever is None:
             retriever = "dense"
         if isinstance(retriever, (list, tuple)):
             from orchestra.retrievers.hybrid import HybridRetriever
 
             retriever = (make_retriever(retriever[0], backend) if len(retriever) == 1
+        self.check_options({"top_k_tokens": top_k_tokens, "dedup_threshold": dedup_threshold,
+                            "top_k": top_k, "compress": compress,
+                            "compress_tokens": compress_tokens})
                          else HybridRetriever(backend, retrievers=list(retriever)))
         self.retriever: Retriever = make_retriever(retriever, backend)
         if not isinstance(top_k_tokens, int) or top_k_tokens < 1:
@@ -72,10 +96,6 @@ class RAG(Strategy):
         self.top_k_tokens = top_k_tokens
         self.reorder = check_policy(reorder)
         self.dedup_threshold = float(dedup_threshold)
-
-    def options(self) -> dict[str, Any]:
-        return {**super().options(), "retriever": self._given_retriever, "top_k_tokens": self.top_k_tokens,
-                "reorder": self.reorder, "dedup_threshold": self.dedup_threshold}
 
     # -- selection (no model call) -----------------------------------------------------------
     def budget(self, question: str) -> int:

@@ -16,6 +16,7 @@ a copy of the pipeline's data, which validates like any pipeline file.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -52,23 +53,31 @@ MANAGER_PROMPTS = {
 }
 
 
-def _names(module: str, attr: str) -> Callable[[], dict[str, Any]]:
-    """Choices ``{name: name}`` for every key of ``module.attr`` (a dict or a sequence)."""
-    def read() -> dict[str, Any]:
-        import importlib
+def _library(module: str, attrs: tuple[str, ...]) -> Any:
+    """The first of ``module.<attrs>`` that exists (libraries have been renamed before)."""
+    import importlib
 
-        lib = getattr(importlib.import_module(module), attr, None) or ()
-        return {DEFAULT: KEEP, **{str(k): str(k) for k in lib}}
+    mod = importlib.import_module(module)
+    for attr in attrs:
+        lib = getattr(mod, attr, None)
+        if lib:
+            return lib
+    return ()
+
+
+def _names(module: str, *attrs: str) -> Callable[[], dict[str, Any]]:
+    """Choices ``{name: name}`` for every key of the library (a dict or a sequence)."""
+    def read() -> dict[str, Any]:
+        return {DEFAULT: KEEP, **{str(k): str(k) for k in _library(module, attrs)}}
     return read
 
 
-def _texts(module: str, attr: str) -> Callable[[], dict[str, Any]]:
-    """Choices ``{name: text}`` from a dict of templates ``module.attr``."""
+def _texts(module: str, *attrs: str) -> Callable[[], dict[str, Any]]:
+    """Choices ``{name: text}`` from a library of templates (a dict)."""
     def read() -> dict[str, Any]:
-        import importlib
-
-        lib = getattr(importlib.import_module(module), attr, None) or {}
-        return {DEFAULT: KEEP, **{str(k): v for k, v in lib.items() if isinstance(v, str)}}
+        lib = _library(module, attrs)
+        items = lib.items() if isinstance(lib, dict) else ()
+        return {DEFAULT: KEEP, **{str(k): v for k, v in items if isinstance(v, str)}}
     return read
 
 
@@ -96,6 +105,32 @@ class Entry:
     def values(self) -> dict[str, Any]:
         return self.choices() if callable(self.choices) else dict(self.choices)
 
+    def narrowed(self, cls) -> "Entry":
+        """This entry with only the values ``cls``'s annotation for the option accepts (an
+        option typed ``int`` cannot take the ``None`` another version of it took)."""
+        from pydantic import TypeAdapter
+
+        from orchestra.config import option_types
+
+        hint = option_types(cls).get(self.option) if "." not in self.option else None
+        if hint is None:
+            return self
+        try:
+            adapter = TypeAdapter(hint)
+        except Exception:  # an annotation pydantic cannot read: keep every value
+            return self
+        values = self.values()
+        kept = {}
+        for label, v in values.items():
+            try:
+                if v is KEEP or adapter.validate_python(v) is not None or v is None:
+                    kept[label] = v
+            except Exception:  # the value does not fit the annotation
+                continue
+        if len(kept) == len(values):
+            return self
+        return dataclasses.replace(self, choices=kept)
+
 
 def _hybrid(v: dict) -> bool:
     return v.get("retriever") == "hybrid"
@@ -120,17 +155,22 @@ SPACE: list[Entry] = [
     # retrieval (options of the strategy)
     Entry("top_k_tokens", "strategy", "top_k_tokens", _ints(384, 512, 768, 1024, 1280),
           group="retrieval"),
+    # the number of chunks (whichever name the strategy takes)
+    Entry("top_k", "strategy", "top_k", {"all": None, **_ints(3, 4, 6, 8)}, group="retrieval"),
     Entry("max_chunks", "strategy", "max_chunks", {"all": None, **_ints(3, 4, 6, 8)},
           group="retrieval"),
     Entry("reorder", "strategy", "reorder", _names("orchestra.retrievers.reorder", "POLICIES"),
           group="retrieval"),
     Entry("dedup_threshold", "strategy", "dedup_threshold",
           {"0.6": 0.6, "0.8": 0.8, "1.0": 1.0}, group="retrieval"),
+    # query-aware compression of the retrieved chunks (a switch and a budget)
+    Entry("compress", "strategy", "compress", {"off": False, "on": True}, group="retrieval"),
     Entry("compress_tokens", "strategy", "compress_tokens",
-          {"off": None, **_ints(192, 256, 384, 512)}, group="retrieval"),
+          {"off": None, **_ints(192, 256, 384, 512)},
+          when=lambda v: v.get("compress") is not False, group="retrieval"),
     # the reader
     Entry("reader_system", "strategy", "reader_system",
-          _names("orchestra.prompts", "READER_SYSTEMS"), group="reader"),
+          _names("orchestra.prompts", "SYSTEM_PROMPTS", "READER_SYSTEMS"), group="reader"),
     Entry("reader_template", "strategy", "reader_template",
           _names("orchestra.prompts", "READER_TEMPLATES"), group="reader"),
     Entry("passage_format", "strategy", "passage_format",
@@ -143,7 +183,8 @@ SPACE: list[Entry] = [
     # Self-Route: the first strategy's decline template (the reader template brings its own
     # by default) and the router's decline detector
     Entry("decline_template", "strategy", "prompts.reader_may_decline",
-          _texts("orchestra.prompts", "READER_MAY_DECLINE_TEMPLATES"), group="self_route"),
+          _texts("orchestra.prompts", "DECLINE_TEMPLATES", "READER_MAY_DECLINE_TEMPLATES"),
+          group="self_route"),
     Entry("decline_detector", "router", "decline_detector",
           _names("orchestra.routers.self_route", "DECLINE_DETECTORS"), group="self_route"),
     # agents (chain-of-agents, map-reduce)
@@ -278,6 +319,7 @@ def plan(data: dict, params: list[str] | None = None, target: str = "router",
         for e in entries:
             if e.kind != "strategy":
                 continue
+            e = e.narrowed(cls)
             ok, why = _applies(e, cls, p.type, router_type)
             if ok:
                 p.entries.append(e)
