@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextvars
 import queue
 import threading
+from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Literal, Union
 
 from pydantic import BaseModel, Field
@@ -97,8 +98,23 @@ _SINK: contextvars.ContextVar[Sink | None] = contextvars.ContextVar("orchestra_s
                                                                     default=None)
 
 
+_OVERRIDES: contextvars.ContextVar[dict | None] = contextvars.ContextVar("orchestra_overrides",
+                                                                         default=None)
+
+
 def current_sink() -> Sink | None:
     return _SINK.get()
+
+
+@contextmanager
+def generation_overrides(**fields: Any) -> Iterator[None]:
+    """Within the block, final reads use these GenerationRequest fields (those not None):
+    how a served request's max_tokens, temperature, seed and stop reach the reader."""
+    token = _OVERRIDES.set({k: v for k, v in fields.items() if v is not None} or None)
+    try:
+        yield
+    finally:
+        _OVERRIDES.reset(token)
 
 
 def stream_read(strategy: Any, request: GenerationRequest, evidence: list[Evidence],
@@ -109,6 +125,9 @@ def stream_read(strategy: Any, request: GenerationRequest, evidence: list[Eviden
     ``len(marker) + 20`` characters (where a decline is recognised) show it did not.
     """
     backend: Backend = strategy.backend
+    overrides = _OVERRIDES.get()
+    if overrides:
+        request = request.model_copy(update=overrides)
     sink = _SINK.get()
     if sink is None:
         return backend.generate_one(request)

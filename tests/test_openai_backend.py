@@ -243,7 +243,7 @@ def test_serve_option_parsing():
 # -- a real server process on the embedded model --------------------------------------------
 def _start_serve(timeout: float = 240.0):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestra.cli.main", "serve", "--port", "0"],
+        [sys.executable, "-m", "orchestra.cli.main", "serve", "--model-only", "--port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     lines: queue.Queue = queue.Queue()

@@ -123,3 +123,65 @@ def test_embedded_stream_closed_early_frees_the_model(embedded):
     assert embedded.lock.acquire(timeout=5)
     embedded.lock.release()
     assert not [t for t in threading.enumerate() if t.name == "orchestra-hf-stream"]
+
+
+def test_openai_backend_streams_from_a_model_only_server():
+    """The openai backend reads `stream: true` server-sent events token by token from our
+    FastAPI server in model mode (the backend behind it streams word by word)."""
+    from orchestra.backends.openai_backend import OpenAIBackend
+    from orchestra.server import serve_in_thread
+
+    b = WordStreamer(lambda r: "one two three four five", context_window=4096)
+    server = serve_in_thread(b, model_name="words")
+    try:
+        client = OpenAIBackend(base_url=server.url, max_retries=0)
+        req = GenerationRequest.user("count", max_tokens=20)
+        items = list(client.stream(req))
+        pieces, result = items[:-1], items[-1]
+        assert pieces == ["one", " two", " three", " four", " five"]
+        assert result.text == "one two three four five"
+        assert result.prompt_tokens == b.count_prompt_tokens(req.messages)
+        assert result.generated_tokens == b.tokenizer.count(result.text)
+        bad = OpenAIBackend(base_url=server.url, model="other", max_retries=0)
+        bad.model = "other"
+        with pytest.raises(Exception, match="404"):
+            list(bad.stream(req))
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _Recorder:
+    """A stdout that keeps each write separately (to see tokens arrive one by one)."""
+
+    def __init__(self):
+        self.writes: list[str] = []
+
+    def write(self, s: str) -> int:
+        self.writes.append(s)
+        return len(s)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+@pytest.mark.slow
+def test_orchestra_ask_prints_tokens_as_they_come_and_no_stream_waits(monkeypatch):
+    from orchestra.cli.main import main
+
+    argv = ["ask", "--docs", str(DOC), "-q", "Where was the great battle fought?",
+            "--strategy", "full_context", "--max-tokens", "12"]
+    out = _Recorder()
+    monkeypatch.setattr("sys.stdout", out)
+    assert main(argv) == 0
+    at_route = next(i for i, w in enumerate(out.writes) if w.startswith("route: "))
+    tokens = [w for w in out.writes[:at_route] if w.strip()]
+    assert len(tokens) >= 2  # written piece by piece, before the route line
+    streamed = "".join(tokens)
+    out2 = _Recorder()
+    monkeypatch.setattr("sys.stdout", out2)
+    assert main(argv + ["--no-stream"]) == 0
+    assert out2.writes[0] == streamed + "\n\n"  # the same answer, written at once

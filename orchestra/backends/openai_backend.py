@@ -221,6 +221,12 @@ class OpenAIBackend(Backend):
                                                 thread_name_prefix="orchestra-openai")
         return list(self._pool.map(self._generate_one, requests))
 
+    def stream(self, request: GenerationRequest):
+        """Tokens as the server sends them (``stream: true``; orchestra/backends/openai_stream.py)."""
+        from orchestra.backends.openai_stream import stream_chat
+
+        return stream_chat(self, request)
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False)

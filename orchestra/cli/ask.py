@@ -26,7 +26,10 @@ def add_parser(sub) -> None:
                    help="let full-context reading cut a corpus that exceeds the window")
     p.add_argument("--max-tokens", type=positive_int, default=64,
                    help="longest answer, in tokens")
-    p.add_argument("--json", action="store_true", help="print the Answer as JSON")
+    p.add_argument("--json", action="store_true",
+                   help="print the Answer as JSON (once it is complete; never streamed)")
+    p.add_argument("--no-stream", action="store_true",
+                   help="wait for the whole answer instead of printing tokens as they come")
     p.set_defaults(func=run)
 
 
@@ -45,9 +48,47 @@ def run(args: argparse.Namespace) -> int:
     if args.explain:
         return explain(args, options)
     docs = documents(args)
+    if not (args.json or args.no_stream):
+        return stream_answer(args, docs, options)
     with progress():
         answer = ask(args.question, docs, strategy=args.strategy, **options)
     print_answer(answer, as_json=args.json)
+    return 0
+
+
+def stream_answer(args: argparse.Namespace, docs, options: dict) -> int:
+    """Print the answer's tokens as the model writes them, then its route, cost and
+    evidence (Pipeline.stream)."""
+    import sys
+
+    from orchestra.checks import run_checks
+    from orchestra.pipeline import Pipeline
+    from orchestra.registry import resolve
+
+    name = None if args.strategy == "auto" else args.strategy
+    if name is not None:
+        run_checks(resolve("strategy", name), options)  # before the model loads
+    pipeline = Pipeline.default(**options)
+    corpus = pipeline.corpus(docs)
+    status = progress()
+    status.__enter__()  # the step line shows until the first token
+    try:
+        for ev in pipeline.stream(args.question, corpus, strategy=name):
+            if ev.type == "token":
+                if status is not None:
+                    status.__exit__(None, None, None)
+                    status = None
+                sys.stdout.write(ev.text)
+                sys.stdout.flush()
+            elif ev.type == "answer":
+                if status is not None:
+                    status.__exit__(None, None, None)
+                    status = None
+                sys.stdout.write("\n\n")
+                print_answer(ev.answer, show_text=False)
+    finally:
+        if status is not None:
+            status.__exit__(None, None, None)
     return 0
 
 

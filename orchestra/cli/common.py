@@ -10,14 +10,17 @@ from contextlib import contextmanager
 from orchestra.types import Answer
 
 
-def print_answer(answer: Answer, as_json: bool = False, out=None) -> None:
+def print_answer(answer: Answer, as_json: bool = False, out=None,
+                 show_text: bool = True) -> None:
+    """The answer, its route, cost and evidence (``show_text=False``: the text was streamed)."""
     out = out or sys.stdout
     if as_json:
         out.write(answer.model_dump_json(indent=2) + "\n")
         return
     c = answer.cost
     route = answer.route
-    out.write(f"{answer.text}\n\n")
+    if show_text:
+        out.write(f"{answer.text}\n\n")
     if route is not None:
         # The pipeline's name for the strategy, with its type where the two differ.
         name = route.strategy if route.strategy == answer.strategy else (

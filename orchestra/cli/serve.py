@@ -1,30 +1,60 @@
-"""`orchestra serve`: an OpenAI-compatible chat-completions server over any backend."""
+"""`orchestra serve`: a pipeline (or, with --model-only, the model alone) over HTTP.
+
+FastAPI + uvicorn; see orchestra/server/app.py for the endpoints and limits.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 
+from orchestra.cli.args import port
 from orchestra.errors import ConfigError
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "serve", help="serve a backend over an OpenAI-compatible HTTP API",
-        description="Serve a backend (the embedded model by default) as an OpenAI-compatible "
-                    "server: POST /v1/chat/completions, GET /v1/models, POST /tokenize.")
+        "serve", help="serve a pipeline (or the model alone) over HTTP",
+        description="Serve a pipeline (the embedded default, or PIPELINE.yaml) over HTTP: "
+                    "POST/GET/DELETE /v1/corpora, POST /v1/answer, POST /v1/chat/completions "
+                    "(the pipeline as the model; streaming), GET /v1/models, GET /health, "
+                    "GET /metrics. --model-only serves the backend's model alone "
+                    "(OpenAI-compatible chat completions and /tokenize).")
+    p.add_argument("pipeline", nargs="?", default=None, metavar="PIPELINE.yaml",
+                   help="the pipeline file (default: the embedded default pipeline)")
+    p.add_argument("--model-only", action="store_true",
+                   help="serve the backend's model, not a pipeline (for the openai backend)")
     p.add_argument("--host", default="127.0.0.1",
-                   help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
-    p.add_argument("--backend", default="transformers", help="backend type (default transformers)")
+                   help="address to bind (default 127.0.0.1: this machine only; any other "
+                        "needs an API key)")
+    p.add_argument("--port", type=port, default=8000, help="port (0 picks a free one)")
+    p.add_argument("--api-key", default=None,
+                   help="the key clients send as 'Authorization: Bearer KEY' (default: "
+                        "$ORCHESTRA_API_KEY; required unless bound to localhost)")
+    p.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024,
+                   help="largest request body; larger ones get 413 unread (default 8 MiB)")
+    p.add_argument("--max-documents", type=int, default=64,
+                   help="most documents per request (default 64)")
+    p.add_argument("--max-request-tokens", type=int, default=1_000_000,
+                   help="most document tokens per request (default 1,000,000)")
+    p.add_argument("--max-queue", type=int, default=16,
+                   help="requests running or waiting at once; one more gets 429 (default 16)")
+    p.add_argument("--body-timeout", type=float, default=30.0,
+                   help="seconds a client has to send its request body (default 30)")
+    p.add_argument("--backend", default="transformers",
+                   help="--model-only: backend type (default transformers)")
     p.add_argument("--model", default=None,
-                   help="the backend's model (transformers: 'embedded' or a local directory)")
+                   help="--model-only: the backend's model (transformers: 'embedded' or a "
+                        "local directory)")
     p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
-                   help="another backend option (YAML value), e.g. -o device=cpu; repeatable")
+                   help="--model-only: another backend option (YAML value), e.g. -o device=cpu")
     p.add_argument("--served-model-name", default=None,
-                   help="the model id clients send and /v1/models lists")
+                   help="the model id clients send and /v1/models lists (default: the "
+                        "pipeline file's stem, 'default', or the backend's model)")
     p.add_argument("--max-batch", type=int, default=16,
-                   help="most concurrent requests generated as one batch (1: no gathering)")
+                   help="--model-only: most concurrent requests generated as one batch")
     p.set_defaults(func=run)
 
 
@@ -40,27 +70,83 @@ def parse_options(items: list[str]) -> dict:
     return out
 
 
-def run(args: argparse.Namespace) -> int:
-    from orchestra.backends import load_backend
-    from orchestra.server import make_server
+def check_args(args: argparse.Namespace) -> str | None:
+    """Everything that can be refused before a model loads; returns the API key."""
+    from orchestra.server.runner import LOCAL_HOSTS
 
-    options = parse_options(args.option)
-    model = args.model or ("embedded" if args.backend == "transformers" else None)
-    if model is not None:
-        options["model"] = model
-    backend = load_backend(args.backend, **options)
-    try:
-        server = make_server(backend, args.host, args.port,
-                             model_name=args.served_model_name, max_batch=args.max_batch)
-    except OSError as e:
-        raise ConfigError(f"cannot listen on {args.host}:{args.port}: {e.strerror}") from None
+    for flag in ("max_body_bytes", "max_documents", "max_request_tokens", "max_queue",
+                 "max_batch"):
+        if getattr(args, flag) < 1:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1, "
+                              f"got {getattr(args, flag)}")
+    if not args.body_timeout > 0:
+        raise ConfigError(f"--body-timeout must be positive, got {args.body_timeout}")
+    if args.model_only and args.pipeline:
+        raise ConfigError(f"--model-only serves the model alone; drop {args.pipeline} or "
+                          "--model-only")
+    if not args.model_only and (args.model or args.option or args.backend != "transformers"):
+        raise ConfigError("--backend, --model and --option apply with --model-only; a "
+                          "pipeline names its backend in its file")
+    key = args.api_key or os.environ.get("ORCHESTRA_API_KEY") or None
+    if key is None and args.host not in LOCAL_HOSTS:
+        raise ConfigError(
+            f"refusing to serve on {args.host} without an API key: anyone who can reach "
+            "this address could use the model. Give --api-key KEY (or set "
+            "ORCHESTRA_API_KEY), or bind --host 127.0.0.1")
+    return key
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from orchestra.server.app import ServeSettings, create_app
+    from orchestra.server.runner import bind, url_of, uvicorn_server
+
+    key = check_args(args)
+    sock = bind(args.host, args.port)  # before loading: a port in use fails at once
+    settings = ServeSettings(api_key=key, max_body_bytes=args.max_body_bytes,
+                             max_documents=args.max_documents,
+                             max_request_tokens=args.max_request_tokens,
+                             max_queue=args.max_queue, body_timeout=args.body_timeout,
+                             max_batch=args.max_batch)
+    if args.model_only:
+        from orchestra.backends import load_backend
+
+        options = parse_options(args.option)
+        model = args.model or ("embedded" if args.backend == "transformers" else None)
+        if model is not None:
+            options["model"] = model
+        backend = load_backend(args.backend, **options)
+        name = args.served_model_name or str(backend.spec().get("model") or backend.name)
+        app = create_app(backend=backend, name=name, settings=settings)
+        what = f"model {name!r}, backend {backend.name}"
+    else:
+        from orchestra.pipeline import Pipeline
+
+        if args.pipeline:
+            pipeline = Pipeline.from_yaml(args.pipeline)
+            name = args.served_model_name or Path(args.pipeline).stem
+        else:
+            pipeline = Pipeline.default()
+            name = args.served_model_name or "default"
+        app = create_app(pipeline=pipeline, name=name, settings=settings)
+        what = f"pipeline {name!r}, strategies {', '.join(pipeline.strategies)}"
+    # The server's own lines (a client leaving early) beside uvicorn's, whatever else set up
+    # the root logger.
+    server_log = logging.getLogger("orchestra.server")
+    server_log.setLevel(logging.INFO)
+    if not server_log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+        server_log.addHandler(handler)
+        server_log.propagate = False
     # One parseable line once the port is open (tests and scripts wait for it).
-    print(f"orchestra serve: listening on {server.url} (model {server.model_name!r}, "
-          f"backend {backend.name})", flush=True)
+    print(f"orchestra serve: listening on {url_of(sock)} ({what}; "
+          f"API key {'required' if key else 'off (localhost only)'})", flush=True)
     try:
-        server.serve_forever()
+        uvicorn_server(app).run(sockets=[sock])
     except KeyboardInterrupt:
         print("orchestra serve: stopped", file=sys.stderr)
     finally:
-        server.server_close()
+        sock.close()
     return 0

@@ -1,8 +1,10 @@
-"""An OpenAI-compatible chat-completions server over any orchestra backend.
+"""orchestra as a service: FastAPI + uvicorn.
 
-``orchestra serve`` runs it; ``make_server(backend)`` builds one in-process (tests, notebooks).
-Endpoints: ``POST /v1/chat/completions`` (with usage), ``GET /v1/models``, ``POST /tokenize``
-(vLLM's and llama.cpp's request shapes), ``GET /health``.
+``orchestra serve [PIPELINE.yaml]`` serves a pipeline (corpora, answers, OpenAI-compatible chat
+completions with streaming); ``orchestra serve --model-only`` serves the backend's model alone
+(OpenAI-compatible, with /tokenize). ``create_app`` builds the app; ``serve_in_thread`` runs
+one on a daemon thread (tests, notebooks, benchmarks). See orchestra/server/app.py.
 """
 
-from orchestra.server.app import make_server, serve_in_thread  # noqa: F401
+from orchestra.server.app import ServeSettings, create_app  # noqa: F401
+from orchestra.server.runner import serve_in_thread  # noqa: F401

@@ -1,247 +1,700 @@
-"""The HTTP side: an OpenAI-compatible subset on the standard library's ThreadingHTTPServer.
+"""The HTTP side, on FastAPI (served by uvicorn, see orchestra/server/runner.py).
 
-Requests and replies follow OpenAI's chat-completions shapes (and vLLM's /tokenize), so the
-``openai`` backend, the openai SDK, LangChain's ChatOpenAI and curl all work against it. Errors
-come back as ``{"error": {"message", "type", "code"}}`` with a 4xx/5xx status.
+Two modes, one app factory:
+
+- pipeline (``orchestra serve [PIPELINE.yaml]``): the pipeline is the model. ``POST/GET/DELETE
+  /v1/corpora`` (documents chunked, indexed and KV-prefilled once), ``POST /v1/answer`` (the
+  Answer as JSON, or server-sent events with ``"stream": true``) and ``POST
+  /v1/chat/completions`` (OpenAI-compatible: documents as ``metadata.documents`` or
+  ``metadata.corpus_id``, the question is the user message; ``stream: true`` sends tokens, the
+  last chunk carries ``orchestra``: route, evidence and cost).
+- model (``orchestra serve --model-only``): the backend's model as an OpenAI-compatible
+  server (``/v1/chat/completions``, ``/tokenize``), requests gathered into batches; the
+  ``openai`` backend is tested against it.
+
+Both: ``GET /v1/models``, ``GET /health`` (no key), ``GET /metrics`` (Prometheus text), an API
+key (``Authorization: Bearer``) when one is set, a body cap checked from Content-Length before
+anything is read (413), a body read timeout (408), a bounded queue of requests running or
+waiting (429 when full), validated fields (400), tokenization on request threads (never in
+the batch worker or the event loop), and one log line for a client that leaves early.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import hmac
 import json
 import logging
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Callable, Iterator
 
-from pydantic import ValidationError
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from orchestra.backends.base import Backend, GenerationRequest, Message
+from orchestra.backends.base import Backend, GenerationResult
 from orchestra.errors import OrchestraError
 from orchestra.server.batcher import Batcher
+from orchestra.server.corpora import Corpora
+from orchestra.server.metrics import Metrics
+from orchestra.server.requests import (
+    ApiError,
+    check_fields,
+    documents_field,
+    generation_request,
+    parse_messages,
+    question_of,
+    sampling,
+)
 
-log = logging.getLogger(__name__)
-
-MAX_BODY = 64 * 1024 * 1024
-DEFAULT_MAX_TOKENS = 256
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error"):
-        super().__init__(message)
-        self.status = status
-        self.type = type_
-
-
-def _text(content: Any, where: str) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for p in content:
-            if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str):
-                parts.append(p["text"])
-            else:
-                raise ApiError(400, f"{where}: only text content parts are supported")
-        return "".join(parts)
-    if content is None:
-        return ""
-    raise ApiError(400, f"{where}: content must be a string or a list of text parts")
+log = logging.getLogger("orchestra.server")
 
 
-def parse_messages(raw: Any) -> list[Message]:
-    if not isinstance(raw, list) or not raw:
-        raise ApiError(400, "'messages' must be a non-empty list")
-    out = []
-    for i, m in enumerate(raw):
-        if not isinstance(m, dict):
-            raise ApiError(400, f"messages[{i}] must be an object")
-        role = m.get("role")
-        role = "system" if role == "developer" else role
-        try:
-            out.append(Message(role=role, content=_text(m.get("content"), f"messages[{i}]")))
-        except ValidationError:
-            raise ApiError(400, f"messages[{i}].role must be system, user or assistant, "
-                                f"not {role!r}") from None
-    return out
+@dataclass
+class ServeSettings:
+    api_key: str | None = None
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_documents: int = 64
+    max_request_tokens: int = 1_000_000
+    max_queue: int = 16  # requests running or waiting; one more is answered 429
+    body_timeout: float = 30.0  # seconds to receive a request body
+    max_batch: int = 16  # model mode: requests generated as one backend batch
 
 
-def parse_chat_request(body: dict) -> GenerationRequest:
-    """An OpenAI chat-completions body as our GenerationRequest (OpenAI's defaults)."""
-    if body.get("n", 1) != 1:
-        raise ApiError(400, "only n=1 is supported")
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens")) or DEFAULT_MAX_TOKENS
-    stop = body.get("stop") or []
-    if isinstance(stop, str):
-        stop = [stop]
-    temperature = body.get("temperature")
-    try:
-        return GenerationRequest(
-            messages=parse_messages(body.get("messages")), max_tokens=max_tokens,
-            temperature=1.0 if temperature is None else temperature, stop=stop,
-            seed=body.get("seed"),
-        )
-    except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(str(x) for x in err["loc"])
-        raise ApiError(400, f"invalid field {field!r}: {err['msg']}") from None
+class Gate:
+    """The bounded queue: requests running or waiting for the model (event-loop side only)."""
+
+    def __init__(self, limit: int, metrics: Metrics):
+        self.limit = max(1, int(limit))
+        self.n = 0
+        self.metrics = metrics
+
+    def enter(self) -> None:
+        if self.n >= self.limit:
+            self.metrics.rejected.inc()
+            raise ApiError(429, f"the server is busy: {self.n} requests are running or waiting "
+                                f"(--max-queue {self.limit}); retry shortly",
+                           "rate_limit_error", {"Retry-After": "1"})
+        self.n += 1
+        self.metrics.in_flight.set(self.n)
+
+    def leave(self) -> None:
+        self.n -= 1
+        self.metrics.in_flight.set(self.n)
 
 
-class OrchestraServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class BodyLimit:
+    """ASGI middleware: refuse a body over the cap (or a bad Content-Length) from its header,
+    before reading a byte of it; bodies without a length are counted as they arrive
+    (read_body)."""
 
-    def __init__(self, address, backend: Backend, model_name: str, max_batch: int):
-        self.backend = backend
-        self.model_name = model_name
-        self.created = int(time.time())
-        self.batcher = Batcher(backend, max_batch=max_batch)
-        super().__init__(address, Handler)
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
 
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            length = dict(scope.get("headers") or []).get(b"content-length")
+            if length is not None:
+                err = None
+                try:
+                    n = int(length)
+                    if n < 0:
+                        raise ValueError
+                except ValueError:
+                    err = ApiError(400, f"bad Content-Length {length.decode(errors='replace')!r}")
+                else:
+                    if n > self.limit:
+                        err = ApiError(413, f"request body of {n} bytes exceeds this server's "
+                                            f"limit of {self.limit} (--max-body-bytes)")
+                if err is not None:
+                    await _error_response(err)(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
 
-    def server_close(self) -> None:
-        self.batcher.close()
-        super().server_close()
 
+class CountRequests:
+    """ASGI middleware: requests and latency per endpoint and status. (Starlette's
+    BaseHTTPMiddleware would hide a client's disconnect from streaming responses.)"""
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: OrchestraServer
+    def __init__(self, app, metrics: Metrics):
+        self.app = app
+        self.metrics = metrics
 
-    def log_message(self, fmt: str, *args: Any) -> None:
-        log.info("%s " + fmt, self.address_string(), *args)
-
-    # -- plumbing -------------------------------------------------------------------------
-    def _send(self, status: int, payload: dict) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _error(self, err: ApiError) -> None:
-        self._send(err.status, {"error": {"message": str(err), "type": err.type,
-                                          "code": err.status}})
-
-    def _body(self) -> dict:
-        try:
-            n = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            raise ApiError(400, "bad Content-Length") from None
-        if n > MAX_BODY:
-            raise ApiError(413, f"request body of {n} bytes exceeds {MAX_BODY}")
-        try:
-            body = json.loads(self.rfile.read(n) or b"{}")
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ApiError(400, f"the body is not valid JSON: {e}") from None
-        if not isinstance(body, dict):
-            raise ApiError(400, "the body must be a JSON object")
-        return body
-
-    def _dispatch(self, routes: dict) -> None:
-        path = self.path.split("?", 1)[0].rstrip("/") or "/"
-        fn = routes.get(path)
-        try:
-            if fn is None:
-                raise ApiError(404, f"no route {self.command} {path}", "not_found_error")
-            fn()
-        except ApiError as e:
-            self._error(e)
-        except OrchestraError as e:  # the user's request cannot be served (too long, ...)
-            self._error(ApiError(400, str(e)))
-        except Exception as e:  # noqa: BLE001
-            log.exception("request failed")
-            self._error(ApiError(500, f"{type(e).__name__}: {e}", "server_error"))
-
-    def do_GET(self) -> None:  # noqa: N802
-        self._dispatch({"/v1/models": self.models, "/models": self.models,
-                        "/health": self.health})
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._dispatch({"/v1/chat/completions": self.chat, "/chat/completions": self.chat,
-                        "/tokenize": self.tokenize, "/v1/tokenize": self.tokenize})
-
-    # -- endpoints ------------------------------------------------------------------------
-    def health(self) -> None:
-        self._send(200, {"status": "ok"})
-
-    def models(self) -> None:
-        s = self.server
-        self._send(200, {"object": "list", "data": [{
-            "id": s.model_name, "object": "model", "created": s.created, "owned_by": "orchestra",
-            "max_model_len": s.backend.context_window,
-            "capabilities": sorted(s.backend.capabilities),
-        }]})
-
-    def _check_model(self, body: dict) -> None:
-        model = body.get("model")
-        if model not in (None, "", self.server.model_name):
-            raise ApiError(404, f"model {model!r} is not served here; this server serves "
-                                f"{self.server.model_name!r}", "not_found_error")
-
-    def chat(self) -> None:
-        body = self._body()
-        self._check_model(body)
-        req = parse_chat_request(body)
-        res = self.server.batcher.submit(req).result()
-        rid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-        usage = {"prompt_tokens": res.prompt_tokens, "completion_tokens": res.generated_tokens,
-                 "total_tokens": res.prompt_tokens + res.generated_tokens}
-        created = int(time.time())
-        if body.get("stream"):
-            self._stream(rid, created, res.text, res.finish_reason, usage,
-                         bool((body.get("stream_options") or {}).get("include_usage")))
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
             return
-        self._send(200, {
-            "id": rid, "object": "chat.completion", "created": created,
-            "model": self.server.model_name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": res.text},
-                         "finish_reason": res.finish_reason, "logprobs": None}],
-            "usage": usage,
-        })
+        t0 = time.perf_counter()
+        status = {"code": 500}
 
-    def _stream(self, rid, created, text, finish, usage, include_usage) -> None:
-        # The backend answers whole; the stream is the reply as one delta (server-sent events).
-        def event(choices, extra=None):
-            d = {"id": rid, "object": "chat.completion.chunk", "created": created,
-                 "model": self.server.model_name, "choices": choices, **(extra or {})}
-            return f"data: {json.dumps(d)}\n\n".encode()
+        async def send_counted(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
 
-        chunks = [
-            event([{"index": 0, "delta": {"role": "assistant", "content": text},
-                    "finish_reason": None}]),
-            event([{"index": 0, "delta": {}, "finish_reason": finish}]),
-        ]
-        if include_usage:
-            chunks.append(event([], {"usage": usage}))
-        chunks.append(b"data: [DONE]\n\n")
-        data = b"".join(chunks)
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        try:
+            await self.app(scope, receive, send_counted)
+        finally:
+            # The route's template (/v1/corpora/{corpus_id}), not the path: ids would make
+            # one series per corpus.
+            route = scope.get("route")
+            endpoint = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(endpoint, str(status["code"])).inc()
+            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
 
-    def tokenize(self) -> None:
+
+def _error_response(err: ApiError) -> JSONResponse:
+    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+
+
+async def read_body(request: Request, settings: ServeSettings) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+
+    async def collect() -> None:
+        nonlocal size
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > settings.max_body_bytes:
+                raise ApiError(413, f"request body exceeds this server's limit of "
+                                    f"{settings.max_body_bytes} bytes (--max-body-bytes)")
+            chunks.append(chunk)
+
+    try:
+        await asyncio.wait_for(collect(), settings.body_timeout)
+    except asyncio.TimeoutError:
+        raise ApiError(408, f"the request body did not arrive within "
+                            f"{settings.body_timeout:g} s", "timeout_error") from None
+    body = b"".join(chunks)
+    request._body = body  # noqa: SLF001  (starlette reads a form from the cached body)
+    return body
+
+
+async def read_json(request: Request, settings: ServeSettings) -> dict:
+    body = await read_body(request, settings)
+    try:
+        data = json.loads(body or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ApiError(400, f"the body is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    return data
+
+
+async def iterate_in_thread(make: Callable[[], Iterator[Any]]) -> AsyncIterator[Any]:
+    """Items of a blocking iterator, produced on its own thread (with this context's
+    ContextVars). Leaving early stops the producer at its next item and closes the
+    iterator there, which cancels the generation behind it."""
+    loop = asyncio.get_running_loop()
+    q: asyncio.Queue = asyncio.Queue()
+    done = object()
+    stop = threading.Event()
+
+    def put(item: Any) -> None:
+        try:
+            loop.call_soon_threadsafe(q.put_nowait, item)
+        except RuntimeError:  # the loop is gone (shutdown)
+            pass
+
+    def produce() -> None:
+        try:
+            it = make()
+            try:
+                for item in it:
+                    if stop.is_set():
+                        break
+                    put(item)
+            finally:
+                close = getattr(it, "close", None)
+                if close is not None:
+                    close()
+        except BaseException as e:  # noqa: BLE001  (re-raised on the loop)
+            put(e)
+        finally:
+            put(done)
+
+    ctx = contextvars.copy_context()
+    threading.Thread(target=ctx.run, args=(produce,), name="orchestra-serve-stream",
+                     daemon=True).start()
+    try:
+        while True:
+            item = await q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+def sse(data: Any, event: str | None = None) -> bytes:
+    head = f"event: {event}\n" if event else ""
+    payload = data if isinstance(data, str) else json.dumps(data)
+    return f"{head}data: {payload}\n\n".encode()
+
+
+def create_app(*, pipeline=None, backend: Backend | None = None, name: str,
+               settings: ServeSettings | None = None) -> FastAPI:
+    """The app serving ``pipeline`` (as model ``name``) or, with ``backend`` alone, the
+    model only."""
+    settings = settings or ServeSettings()
+    if pipeline is None and backend is None:
+        raise ValueError("give a pipeline or a backend")
+    backend = pipeline.backend if pipeline is not None else backend
+    mode = "pipeline" if pipeline is not None else "model"
+    metrics = Metrics()
+    gate = Gate(settings.max_queue, metrics)
+    app = FastAPI(title="orchestra", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.settings, app.state.metrics, app.state.gate = settings, metrics, gate
+    app.state.mode, app.state.name, app.state.backend = mode, name, backend
+    created = int(time.time())
+    corpora = (Corpora(pipeline, metrics, settings.max_request_tokens)
+               if pipeline is not None else None)
+    batcher = Batcher(backend, max_batch=settings.max_batch) if pipeline is None else None
+    app.state.corpora, app.state.batcher = corpora, batcher
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+
+    # -- errors, auth, metrics -------------------------------------------------------------
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, err: ApiError):
+        return _error_response(err)
+
+    @app.exception_handler(OrchestraError)
+    async def _orchestra_error(request: Request, err: OrchestraError):
+        # The request cannot be served as given (too long for the window, unknown strategy).
+        return _error_response(ApiError(400, str(err)))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, err: StarletteHTTPException):
+        kind = "not_found_error" if err.status_code == 404 else "invalid_request_error"
+        msg = (f"no route {request.method} {request.url.path}" if err.status_code == 404
+               else str(err.detail))
+        return _error_response(ApiError(err.status_code, msg, kind))
+
+    app.add_middleware(CountRequests, metrics=metrics)
+
+    def authorize(request: Request) -> None:
+        if not settings.api_key:
+            return
+        given = request.headers.get("authorization", "")
+        token = given[7:].strip() if given.lower().startswith("bearer ") else \
+            request.headers.get("x-api-key", "")
+        if not token or not hmac.compare_digest(token.encode(), settings.api_key.encode()):
+            raise ApiError(401, "missing or wrong API key (send Authorization: Bearer <key>)",
+                           "authentication_error", {"WWW-Authenticate": "Bearer"})
+
+    def check_model(body: dict) -> None:
+        model = body.get("model")
+        if model not in (None, "", name):
+            raise ApiError(404, f"model {model!r} is not served here; this server serves "
+                                f"{name!r}", "not_found_error")
+
+    # -- common endpoints -------------------------------------------------------------------
+    @app.get("/health")
+    async def health():
+        out = {"status": "ok", "mode": mode, "model": name, "in_flight": gate.n,
+               "max_queue": gate.limit}
+        if corpora is not None:
+            out["corpora"] = len(corpora.all())
+        return out
+
+    @app.get("/metrics")
+    async def metrics_text(request: Request):
+        authorize(request)
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/v1/models")
+    @app.get("/models")
+    async def models(request: Request):
+        authorize(request)
+        entry = {"id": name, "object": "model", "created": created, "owned_by": "orchestra",
+                 "max_model_len": backend.context_window,
+                 "capabilities": sorted(backend.capabilities)}
+        if pipeline is not None:
+            entry["strategies"] = list(pipeline.strategies)
+            entry["router"] = getattr(pipeline.router, "name", type(pipeline.router).__name__)
+        return {"object": "list", "data": [entry]}
+
+    if pipeline is None:
+        _model_routes(app, backend, name, settings, gate, metrics, batcher, authorize,
+                      check_model)
+    else:
+        _pipeline_routes(app, pipeline, name, settings, gate, metrics, corpora, authorize,
+                         check_model)
+    return app
+
+
+# -- pipeline mode ------------------------------------------------------------------------------
+def _pipeline_routes(app, pipeline, name, settings, gate, metrics, corpora: Corpora,
+                     authorize, check_model) -> None:
+    window = pipeline.backend.context_window
+
+    async def register(docs, warm: bool):
+        gate.enter()
+        try:
+            return await anyio.to_thread.run_sync(corpora.build, docs, warm)
+        finally:
+            gate.leave()
+
+    @app.post("/v1/corpora", status_code=201)
+    async def create_corpus(request: Request):
+        authorize(request)
+        ctype = request.headers.get("content-type", "")
+        if ctype.startswith("multipart/form-data"):
+            await read_body(request, settings)
+            form = await request.form()
+            files = form.getlist("files") or form.getlist("file")
+            if not files:
+                raise ApiError(400, "upload the documents as form field 'files'")
+            if len(files) > settings.max_documents:
+                raise ApiError(413, f"{len(files)} files; this server takes at most "
+                                    f"{settings.max_documents} per request (--max-documents)")
+            docs = []
+            for f in files:
+                if isinstance(f, str):
+                    raise ApiError(400, "form field 'files' must hold uploaded files")
+                raw = await f.read()
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise ApiError(400, f"{f.filename}: not UTF-8 text (invalid byte at offset "
+                                        f"{e.start})") from None
+                docs.append((f.filename or f"doc{len(docs)}", text))
+            docs = documents_field([{"name": n, "text": t} for n, t in docs], "files",
+                                   settings.max_documents)
+            warm = str(form.get("warm", "true")).lower() != "false"
+        else:
+            body = await read_json(request, settings)
+            unknown = set(body) - {"documents", "warm"}
+            if unknown:
+                raise ApiError(400, f"unknown field(s) {sorted(unknown)}; give 'documents' "
+                                    "(and optionally 'warm')")
+            docs = documents_field(body.get("documents"), "'documents'",
+                                   settings.max_documents)
+            warm = body.get("warm", True)
+            if not isinstance(warm, bool):
+                raise ApiError(400, "'warm' must be true or false")
+        entry, new = await register(docs, warm)
+        return JSONResponse({**entry.describe(), "new": new}, status_code=201 if new else 200)
+
+    @app.get("/v1/corpora")
+    async def list_corpora(request: Request):
+        authorize(request)
+        return {"object": "list", "data": [e.describe() for e in corpora.all()]}
+
+    @app.get("/v1/corpora/{corpus_id}")
+    async def get_corpus(corpus_id: str, request: Request):
+        authorize(request)
+        return corpora.get(corpus_id).describe()
+
+    @app.delete("/v1/corpora/{corpus_id}")
+    async def delete_corpus(corpus_id: str, request: Request):
+        authorize(request)
+        entry = corpora.delete(corpus_id)
+        return {"id": entry.id, "object": "corpus", "deleted": True}
+
+    def resolve_docs(corpus_id: Any, documents: Any, where: str):
+        """A registered corpus entry, or documents to build one from (on the work thread)."""
+        if (corpus_id is None) == (documents is None):
+            raise ApiError(400, f"give exactly one of {where}corpus_id and {where}documents")
+        if corpus_id is not None:
+            if not isinstance(corpus_id, str):
+                raise ApiError(400, f"{where}corpus_id must be a string")
+            return corpora.get(corpus_id), None
+        return None, documents_field(documents, f"{where}documents", settings.max_documents)
+
+    def prepare(entry, docs):
+        """(entry or None, corpus) on a work thread: tokenizing happens here."""
+        if entry is not None:
+            return entry, entry.corpus
+        corpus = corpora.corpus_of(docs)
+        return None, corpus
+
+    def run_answer(entry, docs, question, strategy, overrides):
+        from orchestra.streaming import generation_overrides
+
+        corpora.working_on(entry)  # this thread's context copy only
+        entry, corpus = prepare(entry, docs)
+        with generation_overrides(**overrides):
+            answer = pipeline.run(question, corpus, strategy=strategy)
+        if entry is not None:
+            entry.questions += 1
+        metrics.count_answer(answer)
+        return answer
+
+    def stream_answer(entry, docs, question, strategy, overrides) -> Callable[[], Iterator]:
+        from orchestra.streaming import generation_overrides
+
+        def make():
+            corpora.working_on(entry)
+            _, corpus = prepare(entry, docs)
+
+            def events():
+                with generation_overrides(**overrides):
+                    for ev in pipeline.stream(question, corpus, strategy=strategy):
+                        if ev.type == "answer":
+                            if entry is not None:
+                                entry.questions += 1
+                            metrics.count_answer(ev.answer)
+                        yield ev
+
+            return events()
+
+        return make
+
+    def check_strategy(strategy: Any) -> str | None:
+        if strategy in (None, "auto"):
+            return None
+        if not isinstance(strategy, str) or strategy not in pipeline.strategies:
+            raise ApiError(400, f"strategy {strategy!r} is not in this pipeline; its strategies: "
+                                f"{', '.join(pipeline.strategies)} (or auto)")
+        return strategy
+
+    def answer_json(answer, entry) -> dict:
+        out = answer.model_dump(mode="json")
+        out["corpus_id"] = entry.id if entry is not None else None
+        return out
+
+    async def guarded_stream(chunks: AsyncIterator[bytes], what: str) -> AsyncIterator[bytes]:
+        """Leaves the gate when the stream ends; a client that leaves is one log line."""
+        sent = 0
+        try:
+            async for c in chunks:
+                sent += 1
+                yield c
+        except (asyncio.CancelledError, GeneratorExit):
+            metrics.disconnects.inc()
+            log.info("client left %s after %d chunks; its generation was stopped", what, sent)
+            raise
+        finally:
+            gate.leave()
+
+    @app.post("/v1/answer")
+    async def answer(request: Request):
+        authorize(request)
+        body = await read_json(request, settings)
+        unknown = set(body) - {"question", "corpus_id", "documents", "strategy", "stream",
+                               "max_tokens", "temperature", "seed", "stop"}
+        if unknown:
+            raise ApiError(400, f"unknown field(s) {sorted(unknown)}")
+        question = body.get("question")
+        if not isinstance(question, str) or not question.strip():
+            raise ApiError(400, "'question' must be a non-empty string")
+        entry, docs = resolve_docs(body.get("corpus_id"), body.get("documents"), "")
+        strategy = check_strategy(body.get("strategy"))
+        overrides = sampling(body, window)
+        gate.enter()
+        if not body.get("stream"):
+            try:
+                ans = await anyio.to_thread.run_sync(run_answer, entry, docs, question,
+                                                     strategy, overrides)
+            finally:
+                gate.leave()
+            return answer_json(ans, entry)
+
+        async def events() -> AsyncIterator[bytes]:
+            try:
+                async for ev in iterate_in_thread(stream_answer(entry, docs, question,
+                                                                strategy, overrides)):
+                    data = (answer_json(ev.answer, entry) if ev.type == "answer"
+                            else ev.model_dump(mode="json", exclude={"type"}))
+                    yield sse(data, ev.type)
+            except (ApiError, OrchestraError) as e:
+                err = e if isinstance(e, ApiError) else ApiError(400, str(e))
+                yield sse(err.body(), "error")
+
+        return StreamingResponse(guarded_stream(events(), "/v1/answer"),
+                                 media_type="text/event-stream")
+
+    @app.post("/v1/chat/completions")
+    @app.post("/chat/completions")
+    async def chat(request: Request):
+        authorize(request)
+        body = await read_json(request, settings)
+        check_fields(body)
+        check_model(body)
+        question = question_of(parse_messages(body.get("messages")))
+        meta = body.get("metadata") or {}
+        if not isinstance(meta, dict):
+            raise ApiError(400, "'metadata' must be an object")
+        extra = set(meta) - {"documents", "corpus_id", "strategy"}
+        if extra:
+            raise ApiError(400, f"unknown metadata field(s) {sorted(extra)}; give "
+                                "metadata.documents or metadata.corpus_id (and optionally "
+                                "metadata.strategy)")
+        entry, docs = resolve_docs(meta.get("corpus_id"), meta.get("documents"), "metadata.")
+        strategy = check_strategy(meta.get("strategy"))
+        overrides = sampling(body, window)
+        rid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        created = int(time.time())
+        gate.enter()
+        if not body.get("stream"):
+            try:
+                ans = await anyio.to_thread.run_sync(run_answer, entry, docs, question,
+                                                     strategy, overrides)
+            finally:
+                gate.leave()
+            return {
+                "id": rid, "object": "chat.completion", "created": created, "model": name,
+                "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                             "message": {"role": "assistant", "content": ans.text}}],
+                "usage": _usage(ans),
+                "orchestra": _extras(ans, entry),
+            }
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+        def chunk(delta: dict, finish: str | None = None, **extra) -> bytes:
+            return sse({"id": rid, "object": "chat.completion.chunk", "created": created,
+                        "model": name, "choices": [{"index": 0, "delta": delta,
+                                                    "finish_reason": finish}], **extra})
+
+        async def events() -> AsyncIterator[bytes]:
+            first = True
+            try:
+                async for ev in iterate_in_thread(stream_answer(entry, docs, question,
+                                                                strategy, overrides)):
+                    if ev.type == "token":
+                        delta = {"content": ev.text}
+                        if first:
+                            delta["role"], first = "assistant", False
+                        yield chunk(delta)
+                    elif ev.type == "answer":
+                        if first:
+                            yield chunk({"role": "assistant", "content": ""})
+                        ans = ev.answer
+                        yield chunk({}, "stop", orchestra=_extras(ans, entry))
+                        if include_usage:
+                            yield sse({"id": rid, "object": "chat.completion.chunk",
+                                       "created": created, "model": name, "choices": [],
+                                       "usage": _usage(ans)})
+            except (ApiError, OrchestraError) as e:
+                err = e if isinstance(e, ApiError) else ApiError(400, str(e))
+                yield sse(err.body())
+            yield sse("[DONE]")
+
+        return StreamingResponse(guarded_stream(events(), "/v1/chat/completions"),
+                                 media_type="text/event-stream")
+
+
+def _usage(answer) -> dict:
+    c = answer.cost
+    return {"prompt_tokens": c.prompt_tokens, "completion_tokens": c.generated_tokens,
+            "total_tokens": c.prompt_tokens + c.generated_tokens}
+
+
+def _extras(answer, entry) -> dict:
+    return {"route": answer.route.model_dump(mode="json") if answer.route else None,
+            "evidence": [e.model_dump(mode="json") for e in answer.evidence],
+            "cost": answer.cost.model_dump(mode="json"), "strategy": answer.strategy,
+            "corpus_id": entry.id if entry is not None else None}
+
+
+# -- model mode ---------------------------------------------------------------------------------
+def _model_routes(app, backend: Backend, name, settings, gate, metrics, batcher: Batcher,
+                  authorize, check_model) -> None:
+    window = backend.context_window
+
+    def checked_size(req) -> None:
+        # Counted here, on a request thread: an oversized prompt never reaches the batch worker.
+        n = backend.count_prompt_tokens(req.messages)
+        if n + req.max_tokens > window:
+            raise ApiError(400, f"the prompt ({n} tokens) plus max_tokens ({req.max_tokens}) "
+                                f"exceeds the model's window of {window} tokens")
+        return n
+
+    @app.post("/v1/chat/completions")
+    @app.post("/chat/completions")
+    async def chat(request: Request):
+        authorize(request)
+        body = await read_json(request, settings)
+        check_model(body)
+        req = generation_request(body, window)
+        rid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        created = int(time.time())
+        gate.enter()
+        if not body.get("stream"):
+            try:
+                await anyio.to_thread.run_sync(checked_size, req)
+                res = await asyncio.wrap_future(batcher.submit(req))
+            finally:
+                gate.leave()
+            metrics.tokens.labels("prompt").inc(res.prompt_tokens)
+            metrics.tokens.labels("generated").inc(res.generated_tokens)
+            return {"id": rid, "object": "chat.completion", "created": created, "model": name,
+                    "choices": [{"index": 0, "finish_reason": res.finish_reason,
+                                 "logprobs": None,
+                                 "message": {"role": "assistant", "content": res.text}}],
+                    "usage": _result_usage(res)}
+        try:
+            await anyio.to_thread.run_sync(checked_size, req)
+        except BaseException:
+            gate.leave()
+            raise
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+        def chunk(delta: dict, finish: str | None = None) -> bytes:
+            return sse({"id": rid, "object": "chat.completion.chunk", "created": created,
+                        "model": name, "choices": [{"index": 0, "delta": delta,
+                                                    "finish_reason": finish}]})
+
+        async def events() -> AsyncIterator[bytes]:
+            first, sent = True, 0
+            try:
+                async for item in iterate_in_thread(lambda: backend.stream(req)):
+                    if isinstance(item, GenerationResult):
+                        if first:
+                            yield chunk({"role": "assistant", "content": ""})
+                        yield chunk({}, item.finish_reason)
+                        metrics.tokens.labels("prompt").inc(item.prompt_tokens)
+                        metrics.tokens.labels("generated").inc(item.generated_tokens)
+                        if include_usage:
+                            yield sse({"id": rid, "object": "chat.completion.chunk",
+                                       "created": created, "model": name, "choices": [],
+                                       "usage": _result_usage(item)})
+                    elif item:
+                        delta = {"content": item}
+                        if first:
+                            delta["role"], first = "assistant", False
+                        yield chunk(delta)
+                        sent += 1
+            except (OrchestraError, ApiError) as e:
+                err = e if isinstance(e, ApiError) else ApiError(400, str(e))
+                yield sse(err.body())
+            except (asyncio.CancelledError, GeneratorExit):
+                metrics.disconnects.inc()
+                log.info("client left /v1/chat/completions after %d chunks; its generation "
+                         "was stopped", sent)
+                raise
+            finally:
+                gate.leave()
+            yield sse("[DONE]")
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    @app.post("/tokenize")
+    @app.post("/v1/tokenize")
+    async def tokenize(request: Request):
         """vLLM's shape ({"prompt"} or {"messages"}) and llama.cpp's ({"content"}).
 
         ``"return_offsets": true`` (our extension) adds each token's character span, which
-        the openai backend needs to chunk documents with the server's own tokenizer.
-        """
-        body = self._body()
-        self._check_model(body)
-        backend = self.server.backend
-        out: dict[str, Any] = {"max_model_len": backend.context_window}
-        if "messages" in body:
-            out["count"] = backend.count_prompt_tokens(parse_messages(body["messages"]))
-            out["tokens"] = []
-        else:
+        the openai backend needs to chunk documents with the server's own tokenizer."""
+        authorize(request)
+        body = await read_json(request, settings)
+        check_model(body)
+
+        def work() -> dict:
+            out: dict[str, Any] = {"max_model_len": window}
+            if "messages" in body:
+                out["count"] = backend.count_prompt_tokens(parse_messages(body["messages"]))
+                out["tokens"] = []
+                return out
             text = body.get("prompt", body.get("content"))
             if not isinstance(text, str):
                 raise ApiError(400, "give 'prompt' (or 'content') as a string, or 'messages'")
@@ -252,21 +705,15 @@ class Handler(BaseHTTPRequestHandler):
             out["tokens"] = encode(text) if encode else []
             if body.get("return_offsets"):
                 out["offsets"] = [list(o) for o in offsets]
-        self._send(200, out)
+            return out
+
+        gate.enter()
+        try:
+            return await anyio.to_thread.run_sync(work)
+        finally:
+            gate.leave()
 
 
-def make_server(backend: Backend, host: str = "127.0.0.1", port: int = 0,
-                model_name: str | None = None, max_batch: int = 16) -> OrchestraServer:
-    """A bound server (``port=0`` picks a free one; see ``server.url``); call serve_forever.
-
-    ``max_batch``: most concurrent requests generated as one backend batch (1 turns
-    gathering off; benchmarks/serve_batching.py compares)."""
-    name = model_name or str(backend.spec().get("model") or backend.name)
-    return OrchestraServer((host, port), backend, name, max_batch=max_batch)
-
-
-def serve_in_thread(backend: Backend, **kw: Any) -> OrchestraServer:
-    """Start a server on a daemon thread (notebooks, tests); stop it with ``.shutdown()``."""
-    server = make_server(backend, **kw)
-    threading.Thread(target=server.serve_forever, name="orchestra-server", daemon=True).start()
-    return server
+def _result_usage(res: GenerationResult) -> dict:
+    return {"prompt_tokens": res.prompt_tokens, "completion_tokens": res.generated_tokens,
+            "total_tokens": res.prompt_tokens + res.generated_tokens}

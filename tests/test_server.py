@@ -1,0 +1,363 @@
+"""`orchestra serve` as a real uvicorn process serving the embedded default pipeline.
+
+One server process for the module (the session's pattern: load once, ask many), with an API
+key, a 256 KiB body cap and a queue of 2. Questions use the shipped Gettysburg Address and
+small max_tokens to stay short. The fast tests check argument refusals without a model.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+DOC = Path(__file__).resolve().parent.parent / "examples" / "data" / "gettysburg_address.txt"
+KEY = "test-key-123"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+BODY_CAP = 256 * 1024
+
+
+class Served:
+    def __init__(self, proc: subprocess.Popen, url: str, lines: list[str]):
+        self.proc, self.url, self.lines = proc, url, lines
+
+    def post(self, path: str, **kw) -> httpx.Response:
+        kw.setdefault("headers", AUTH)
+        return httpx.post(self.url + path, timeout=300, **kw)
+
+    def get(self, path: str, **kw) -> httpx.Response:
+        kw.setdefault("headers", AUTH)
+        return httpx.get(self.url + path, timeout=60, **kw)
+
+
+def start_server(*extra: str, timeout: float = 300.0) -> Served:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestra.cli.main", "serve", "--port", "0", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    seen: queue.Queue = queue.Queue()
+
+    def pump() -> None:
+        for ln in proc.stdout:
+            lines.append(ln)
+            seen.put(ln)
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            line = seen.get(timeout=1.0)
+        except queue.Empty:
+            if proc.poll() is not None:
+                break
+            continue
+        if "listening on " in line:
+            url = line.split("listening on ", 1)[1].split()[0]
+            while time.monotonic() < deadline:  # the socket is bound before the model loads
+                try:
+                    if httpx.get(url + "/health", timeout=5).status_code == 200:
+                        return Served(proc, url, lines)
+                except httpx.TransportError:
+                    time.sleep(0.5)
+    proc.kill()
+    pytest.fail("orchestra serve did not start:\n" + "".join(lines[-30:]))
+
+
+@pytest.fixture(scope="module")
+def served():
+    s = start_server("--api-key", KEY, "--max-body-bytes", str(BODY_CAP), "--max-queue", "2")
+    yield s
+    s.proc.terminate()
+    s.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def corpus_id(served) -> str:
+    r = served.post("/v1/corpora", json={"documents": [
+        {"name": DOC.name, "text": DOC.read_text()}]})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def sse_events(lines) -> list[tuple[str | None, str]]:
+    out, event = [], None
+    for ln in lines:
+        if ln.startswith("event: "):
+            event = ln[7:]
+        elif ln.startswith("data: "):
+            out.append((event, ln[6:]))
+            event = None
+    return out
+
+
+# -- corpus reuse -----------------------------------------------------------------------------
+@pytest.mark.slow
+def test_ten_questions_reuse_the_corpus_nothing_reembedded_or_reprefilled(served, corpus_id):
+    before = served.get(f"/v1/corpora/{corpus_id}").json()
+    # Built at registration: chunks, every retriever's index, the KV prefill of 'pages'.
+    assert before["index_builds"] >= 1 and before["kv_prefills"] == 1
+    assert before["warm"]["strategy kv_pages"] == "prefilled"
+    assert before["documents"][0]["name"] == DOC.name and before["chunks"] >= 1
+    strategies = ["auto", "rag", "full_context", "kv_pages", "auto", "rag", "full_context",
+                  "kv_pages", "auto", "rag"]
+    answers = []
+    for i, strategy in enumerate(strategies):
+        r = served.post("/v1/answer", json={
+            "corpus_id": corpus_id, "strategy": strategy, "max_tokens": 12,
+            "question": ["Where was the great battle fought?", "Who brought forth a new nation?",
+                         "What shall not perish from the earth?"][i % 3]})
+        assert r.status_code == 200, r.text
+        answers.append(r.json())
+    after = served.get(f"/v1/corpora/{corpus_id}").json()
+    assert after["index_builds"] == before["index_builds"]  # nothing re-embedded or re-indexed
+    assert after["kv_prefills"] == before["kv_prefills"]  # nothing re-prefilled
+    assert after["questions"] == before["questions"] + 10
+    for a, strategy in zip(answers, strategies):
+        assert a["text"] and a["corpus_id"] == corpus_id
+        assert a["route"]["reason"] and a["cost"]["model_calls"] >= 1
+        if strategy != "auto":
+            assert a["route"]["strategy"] == strategy
+        ev = a["evidence"][0]
+        assert ev["doc_id"] == DOC.name and ev["end"] > ev["start"] and ev["snippet"]
+    pages = [a for a, s in zip(answers, strategies) if s == "kv_pages"]
+    assert all(a["cost"]["prefill_seconds"] == 0 for a in pages)  # the prefill was reused
+    # Registering the same documents again finds the corpus.
+    again = served.post("/v1/corpora", json={"documents": [
+        {"name": DOC.name, "text": DOC.read_text()}]})
+    assert again.status_code == 200 and again.json()["id"] == corpus_id
+    assert not again.json()["new"]
+    listed = served.get("/v1/corpora").json()["data"]
+    assert corpus_id in [c["id"] for c in listed]
+    metrics = served.get("/metrics").text
+    assert 'orchestra_route_choices_total{strategy="kv_pages"}' in metrics
+    assert "orchestra_tokens_total" in metrics and "orchestra_request_seconds" in metrics
+
+
+@pytest.mark.slow
+def test_upload_then_delete_a_corpus(served):
+    r = served.post("/v1/corpora", files=[("files", ("speech.txt", DOC.read_bytes()))],
+                    data={"warm": "false"})
+    assert r.status_code in (200, 201), r.text
+    cid = r.json()["id"]
+    assert r.json()["documents"][0]["name"] == "speech.txt"
+    assert served.get(f"/v1/corpora/{cid}").status_code == 200
+    d = httpx.delete(f"{served.url}/v1/corpora/{cid}", headers=AUTH)
+    assert d.status_code == 200 and d.json()["deleted"]
+    gone = served.get(f"/v1/corpora/{cid}")
+    assert gone.status_code == 404 and "no corpus" in gone.json()["error"]["message"]
+
+
+# -- streaming ----------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_answer_streams_route_evidence_tokens_then_the_answer(served, corpus_id):
+    with httpx.stream("POST", served.url + "/v1/answer", headers=AUTH, timeout=300, json={
+            "corpus_id": corpus_id, "strategy": "full_context", "max_tokens": 16, "stream": True,
+            "question": "Where was the great battle fought?"}) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = sse_events(r.iter_lines())
+    kinds = [e for e, _ in events]
+    assert kinds[:2] == ["route", "evidence"] and kinds[-1] == "answer"
+    tokens = [json.loads(d)["text"] for e, d in events if e == "token"]
+    assert len(tokens) >= 2
+    final = json.loads(events[-1][1])
+    assert "".join(tokens) == final["text"]
+    assert final["route"]["strategy"] == "full_context" and final["evidence"] and final["cost"]
+
+
+@pytest.mark.slow
+def test_chat_completion_streams_chunks_the_last_with_route_evidence_cost(served, corpus_id):
+    with httpx.stream("POST", served.url + "/v1/chat/completions", headers=AUTH, timeout=300,
+                      json={"model": "default", "stream": True, "max_tokens": 16,
+                            "messages": [{"role": "user",
+                                          "content": "Where was the great battle fought?"}],
+                            "metadata": {"corpus_id": corpus_id, "strategy": "full_context"}}) as r:
+        assert r.status_code == 200
+        data = [d for _, d in sse_events(r.iter_lines())]
+    assert data[-1] == "[DONE]"
+    chunks = [json.loads(d) for d in data[:-1]]
+    content = [c["choices"][0]["delta"].get("content") for c in chunks
+               if c["choices"] and c["choices"][0]["delta"].get("content")]
+    assert len(content) >= 2  # token by token, not one blob
+    last = chunks[-1]
+    assert last["choices"][0]["finish_reason"] == "stop"
+    extra = last["orchestra"]
+    assert extra["route"]["strategy"] == "full_context" and extra["evidence"] and extra["cost"]
+
+
+@pytest.mark.slow
+def test_the_openai_client_works_plain_and_streamed(served, corpus_id):
+    import openai
+
+    client = openai.OpenAI(base_url=served.url + "/v1", api_key=KEY, max_retries=0)
+    assert [m.id for m in client.models.list().data] == ["default"]
+    q = [{"role": "user", "content": "Where was the great battle fought?"}]
+    plain = client.chat.completions.create(model="default", messages=q, max_tokens=12,
+                                           metadata={"corpus_id": corpus_id})
+    assert plain.choices[0].message.content
+    assert plain.usage.completion_tokens > 0
+    assert plain.model_extra["orchestra"]["route"]["strategy"]
+    # Documents sent with the request instead of a corpus id.
+    inline = client.chat.completions.create(
+        model="default", messages=q, max_tokens=12,
+        extra_body={"metadata": {"documents": [DOC.read_text()], "strategy": "full_context"}})
+    assert inline.choices[0].message.content
+    pieces, last = [], None
+    for chunk in client.chat.completions.create(model="default", messages=q, max_tokens=16,
+                                                metadata={"corpus_id": corpus_id,
+                                                          "strategy": "full_context"},
+                                                stream=True):
+        if chunk.choices and chunk.choices[0].delta.content:
+            pieces.append(chunk.choices[0].delta.content)
+        last = chunk
+    assert len(pieces) >= 2
+    assert last.model_extra["orchestra"]["evidence"]
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=served.url + "/v1", api_key="wrong",
+                      max_retries=0).models.list()
+
+
+# -- security and limits -----------------------------------------------------------------------
+@pytest.mark.slow
+def test_wrong_or_missing_api_key_is_401_health_needs_none(served):
+    for headers in ({}, {"Authorization": "Bearer nope"}):
+        for method, path in (("GET", "/v1/models"), ("POST", "/v1/answer"),
+                             ("GET", "/v1/corpora"), ("GET", "/metrics")):
+            r = httpx.request(method, served.url + path, headers=headers, json={})
+            assert r.status_code == 401, (path, r.text)
+            assert "API key" in r.json()["error"]["message"]
+    assert httpx.get(served.url + "/health").status_code == 200
+
+
+def raw_request(url: str, head: str, body: bytes = b"") -> str:
+    """Send bytes as they are (to lie about Content-Length) and read the reply's head."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as s:
+        s.sendall(head.encode() + body)
+        data = s.recv(65536)
+        s.settimeout(1.0)
+        try:  # the rest of the reply (the JSON error after the head)
+            while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+                more = s.recv(65536)
+                if not more:
+                    break
+                data += more
+        except socket.timeout:
+            pass
+        return data.decode(errors="replace")
+
+
+@pytest.mark.slow
+def test_over_limit_body_is_413_before_it_is_read(served):
+    big = 10 * BODY_CAP
+    # Only the headers are sent: the reply comes without the body ever being read, so
+    # nothing of it is parsed or tokenized.
+    t0 = time.perf_counter()
+    reply = raw_request(served.url, (
+        f"POST /v1/answer HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {big}\r\n\r\n"))
+    assert reply.startswith("HTTP/1.1 413") and "exceeds" in reply
+    assert time.perf_counter() - t0 < 5
+    # A body without a length (chunked) is counted as it arrives.
+    r = httpx.post(served.url + "/v1/answer", headers=AUTH,
+                   content=(b"x" * 65536 for _ in range(8)))
+    assert r.status_code == 413
+    reply = raw_request(served.url, "POST /v1/answer HTTP/1.1\r\nHost: x\r\n"
+                                    "Content-Length: -1\r\n\r\n")
+    assert reply.startswith("HTTP/1.1 400")
+    assert served.proc.poll() is None
+
+
+@pytest.mark.slow
+def test_bad_fields_are_refused_with_400(served, corpus_id):
+    base = {"model": "default", "messages": [{"role": "user", "content": "Who spoke?"}],
+            "metadata": {"corpus_id": corpus_id}}
+    cases = {
+        "max_tokens": ({"max_tokens": 0}, "max_tokens"),
+        "huge max_tokens": ({"max_tokens": 10**9}, "max_tokens"),
+        "tools": ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        "response_format": ({"response_format": {"type": "json_object"}}, "response_format"),
+        "seed": ({"seed": 2**70}, "seed"),
+        "temperature": ({"temperature": "hot"}, "temperature"),
+        "n": ({"n": 2}, "n=1"),
+    }
+    for what, (extra, word) in cases.items():
+        r = served.post("/v1/chat/completions", json={**base, **extra})
+        assert r.status_code == 400, (what, r.text)
+        assert word in r.json()["error"]["message"], what
+    r = served.post("/v1/chat/completions", json={**base, "metadata": {}})
+    assert r.status_code == 400 and "corpus_id" in r.json()["error"]["message"]
+    r = served.post("/v1/answer", json={"question": "q", "corpus_id": corpus_id,
+                                        "strategy": "kv_page"})
+    assert r.status_code == 400 and "kv_pages" in r.json()["error"]["message"]
+
+
+@pytest.mark.slow
+def test_full_queue_is_429_and_clients_leaving_mid_stream_leave_it_healthy(served, corpus_id):
+    def stream_request():
+        return httpx.stream("POST", served.url + "/v1/chat/completions", headers=AUTH,
+                            timeout=300, json={
+                                "stream": True, "max_tokens": 64,
+                                "messages": [{"role": "user",
+                                              "content": "Summarise the speech in detail."}],
+                                "metadata": {"corpus_id": corpus_id, "strategy": "full_context"}})
+
+    a, b = stream_request(), stream_request()
+    ra, rb = a.__enter__(), b.__enter__()  # headers back: both are running or waiting
+    try:
+        assert ra.status_code == rb.status_code == 200
+        r = served.post("/v1/chat/completions", json={
+            "messages": [{"role": "user", "content": "Who spoke?"}], "max_tokens": 4,
+            "metadata": {"corpus_id": corpus_id}})
+        assert r.status_code == 429 and r.headers["retry-after"] == "1"
+        assert "busy" in r.json()["error"]["message"]
+        # Read a couple of chunks of the first answer, then leave mid-stream.
+        got = 0
+        for line in ra.iter_lines():
+            if line.startswith("data: "):
+                got += 1
+                if got == 2:
+                    break
+    finally:
+        a.__exit__(None, None, None)
+        b.__exit__(None, None, None)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        health = httpx.get(served.url + "/health").json()
+        if health["in_flight"] == 0:
+            break
+        time.sleep(0.5)
+    assert health["status"] == "ok" and health["in_flight"] == 0
+    r = served.post("/v1/answer", json={"corpus_id": corpus_id, "question": "Who spoke?",
+                                        "strategy": "rag", "max_tokens": 8})
+    assert r.status_code == 200 and r.json()["text"]
+    log = "".join(served.lines)
+    assert "client left /v1/chat/completions" in log
+    assert "Traceback" not in log
+
+
+# -- refused before anything loads -------------------------------------------------------------
+def test_binding_beyond_localhost_without_a_key_is_refused(monkeypatch):
+    monkeypatch.delenv("ORCHESTRA_API_KEY", raising=False)
+    r = subprocess.run([sys.executable, "-m", "orchestra.cli.main", "serve", "--host",
+                        "0.0.0.0", "--port", "0"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "without an API key" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_limits_must_be_positive_and_model_options_need_model_only():
+    r = subprocess.run([sys.executable, "-m", "orchestra.cli.main", "serve", "--max-queue",
+                        "0"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--max-queue must be at least 1" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "orchestra.cli.main", "serve", "--model",
+                        "embedded"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--model-only" in r.stderr
