@@ -14,6 +14,7 @@ import yaml
 from orchestra.backends.scripted import ScriptedBackend
 from orchestra.cli.main import main
 from orchestra.config import load_config
+from orchestra.errors import InputError
 from orchestra.eval import metrics
 from orchestra.eval.datasets import load_dataset
 from orchestra.pipeline import Pipeline
@@ -165,6 +166,9 @@ def test_a_killed_tune_resumes_without_repeating_finished_work(tmp_path):
     assert len(complete) == 8
     for number, (params, value) in before.items():  # finished trials kept, not rerun
         assert complete[number] == (params, value)
+    with pytest.raises(InputError, match="holds a tune of another setting"):
+        tune(pipe, str(data), out, trials=8, params=["reorder"], target="rag", backend=again,
+             progress=False)
     failed = [t for t in result.trials if t.state == "FAIL"]
     assert len(failed) == 1 and "interrupted" in failed[0].error
     # The interrupted configuration was asked again (first) and finished from the cache.
@@ -306,3 +310,11 @@ def test_tune_on_the_embedded_model(embedded, tmp_path, capsys):
     assert {r["sample_id"] for r in rows} == dev  # dev questions only
     assert main(["validate", str(out / "best.yaml")]) == 0
     assert "ruler_qa:dev" in (out / "best.yaml").read_text().splitlines()[0]
+
+
+def test_a_time_budget_stops_starting_trials(tmp_path):
+    data = write_dataset(tmp_path / "data.jsonl", n=3)
+    backend = ScriptedBackend(planted_reader(needs_for(data)), context_window=4096)
+    result = tune(pipeline_file(tmp_path), str(data), tmp_path / "tune", minutes=1e-6,
+                  params=PARAMS, target="rag", backend=backend, progress=False)
+    assert [t.state for t in result.trials] == ["COMPLETE"]  # one trial, then the time is up

@@ -157,8 +157,9 @@ class Tuner:
         with tqdm(total=total, initial=min(done(), total or done()), desc="tune",
                   unit="trial", disable=not self.progress) as bar, \
                 open(self.out / ANSWERS, "a", encoding="utf-8") as cache_file:
+            # The time budget stops new trials; a study with none finished still runs one.
             while (trials is None or done() < trials) and \
-                    (deadline is None or time.monotonic() < deadline):
+                    (deadline is None or time.monotonic() < deadline or done() == 0):
                 trial = study.ask()
                 labels = S.suggest(trial, self.plan)
                 try:
