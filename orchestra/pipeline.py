@@ -38,7 +38,9 @@ DEFAULT_PIPELINE = {
     "backend": {"type": "transformers", "model": "embedded", "device": "auto"},
     "retrievers": {"dense": {"type": "dense"}, "bm25": {"type": "bm25"}},
     "strategies": {
-        "rag": {"type": "rag", "retriever": ["dense", "bm25"], "reorder": "edges"},
+        # Reading options (reorder, templates, ...) come from the model family's profile
+        # (orchestra/profiles/smollm2.yaml for the embedded reader).
+        "rag": {"type": "rag", "retriever": ["dense", "bm25"]},
         "full_context": {"type": "full_context"},
         "kv_pages": {"type": "kv_pages", "page_size": 64, "top_pages": 16},
         "chain_of_agents": {"type": "chain_of_agents"},

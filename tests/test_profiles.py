@@ -89,3 +89,18 @@ def test_bad_profiles_are_refused_naming_file_and_field(tmp_path, capsys):
         P.load_profile(write(tmp_path / "t.yaml", {"family": "x", "strategies": {"ragg": {}}}))
     with pytest.raises(ConfigError, match="no such file"):
         load_config_text("strategies: {rag: {type: rag}}\nprofile: missing.yaml\n")
+
+
+def test_the_embedded_default_reads_its_values_from_the_smollm2_profile():
+    from pathlib import Path
+
+    from orchestra.pipeline import DEFAULT_PIPELINE
+
+    example = Path(__file__).parent.parent / "examples" / "pipelines" / "embedded.yaml"
+    cfg, _ = load_config(example)
+    smollm2 = P.load_profile("smollm2").strategies
+    assert "reorder" not in DEFAULT_PIPELINE["strategies"]["rag"]
+    for name, comp in cfg.strategies.items():
+        for opt, value in smollm2.get(comp.type, {}).items():
+            given = DEFAULT_PIPELINE["strategies"][name].get(opt)
+            assert comp.options[opt] == (value if given is None else given)
