@@ -254,7 +254,15 @@ def test_chat_model_and_llm_map_messages_usage_and_stop():
                       ChatMessage(role="user", content="q")])
     assert reply.message.content.startswith("system:s|user:q")
     assert llm.complete("p").text.startswith("user:p")
-    assert [c.delta for c in llm.stream_complete("p")] == [llm.complete("p").text]
+    streamed = list(llm.stream_complete("p"))
+    assert "".join(c.delta for c in streamed) == streamed[-1].text == llm.complete("p").text
+    assert streamed[-1].additional_kwargs["output_tokens"] > 0
+    chunks = list(model.stream([HumanMessage("q")], stop=["STOP"]))
+    assert "".join(c.content for c in chunks) == "user:q "
+    whole = chunks[0]
+    for c in chunks[1:]:
+        whole = whole + c  # LangChain merges chunks, usage included
+    assert whole.usage_metadata["output_tokens"] == backend.tokenizer.count("user:q ") > 0
 
 
 # -- every step visible; adapters that follow the conventions (issue 15) --------------------
@@ -539,3 +547,20 @@ def test_pipeline_file_names_a_llama_index_retriever_through_the_allowlist():
     assert answer.evidence and all(e.source == str(GETTYSBURG) for e in answer.evidence)
     with pytest.raises(ConfigError, match="import path"):
         _yaml_pipeline('{type: llama_index, factory: "no_colon_here"}', allow=["no_colon_here"])
+
+
+@pytest.mark.slow
+def test_chat_model_and_llm_stream_real_tokens(embedded):
+    from langchain_core.messages import HumanMessage
+
+    from orchestra.integrations.langchain import OrchestraChatModel
+    from orchestra.integrations.llama_index import OrchestraLLM
+
+    model = OrchestraChatModel(backend=embedded, max_tokens=16)
+    prompt = [HumanMessage("Name three colours.")]
+    chunks = list(model.stream(prompt))
+    assert sum(1 for c in chunks if c.content) > 1
+    assert "".join(c.content for c in chunks) == model.invoke(prompt).content
+    deltas = [r.delta for r in OrchestraLLM(backend=embedded, max_tokens=16)
+              .stream_complete("Name three colours.") if r.delta]
+    assert len(deltas) > 1

@@ -40,9 +40,10 @@ from langchain_core.runnables.config import run_in_executor
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from orchestra import observe
-from orchestra.corpus import Document
+from orchestra.corpus import Document, strings_as_text
 from orchestra.errors import InputError
 from orchestra.integrations import _common
+from orchestra.integrations._stream import stream_one
 from orchestra.integrations.langchain_steps import LangChainSteps
 from orchestra.integrations.retriever_adapter import ExternalRetriever
 from orchestra.spec import entry
@@ -130,12 +131,23 @@ class OrchestraChatModel(BaseChatModel):
     def _stream(self, messages: list[BaseMessage], stop: Optional[list[str]] = None,
                 run_manager: Optional[CallbackManagerForLLMRun] = None,
                 **kwargs: Any) -> Iterator[ChatGenerationChunk]:
-        # Backends return whole replies; the stream is that reply as one chunk.
-        res = self._run(messages, stop, **kwargs)
-        chunk = ChatGenerationChunk(message=self._message(res, AIMessageChunk))
-        if run_manager:
-            run_manager.on_llm_new_token(res.text, chunk=chunk)
-        yield chunk
+        # Tokens as the backend writes them (Backend.stream), then a last empty chunk with the
+        # usage and finish reason.
+        ours = [_common.to_message(m.type, m.content, f"message {i}")
+                for i, m in enumerate(messages)]
+        for item in stream_one(self.backend, ours,
+                                       kwargs.get("max_tokens", self.max_tokens),
+                                       kwargs.get("temperature", self.temperature), stop):
+            if isinstance(item, str):
+                chunk = ChatGenerationChunk(message=AIMessageChunk(content=item))
+            else:
+                final = self._message(item, AIMessageChunk)
+                final.content = ""
+                chunk = ChatGenerationChunk(message=final,
+                                            generation_info={"finish_reason": item.finish_reason})
+            if run_manager and chunk.message.content:
+                run_manager.on_llm_new_token(chunk.message.content, chunk=chunk)
+            yield chunk
 
 
 # -- a Pipeline as a Runnable ---------------------------------------------------------------
@@ -144,20 +156,21 @@ class PipelineInput(BaseModel):
 
     question: str = Field(description="the question to answer")
     documents: Optional[list[str]] = Field(
-        default=None, description="texts or file paths to read; leave out to read the "
-                                  "documents the pipeline was given")
+        default=None, description="texts to read; leave out to read the documents the "
+                                  "pipeline was given")
 
 
 def lc_documents(docs: Any) -> Any:
     """LangChain Documents as orchestra Documents (metadata kept; ``source`` names the file);
-    anything else is returned as is."""
+    a string is a text (a chain's or an LLM's input is never read as a local path; give a
+    pathlib.Path for a file); anything else is returned as is."""
     items = [docs] if isinstance(docs, LCDocument) else docs
     if not isinstance(items, (list, tuple)) or not any(isinstance(d, LCDocument) for d in items):
-        return docs
+        return strings_as_text(docs)
     out = []
     for i, d in enumerate(items):
         if not isinstance(d, LCDocument):
-            out.append(d)
+            out.append(Document(id=f"text{i + 1}", text=d) if isinstance(d, str) else d)
             continue
         meta = dict(d.metadata or {})
         source = meta.get("source") or meta.get("file_path")
@@ -172,7 +185,8 @@ class PipelineRunnable(Runnable):
     """A Pipeline as a LangChain Runnable.
 
     Input: a question (``str``) over the documents given here, or a dict / ``PipelineInput``
-    ``{"question": ..., "documents": ...}`` (texts, paths, orchestra or LangChain Documents).
+    ``{"question": ..., "documents": ...}`` (texts, pathlib.Paths, orchestra or LangChain
+    Documents; a string is always a text).
     Output: the answer text, or the whole ``orchestra.types.Answer`` with ``output="answer"``.
 
     Each step inside (route, retrieval, model calls) is a child run, so callbacks,

@@ -43,9 +43,10 @@ from pydantic import ConfigDict, Field, model_validator
 
 from orchestra import observe
 from orchestra.backends.base import Message
-from orchestra.corpus import Document
+from orchestra.corpus import Document, strings_as_text
 from orchestra.errors import InputError
 from orchestra.integrations import _common
+from orchestra.integrations._stream import stream_one
 from orchestra.integrations.retriever_adapter import ExternalRetriever
 
 __all__ = ["OrchestraLLM", "PipelineQueryEngine", "LlamaIndexRetriever", "nodes_to_documents",
@@ -98,12 +99,25 @@ class OrchestraLLM(CustomLLM):
     @llm_completion_callback()
     def stream_complete(self, prompt: str, formatted: bool = False,
                         **kwargs: Any) -> CompletionResponseGen:
-        # Backends return whole replies; the stream is that reply as one delta.
-        resp = self.complete(prompt, formatted=formatted, **kwargs)
+        # Tokens as the backend writes them; the last response carries usage.
+        return self._stream([Message(role="user", content=prompt)], kwargs,
+                            lambda text, delta, raw, extra: CompletionResponse(
+                                text=text, delta=delta, raw=raw, additional_kwargs=extra))
+
+    def _stream(self, messages: list[Message], kwargs: dict, make):
+        pieces = stream_one(self.backend, messages,
+                                    kwargs.get("max_tokens", self.max_tokens),
+                                    kwargs.get("temperature", self.temperature),
+                                    kwargs.get("stop"))
 
         def gen():
-            yield CompletionResponse(text=resp.text, delta=resp.text, raw=resp.raw,
-                                     additional_kwargs=resp.additional_kwargs)
+            text = ""
+            for item in pieces:
+                if isinstance(item, str):
+                    text += item
+                    yield make(text, item, None, {})
+                else:
+                    yield make(item.text, "", self._raw(item), _common.usage(item))
 
         return gen()
 
@@ -117,13 +131,11 @@ class OrchestraLLM(CustomLLM):
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        resp = self.chat(messages, **kwargs)
-
-        def gen():
-            yield ChatResponse(message=resp.message, delta=resp.message.content, raw=resp.raw,
-                               additional_kwargs=resp.additional_kwargs)
-
-        return gen()
+        ours = [_common.to_message(getattr(m.role, "value", m.role), m.content or "",
+                                   f"message {i}") for i, m in enumerate(messages)]
+        return self._stream(ours, kwargs, lambda text, delta, raw, extra: ChatResponse(
+            message=ChatMessage(role="assistant", content=text), delta=delta, raw=raw,
+            additional_kwargs=extra))
 
 
 # -- LlamaIndex nodes as our documents ------------------------------------------------------
@@ -145,11 +157,12 @@ def nodes_to_documents(nodes: Iterable[Any]) -> list[Document]:
 
 
 def _documents(documents):
-    """Accept LlamaIndex nodes wherever documents are taken."""
+    """Accept LlamaIndex nodes wherever documents are taken; a string is a text (give a
+    pathlib.Path for a file)."""
     if isinstance(documents, (list, tuple)) and documents and all(
             isinstance(d, (BaseNode, NodeWithScore)) for d in documents):
         return nodes_to_documents(documents)
-    return documents
+    return strings_as_text(documents)
 
 
 # -- a Pipeline's steps as LlamaIndex instrumentation events -------------------------------
@@ -198,8 +211,8 @@ class LlamaIndexSteps:
 
 # -- a Pipeline as a query engine -----------------------------------------------------------
 class PipelineQueryEngine(BaseQueryEngine):
-    """A Pipeline as a LlamaIndex query engine over ``documents`` (texts, paths, Documents or
-    LlamaIndex nodes). ``query(q)`` returns a Response with the evidence as source nodes (with
+    """A Pipeline as a LlamaIndex query engine over ``documents`` (texts, pathlib.Paths, Documents
+    or LlamaIndex nodes). ``query(q)`` returns a Response with the evidence as source nodes (with
     ``file_name``/``file_path`` where the document came from a file); ``streaming=True``
     returns a StreamingResponse whose ``response_gen`` yields the tokens as they are written.
     Each pipeline step is dispatched as ``OrchestraStepStartEvent``/``OrchestraStepEndEvent``."""
