@@ -318,3 +318,24 @@ def test_a_time_budget_stops_starting_trials(tmp_path):
     result = tune(pipeline_file(tmp_path), str(data), tmp_path / "tune", minutes=1e-6,
                   params=PARAMS, target="rag", backend=backend, progress=False)
     assert [t.state for t in result.trials] == ["COMPLETE"]  # one trial, then the time is up
+
+
+def test_a_configuration_that_fails_is_pruned_with_its_reason(tmp_path, capsys):
+    data = write_dataset(tmp_path / "data.jsonl", n=3)
+    reader = planted_reader(needs_for(data))
+
+    def fails_at_16(req):
+        if req.max_tokens == 16:
+            raise ValueError("cannot read with 16 tokens")
+        return reader(req)
+
+    out = tmp_path / "tune"
+    result = tune(pipeline_file(tmp_path), str(data), out, trials=10, params=["max_tokens"],
+                  target="rag", backend=ScriptedBackend(fails_at_16, context_window=4096),
+                  progress=False)
+    pruned = [t for t in result.trials if t.state == "PRUNED"]
+    assert pruned and all(t.params["rag.max_tokens"] == "16" for t in pruned)
+    assert all(t.error == "ValueError: cannot read with 16 tokens" for t in pruned)
+    assert result.best.params["rag.max_tokens"] != "16"
+    assert "cannot read with 16 tokens" in (out / "report.md").read_text()
+    assert "trial" in capsys.readouterr().err

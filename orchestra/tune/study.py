@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,7 +104,10 @@ class Tuner:
         self.seed = seed
         self.progress = progress
         self.allow = tuple(allow_modules)
+        model = getattr(backend, "model_name", None) or getattr(backend, "model", None)
         self.info = {**(info or {}), "target": target, "seed": seed,
+                     "backend": f"{type(backend).__name__}:"
+                                f"{model if isinstance(model, str) else ''}",
                      "samples": [s.sample_id for s in self.samples]}
         self._corpora: dict[tuple, Corpus] = {}
         self._cache = _read_cache(self.out / ANSWERS)
@@ -115,7 +119,7 @@ class Tuner:
         if path.exists():
             old = json.loads(path.read_text())
             for key in ("dataset", "lengths", "pipeline_hash", "target", "samples", "params",
-                        "space"):
+                        "space", "backend"):
                 if key in old and old.get(key) != self.info.get(key):
                     raise InputError(
                         f"{self.out} holds a tune of another setting ({key} was "
@@ -164,10 +168,16 @@ class Tuner:
                 labels = S.suggest(trial, self.plan)
                 try:
                     res = self.evaluate(labels, cache_file, bar)
-                except OrchestraError as e:
-                    # This combination cannot be built or read (a chunk over the budget): it
-                    # is pruned with its reason, and the search goes on.
-                    trial.set_user_attr("error", str(e))
+                except Exception as e:  # noqa: BLE001 - reported, see below
+                    # This combination cannot be built or read (a chunk over the budget, or a
+                    # component failing on it): it is pruned with its reason, which the report
+                    # lists, and the search goes on. (Ctrl-C is not an Exception: it stops.)
+                    what = str(e) if isinstance(e, OrchestraError) else f"{type(e).__name__}: {e}"
+                    if not isinstance(e, OrchestraError):
+                        log.warning("trial %d failed: %s", trial.number, what)
+                        print(f"orchestra tune: warning: trial {trial.number} failed: {what}",
+                              file=sys.stderr)
+                    trial.set_user_attr("error", what)
                     study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                     bar.update(1)
                     continue
