@@ -15,6 +15,7 @@ import time
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Iterable, Mapping, NamedTuple
 
+from orchestra import observe
 from orchestra.backends.base import Backend
 from orchestra.corpus import Corpus
 from orchestra.errors import ConfigError
@@ -99,7 +100,10 @@ class Router(Component, ABC):
         """Decide, then answer with the chosen strategy. Routers that read while deciding
         override this; the Answer's route carries the routing cost."""
         route = self.route(question, corpus, backend)
+        step = route.as_step()
+        observe.emit(step)  # observers see the decision before the strategy's own steps
         answer = self.strategies[route.strategy].answer(question, corpus)
+        answer.trace.steps.insert(0, step)
         answer.route = route
         answer.cost = answer.cost + route.cost
         return answer

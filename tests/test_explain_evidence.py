@@ -94,6 +94,24 @@ def test_route_step_opens_the_trace_and_the_route_shows_types():
     assert f"route: {answer.route.strategy} (router rules)" in out.getvalue()
 
 
+def test_a_router_that_decides_first_shows_its_route_before_the_reading_steps():
+    from orchestra import observe
+
+    seen = []
+
+    class Order:
+        def step_started(self, step):
+            seen.append(step.name)
+
+        def step_ended(self, step, token, error):
+            pass
+
+    with observe.listening(Order()):
+        answer = scripted_pipeline().run(QUESTION, [SPEECH])
+    assert seen[0] == "route" and seen.count("route") == 1
+    assert [s.name for s in answer.trace.steps] == seen
+
+
 def test_default_pipeline_names_its_strategies_by_type():
     from orchestra.pipeline import DEFAULT_PIPELINE
     from orchestra.registry import names
