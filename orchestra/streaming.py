@@ -174,6 +174,35 @@ def stream_read(strategy: Any, request: GenerationRequest, evidence: list[Eviden
     return result
 
 
+def override(field: str, default: Any) -> Any:
+    """A served request's value for ``field`` (generation_overrides), else ``default``: for
+    strategies that decode without a GenerationRequest (kv_pages)."""
+    return (_OVERRIDES.get() or {}).get(field, default)
+
+
+def token_callback(strategy: Any) -> Callable[[str], None] | None:
+    """For a strategy that decodes token by token itself (kv_pages): a callback that takes
+    the reply's text so far after each token (orchestra.kv.reader.PagedReader.generate) and
+    sends what is new to the current sink (None outside a stream). The evidence event is
+    empty: the pages read are known when decoding ends; the Answer carries them."""
+    sink = _SINK.get()
+    if sink is None:
+        return None
+    state = {"sent": 0, "started": False}
+
+    def on_token(text: str) -> None:
+        sink.check()
+        if not text or text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait
+            return
+        if not state["started"]:
+            sink.start_read(strategy, [])
+            state["started"] = True
+        sink.token(text[state["sent"]:])
+        state["sent"] = len(text)
+
+    return on_token
+
+
 def run_streaming(work: Callable[[Sink], Answer], names: dict[int, str], router: str,
                   route: Route | None = None) -> Iterator[StreamEvent]:
     """Run ``work(sink)`` on a thread with the sink installed; yield its events, then the

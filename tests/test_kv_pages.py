@@ -89,8 +89,9 @@ def test_question_selection_reads_one_set_with_the_page_after(tiny):
     kv = eng.prefill(ids)
     _plant(kv, 5, eng.n_layers)
     question = [7, 8, 9, 10]
-    assert eng.question_pages(kv, question).tolist() == [5, 6]  # the winner and its follower
-    out = eng.generate(kv, question, 4, eos_ids=set())
+    pages = eng.question_pages(kv, question)
+    assert pages.tolist() == [5, 6]  # the winner and its follower
+    out = eng.generate(kv, question, 4, eos_ids=set(), pages=pages)
     # Every layer and KV head read the same two pages at every step.
     steps = out.stats.steps
     assert out.stats.page_reads == {5: steps * eng.n_layers * eng.n_kv,
@@ -98,8 +99,8 @@ def test_question_selection_reads_one_set_with_the_page_after(tiny):
     eng.cfg = replace(eng.cfg, follow=0)
     assert 5 in eng.question_pages(kv, question).tolist()
     assert 6 not in eng.question_pages(kv, question).tolist()
-    # Per-step selection lets each layer and head choose: the planted page, not a set.
-    eng.cfg = replace(eng.cfg, selection="step")
+    # Per-step selection (no page set given) lets each layer and head choose: the planted
+    # page, not a set.
     out = eng.generate(kv, question, 4, eos_ids=set())
     assert 5 in out.stats.page_reads and 6 not in out.stats.page_reads
     assert len(out.stats.page_reads) > 2
@@ -120,6 +121,37 @@ def test_baseline_votes_demote_pages_every_question_attends(tiny):
     baseline[5] = votes[5]
     pages = eng.question_pages(kv, question, baseline).tolist()
     assert 5 not in pages and runner_up in pages
+
+
+def test_the_engine_keeps_no_state_of_a_call_so_threads_can_share_it(tiny):
+    """Selections and votes are arguments and results: answers, votes and page sets computed
+    at the same time in several threads equal those computed one by one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    eng = PagedEngine(tiny, PageConfig(page_size=8, top_pages=2, sink=2, local=16, chunk=64))
+    kv = eng.prefill(torch.randint(0, 101, (200,), generator=torch.Generator().manual_seed(6))
+                     .tolist())
+    _plant(kv, 5, eng.n_layers)
+    before = set(vars(eng))
+    questions = [[7, 8, 9, 10], [11, 12, 13], [20, 21, 22, 23, 24]]
+    pages = {i: eng.question_pages(kv, q) for i, q in enumerate(questions)}
+    pinned = {i: eng.generate(kv, q, 5, set(), pages=pages[i]).tokens
+              for i, q in enumerate(questions)}
+    free = {i: eng.generate(kv, q, 5, set()).tokens for i, q in enumerate(questions)}
+    votes = {i: eng.page_votes(kv, q) for i, q in enumerate(questions)}
+    jobs = [(kind, i) for i in range(len(questions)) for kind in ("pinned", "free", "votes")] * 3
+    with ThreadPoolExecutor(6) as ex:
+        results = list(ex.map(lambda job: (job, {
+            "pinned": lambda i: eng.generate(kv, questions[i], 5, set(), pages=pages[i]).tokens,
+            "free": lambda i: eng.generate(kv, questions[i], 5, set()).tokens,
+            "votes": lambda i: eng.page_votes(kv, questions[i])}[job[0]](job[1])), jobs))
+    for (kind, i), got in results:
+        want = {"pinned": pinned, "free": free, "votes": votes}[kind][i]
+        if kind == "votes":
+            torch.testing.assert_close(got, want)
+        else:
+            assert got == want, (kind, i)
+    assert set(vars(eng)) == before
 
 
 # -- handles ----------------------------------------------------------------------------------
@@ -184,7 +216,7 @@ def test_strategy_prefills_once_and_reports_cost(tiny_backend):
     s = KVPages(tiny_backend, page_size=16, top_pages=4, sink=4, local=32, chunk=64, max_tokens=4)
     assert s.spec()["top_pages"] == 4
     text = " ".join(f"Sentence {i} talks about topic {i % 7}." for i in range(120))
-    corpus = Corpus.from_inputs([text], tiny_backend.tokenizer)
+    corpus = Corpus.from_texts([text], tiny_backend.tokenizer)
     a1 = s.answer("What is topic 3?", corpus)
     a2 = s.answer("What is topic 5?", corpus)
     assert a1.cost.prefill_seconds > 0 and a2.cost.prefill_seconds == 0
@@ -199,7 +231,7 @@ def test_strategy_prefills_once_and_reports_cost(tiny_backend):
         assert max(e.end for e in a.evidence) == len(text)
         assert sum(e.end - e.start for e in a.evidence) < len(text)
     with pytest.raises(InputError, match="fewer than one page"):
-        s.answer("q?", Corpus.from_inputs(["tiny doc"], tiny_backend.tokenizer))
+        s.answer("q?", Corpus.from_texts(["tiny doc"], tiny_backend.tokenizer))
 
 
 def test_strategy_bad_options(tiny_backend):
@@ -218,13 +250,45 @@ def test_strategy_bad_options(tiny_backend):
                 prompts={"reader": "Q: {question}\n{context}"})
 
 
+def test_strategy_reads_only_through_the_paged_reader(tiny_backend):
+    """A backend that offers a PagedReader and nothing of a transformers model (no .model,
+    .hf_tokenizer, .lock, .eos_ids) serves kv_pages: the same answer, pages and evidence."""
+    from orchestra.backends.base import KV_PAGES
+    from orchestra.backends.scripted import ScriptedBackend
+    from orchestra.corpus import Corpus, Document
+    from orchestra.strategies.kv_pages import KVPages
+
+    class ReaderOnly(ScriptedBackend):
+        def __init__(self, inner):
+            super().__init__(["never generated"], context_window=inner.context_window,
+                             capabilities=(KV_PAGES,))
+            self._inner = inner
+
+        def paged_reader(self, config, kv_dtype=None):
+            return self._inner.paged_reader(config, kv_dtype)
+
+    other = ReaderOnly(tiny_backend)
+    assert not any(hasattr(other, a) for a in ("model", "hf_tokenizer", "lock", "eos_ids"))
+    kw = dict(page_size=16, top_pages=4, sink=4, local=32, chunk=64, max_tokens=4)
+    text = " ".join(f"Line {i} names colour {i % 5}." for i in range(150))
+    want = KVPages(tiny_backend, **kw).answer(
+        "Which colour?", Corpus([Document("d", text)], tiny_backend.tokenizer))
+    got = KVPages(other, **kw).answer("Which colour?", Corpus([Document("d", text)],
+                                                             tiny_backend.tokenizer))
+    assert got.text == want.text and got.cost.kv_pages_read == want.cost.kv_pages_read
+    assert [(e.start, e.end) for e in got.evidence] == [(e.start, e.end) for e in want.evidence]
+    assert other.requests == []  # no ordinary generation: every model call was the reader's
+    with pytest.raises(Exception, match="cannot read KV pages"):
+        ScriptedBackend(capabilities=(KV_PAGES,)).paged_reader(None)
+
+
 def test_strategy_persists_handles(tiny_backend, tmp_path, monkeypatch):
     from orchestra.corpus import Corpus
     from orchestra.strategies.kv_pages import KVPages
 
     monkeypatch.setenv("ORCHESTRA_CACHE", str(tmp_path))
     kw = dict(page_size=16, top_pages=4, sink=4, local=32, chunk=64, max_tokens=3, persist=True)
-    corpus = Corpus.from_inputs([" ".join(["word"] * 300)], tiny_backend.tokenizer)
+    corpus = Corpus.from_texts([" ".join(["word"] * 300)], tiny_backend.tokenizer)
     first = KVPages(tiny_backend, **kw).answer("Which word?", corpus)
     assert list((tmp_path / "kv_pages").glob("*.pt"))
     second = KVPages(tiny_backend, **kw).answer("Which word?", corpus)  # a new instance: disk
@@ -256,7 +320,7 @@ def test_needle_at_16k(embedded, essays_dir):
 
     # 10% depth: the case per-step selection missed (benchmarks/README.md, KV pages).
     nd = make_needle(embedded.tokenizer, haystack_text(essays_dir), 16000, 0.1)
-    corpus = Corpus.from_inputs([nd.text], embedded.tokenizer)
+    corpus = Corpus.from_texts([nd.text], embedded.tokenizer)
     assert corpus.n_tokens > 2 * embedded.context_window - 500
     s = KVPages(embedded, page_size=64, top_pages=24, max_tokens=24)
     ans = s.answer(nd.question, corpus)

@@ -8,7 +8,7 @@ counts tokens with the model's own tokenizer, and says what it can do through
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar, Iterator, Sequence
+from typing import Any, ClassVar, Iterator, Sequence
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -107,6 +107,14 @@ class Backend(Component, ABC):
         result = self.generate_one(request)
         yield result.text
         yield result
+
+    def paged_reader(self, config: Any, kv_dtype: str | None = None) -> Any:
+        """The ``orchestra.kv.reader.PagedReader`` the kv_pages strategy reads through, for
+        backends with the ``kv_pages`` capability (``config``: an orchestra.kv PageConfig)."""
+        from orchestra.errors import CapabilityError
+
+        raise CapabilityError(f"the {self.name} backend cannot read KV pages (it has no "
+                              "PagedReader); use the transformers backend for kv_pages")
 
 
 def check_requests(requests: Sequence[GenerationRequest]) -> list[GenerationRequest]:

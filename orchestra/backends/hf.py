@@ -219,6 +219,12 @@ class TransformersBackend(Backend):
             ))
         return results
 
+    def paged_reader(self, config, kv_dtype: str | None = None):
+        """KV pages over this model: our paged attention on its weights (orchestra/kv)."""
+        from orchestra.kv.reader import TransformersPagedReader
+
+        return TransformersPagedReader(self, config, kv_dtype)
+
     def eos_ids(self) -> set[int]:
         """Token ids that end a reply (the generation config's and the tokenizer's)."""
         ids = set()

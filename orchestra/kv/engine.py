@@ -4,13 +4,17 @@ The model's weights are used as they are (norms, projections, MLP, rotary tables
 attention is ours, because each step attends to a *different* set of pages placed at new,
 contiguous positions. With every page selected and a document inside the window that is exactly
 ordinary causal attention, which tests/test_kv_pages.py checks against the model's own forward.
+
+The engine holds the model and the page settings, never the state of one call: the page set
+an answer reads is an argument of ``generate`` (``pages``), and the votes ``page_votes`` sums
+are local to that call, so threads may share an engine (each call under the model's lock).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +58,14 @@ class SelectionStats:
 
 
 @dataclass
+class _Votes:
+    """Page attention shares summed over one ``page_votes`` call (its own, not the engine's)."""
+
+    total: torch.Tensor
+    calls: int = 0
+
+
+@dataclass
 class GenerationOutput:
     tokens: list[int]
     finish_reason: str
@@ -84,9 +96,6 @@ class PagedEngine:
             cos, sin = self.inner.rotary_emb(torch.zeros(1, dtype=self.dtype, device=self.device), pos)
         self.cos, self.sin = cos[0], sin[0]  # [window, head_dim]
         self.aggregate = "max"  # over a KV group's query heads (and a chunk's queries)
-        self._pinned: torch.Tensor | None = None  # the question's page set while it answers
-        self._votes: torch.Tensor | None = None  # per-page attention share while voting
-        self._vote_calls = 0
         # Pages are scored as if they sat this far behind the query: about where they will be put.
         self.score_distance = min(self.window - 1,
                                   cfg.local + (cfg.top_pages * cfg.page_size) // 2)
@@ -125,20 +134,20 @@ class PagedEngine:
 
     @torch.inference_mode()
     def generate(self, kv: PagedKV, prompt: Sequence[int], max_tokens: int,
-                 eos_ids: set[int], watch_pages: Sequence[int] = (),
-                 baseline: torch.Tensor | None = None) -> GenerationOutput:
+                 eos_ids: set[int], pages: torch.Tensor | None = None,
+                 watch_pages: Sequence[int] = (),
+                 on_token: Callable[[int], None] | None = None) -> GenerationOutput:
+        """Read ``prompt`` after the document, then decode greedily. ``pages`` is the
+        selection: one page set that every step, layer and head reads (``question_pages``);
+        None: each step, layer and KV head selects its own (Quest). ``on_token`` sees each
+        token id as it is chosen (streaming)."""
         t0 = time.perf_counter()
         stats = SelectionStats(watch_pages=frozenset(watch_pages))
         if stats.watch_pages:
             stats.watch_hits = torch.zeros(self.n_layers, self.n_kv, dtype=torch.long)
         tail = self._new_tail(len(prompt) + max_tokens)
-        if self.pins_pages(kv):
-            self._pinned = self.question_pages(kv, prompt, baseline)
-        try:
-            x = self._read_prompt(kv, prompt, tail, stats)
-            out, finish = self._decode(kv, x, tail, stats, max_tokens, eos_ids)
-        finally:
-            self._pinned = None
+        x = self._read_prompt(kv, prompt, tail, stats, pages)
+        out, finish = self._decode(kv, x, tail, stats, max_tokens, eos_ids, pages, on_token)
         return GenerationOutput(out, finish, stats, time.perf_counter() - t0)
 
     def pins_pages(self, kv: PagedKV) -> bool:
@@ -150,13 +159,10 @@ class PagedEngine:
     def page_votes(self, kv: PagedKV, prompt: Sequence[int]) -> torch.Tensor:
         """Each page's attention share while ``prompt`` is read (per-step selection), averaged
         over layers, KV heads and prompt pieces: [pages before the local window]."""
-        self._votes = torch.zeros(kv.candidates(kv.n_tokens))
-        self._vote_calls = 0
-        try:
-            self._read_prompt(kv, prompt, self._new_tail(len(prompt)), SelectionStats())
-            return self._votes / max(1, self._vote_calls)
-        finally:
-            self._votes = None
+        votes = _Votes(torch.zeros(kv.candidates(kv.n_tokens)))
+        self._read_prompt(kv, prompt, self._new_tail(len(prompt)), SelectionStats(),
+                          votes=votes)
+        return votes.total / max(1, votes.calls)
 
     def question_pages(self, kv: PagedKV, prompt: Sequence[int],
                        baseline: torch.Tensor | None = None) -> torch.Tensor:
@@ -181,18 +187,21 @@ class PagedEngine:
         return torch.tensor(sorted(chosen), dtype=torch.long)
 
     def _decode(self, kv: PagedKV, x: torch.Tensor, tail: dict, stats: SelectionStats,
-                max_tokens: int, eos_ids: set[int]) -> tuple[list[int], str]:
+                max_tokens: int, eos_ids: set[int], pages: torch.Tensor | None = None,
+                on_token: Callable[[int], None] | None = None) -> tuple[list[int], str]:
         out: list[int] = []
         finish = "length"
         for _ in range(max_tokens):
             nxt = int(self.model.lm_head(self.inner.norm(x[:, -1:]))[0, -1].argmax())
             out.append(nxt)
+            if on_token is not None:
+                on_token(nxt)
             if nxt in eos_ids:
                 finish = "stop"
                 break
             if len(out) == max_tokens:
                 break
-            x = self._forward_tail(kv, [nxt], tail, stats)
+            x = self._forward_tail(kv, [nxt], tail, stats, pages)
         return out, finish
 
     def check_fits(self, kv: PagedKV, prompt_tokens: int, max_tokens: int) -> None:
@@ -211,28 +220,31 @@ class PagedEngine:
                 "v": torch.zeros(shape, dtype=self.dtype, device=self.device), "n": 0}
 
     def _read_prompt(self, kv: PagedKV, prompt: Sequence[int], tail: dict,
-                     stats: SelectionStats) -> torch.Tensor:
+                     stats: SelectionStats, pages: torch.Tensor | None = None,
+                     votes: _Votes | None = None) -> torch.Tensor:
         """The question, ``prompt_step`` tokens at a time (0: all at once)."""
         step = self.cfg.prompt_step or len(prompt)
         for a in range(0, len(prompt), step):
-            x = self._forward_tail(kv, prompt[a:a + step], tail, stats)
+            x = self._forward_tail(kv, prompt[a:a + step], tail, stats, pages, votes)
         return x
 
     def _forward_tail(self, kv: PagedKV, ids: Sequence[int], tail: dict,
-                      stats: SelectionStats) -> torch.Tensor:
+                      stats: SelectionStats, pages: torch.Tensor | None = None,
+                      votes: _Votes | None = None) -> torch.Tensor:
         if tail["n"] + len(ids) > tail["k"].shape[2]:
             raise InputError("kv_pages: more tokens than the generation buffer holds")
         x = self.inner.embed_tokens(torch.tensor(list(ids), dtype=torch.long,
                                                  device=self.device))[None]
         for li, layer in enumerate(self.layers):
             x = self._layer(li, layer, x, kv, n_doc=kv.n_tokens, doc_write=None, tail=tail,
-                            stats=stats)
+                            stats=stats, pages=pages, votes=votes)
         tail["n"] += len(ids)
         stats.steps += 1
         return x
 
     def _layer(self, li: int, layer, x: torch.Tensor, kv: PagedKV, n_doc: int,
-               doc_write: int | None, tail: dict | None, stats: SelectionStats | None):
+               doc_write: int | None, tail: dict | None, stats: SelectionStats | None,
+               pages: torch.Tensor | None = None, votes: _Votes | None = None):
         attn = layer.self_attn
         t = x.shape[1]
         h = layer.input_layernorm(x)
@@ -242,7 +254,7 @@ class PagedEngine:
         if doc_write is not None:  # prefill: the chunk's keys become part of the document
             kv.keys[li, :, doc_write:doc_write + t] = k.to(kv.keys.dtype)
             kv.values[li, :, doc_write:doc_write + t] = v.to(kv.values.dtype)
-        ctx_k, ctx_v = self._doc_context(li, q, kv, n_doc, stats)
+        ctx_k, ctx_v = self._doc_context(li, q, kv, n_doc, stats, pages, votes)
         parts_k, parts_v = [ctx_k], [ctx_v]
         if tail is not None:
             a = tail["n"]
@@ -270,8 +282,10 @@ class PagedEngine:
         return x + layer.mlp(layer.post_attention_layernorm(x))
 
     def _doc_context(self, li: int, q: torch.Tensor, kv: PagedKV, n: int,
-                     stats: SelectionStats | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys (pre-RoPE) and values the queries attend to among the first ``n`` doc tokens."""
+                     stats: SelectionStats | None, pinned: torch.Tensor | None = None,
+                     votes: _Votes | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys (pre-RoPE) and values the queries attend to among the first ``n`` doc tokens:
+        the ``pinned`` pages when given (decoding an answer), else the best by score."""
         m = kv.candidates(n)
         top = min(self.cfg.top_pages, m)
         if stats is not None and m:
@@ -279,17 +293,18 @@ class PagedEngine:
             stats.pages_total += m * self.n_kv
         if top == m:  # everything fits: plain causal attention over the document so far
             return (kv.keys[li, :, :n].to(self.dtype), kv.values[li, :, :n].to(self.dtype))
-        if self._pinned is not None and stats is not None:  # decoding, not prefilling
-            pages = self._pinned.expand(self.n_kv, -1)
+        if pinned is not None and stats is not None:  # decoding, not prefilling
+            pages = pinned.expand(self.n_kv, -1)
         else:
-            pages = self._select(li, q, kv, m, top)
+            pages = self._select(li, q, kv, m, top, votes)
         if stats is not None:
             self._record(li, pages, stats)
         idx = kv.context_index(pages, n).to(self.device)[..., None].expand(-1, -1, self.head_dim)
         return (torch.gather(kv.keys[li], 1, idx).to(self.dtype),
                 torch.gather(kv.values[li], 1, idx).to(self.dtype))
 
-    def _select(self, li: int, q: torch.Tensor, kv: PagedKV, m: int, top: int) -> torch.Tensor:
+    def _select(self, li: int, q: torch.Tensor, kv: PagedKV, m: int, top: int,
+                votes: _Votes | None = None) -> torch.Tensor:
         """The ``top`` best pages among the first ``m``, per KV head, in document order."""
         c = self.cfg
         d = self.score_distance
@@ -311,9 +326,9 @@ class PagedEngine:
         # Each query head's share of attention over pages; a page counts by its best head/token.
         share = page_logit.softmax(-1)
         share = share.amax(dim=(1, 2)) if self.aggregate == "max" else share.sum(dim=(1, 2))
-        if self._votes is not None:
-            self._votes += share.sum(0).float().cpu()
-            self._vote_calls += 1
+        if votes is not None:
+            votes.total += share.sum(0).float().cpu()
+            votes.calls += 1
         return share.topk(top, dim=-1).indices.sort(dim=-1).values.cpu()
 
     def _record(self, li: int, pages: torch.Tensor, stats: SelectionStats) -> None:

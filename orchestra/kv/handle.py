@@ -72,17 +72,20 @@ class PrefilledDocument:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, fingerprint: str, cfg: PageConfig | None = None
-             ) -> "PrefilledDocument":
+    def load(cls, path: str | Path, fingerprint: str, cfg: PageConfig | None = None,
+             dims: tuple[int, int, int] | None = None) -> "PrefilledDocument":
         """Load a saved handle for the model with ``fingerprint``; ``cfg`` sets the decoding
-        knobs (top_pages, local, scorer), and must share the saved page layout."""
+        knobs (top_pages, local, scorer), and must share the saved page layout. ``dims``
+        (layers, kv heads, head size) of the model: tensors of other shapes are refused.
+        Every refusal is an InputError naming the file (kv_pages prefills again over it)."""
         path = Path(path)
         if not path.is_file():
             raise InputError(f"{path}: no saved kv_pages handle there")
         try:
             blob = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # a truncated or foreign file: say so, not a pickle traceback
-            raise InputError(f"{path}: not a readable kv_pages handle ({type(e).__name__})") from None
+            raise InputError(f"{path}: not a readable kv_pages handle ({type(e).__name__}); "
+                             "delete it to prefill again") from None
         if not isinstance(blob, dict) or blob.get("format") != FORMAT:
             raise InputError(f"{path}: not a kv_pages handle (format {blob.get('format')!r})"
                              if isinstance(blob, dict) else f"{path}: not a kv_pages handle")
@@ -93,13 +96,49 @@ class PrefilledDocument:
             raise InputError(f"{path}: this handle was prefilled by another model (fingerprint "
                              f"{blob.get('fingerprint')}, the loaded model is {fingerprint}); "
                              "prefill the document again with this model")
-        saved = PageConfig(**blob["config"])
+        try:
+            saved = PageConfig(**blob["config"])
+            _check_tensors(blob, saved, dims)
+        except InputError:
+            raise
+        except Exception as e:  # a field of the wrong type or a missing one: damaged
+            raise InputError(f"{path}: a damaged kv_pages handle ({type(e).__name__}: {e}); "
+                             "delete it to prefill again") from None
         if cfg is not None and (cfg.page_size, cfg.sink) != (saved.page_size, saved.sink):
             raise InputError(f"{path}: saved with page_size {saved.page_size} and sink "
                              f"{saved.sink}, but page_size {cfg.page_size} and sink {cfg.sink} "
                              "were asked for; prefill again with these settings")
-        kv = PagedKV(cfg or saved, *(blob[name] for name in _TENSORS), n_tokens=blob["n_tokens"])
-        return cls(kv=kv, token_ids=blob["token_ids"].tolist(), fingerprint=fingerprint,
-                   key=blob["key"], prefill_seconds=float(blob["prefill_seconds"]),
-                   char_offsets=[tuple(o) for o in blob["char_offsets"].tolist()],
-                   baselines=dict(blob.get("baselines", {})))
+        try:
+            kv = PagedKV(cfg or saved, *(blob[name] for name in _TENSORS),
+                         n_tokens=int(blob["n_tokens"]))
+            return cls(kv=kv, token_ids=blob["token_ids"].tolist(), fingerprint=fingerprint,
+                       key=str(blob["key"]), prefill_seconds=float(blob["prefill_seconds"]),
+                       char_offsets=[tuple(o) for o in blob["char_offsets"].tolist()],
+                       baselines=dict(blob.get("baselines", {})))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise InputError(f"{path}: a damaged kv_pages handle ({type(e).__name__}: {e}); "
+                             "delete it to prefill again") from None
+
+
+def _check_tensors(blob: dict, cfg: PageConfig, dims: tuple[int, int, int] | None) -> None:
+    """Shapes that agree with each other, the page layout and the model: a handle whose
+    tensors do not (damaged, or written by other code) would fail deep in attention."""
+    n = int(blob["n_tokens"])
+    keys, values = blob["keys"], blob["values"]
+    tensors = [blob[name] for name in _TENSORS]
+    if not all(isinstance(t, torch.Tensor) and t.dim() == 4 and t.is_floating_point()
+               for t in tensors):
+        raise ValueError("its key/value tensors are not 4-D float tensors")
+    if keys.shape != values.shape or not 0 <= n <= keys.shape[2]:
+        raise ValueError(f"keys {tuple(keys.shape)} and values {tuple(values.shape)} disagree "
+                         f"with each other or with its {n} tokens")
+    pages = max(0, (keys.shape[2] - cfg.sink) // cfg.page_size)
+    want = (keys.shape[0], keys.shape[1], pages, keys.shape[3])
+    for name in ("kmin", "kmax", "kmean"):
+        if tuple(blob[name].shape) != want:
+            raise ValueError(f"{name} has shape {tuple(blob[name].shape)}, not {want}")
+    if dims is not None and (keys.shape[0], keys.shape[1], keys.shape[3]) != tuple(dims):
+        raise ValueError(f"its layers, heads and head size {(keys.shape[0], keys.shape[1], keys.shape[3])} "
+                         f"are not the model's {tuple(dims)}")
+    if len(blob["token_ids"]) != n:
+        raise ValueError(f"it has {len(blob['token_ids'])} token ids for {n} tokens")

@@ -97,7 +97,7 @@ class Corpora:
 
             r._build = counted_build
         for _, s in _kv_strategies(self.pipeline):
-            prefill = s.engine.prefill
+            prefill = s.reader.prefill
 
             def counted_prefill(*a, _prefill=prefill, **kw):
                 entry = _current.get()
@@ -106,7 +106,7 @@ class Corpora:
                 self.metrics.kv_prefills.inc()
                 return _prefill(*a, **kw)
 
-            s.engine.prefill = counted_prefill
+            s.reader.prefill = counted_prefill
 
     # -- registry -----------------------------------------------------------------------------
     def build(self, docs: list[tuple[str, str]], warm: bool = True) -> tuple[CorpusEntry, bool]:

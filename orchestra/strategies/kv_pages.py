@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from collections import OrderedDict
 
 from orchestra.backends.base import KV_PAGES, Message
 from orchestra.cache import cache_dir, stable_hash
 from orchestra.corpus import Corpus
-from orchestra.errors import CapabilityError, ConfigError, InputError
+from orchestra.errors import ConfigError, InputError
 from orchestra.kv.config import PageConfig
 from orchestra.strategies.base import PAGES, Fit, Strategy
 from orchestra.types import Answer, Cost, Evidence, Trace
@@ -47,14 +48,6 @@ class KVPages(Strategy):
                  kv_dtype: str | None = None, persist: bool = False, max_handles: int = 2,
                  **strategy_kw):
         super().__init__(backend, **strategy_kw)
-        if not hasattr(backend, "model") or not hasattr(backend, "hf_tokenizer"):
-            raise CapabilityError(f"strategy 'kv_pages' needs the transformers backend's model; "
-                                  f"the {backend.name} backend does not expose one")
-        import torch
-
-        from orchestra.kv.engine import PagedEngine
-        from orchestra.kv.handle import model_fingerprint
-
         self.config = PageConfig(page_size=page_size, top_pages=top_pages, sink=sink,
                                  local=local, chunk=chunk, scorer=scorer,
                                  prompt_step=prompt_step, selection=selection,
@@ -70,9 +63,10 @@ class KVPages(Strategy):
         self.kv_dtype = kv_dtype
         self.persist = bool(persist)
         self.max_handles = max(1, int(max_handles))
-        self.engine = PagedEngine(backend.model, self.config, window=backend.context_window,
-                                  kv_dtype=getattr(torch, kv_dtype) if kv_dtype else None)
-        self.fingerprint = model_fingerprint(backend.model)
+        # Everything that touches the model goes through the backend's PagedReader
+        # (orchestra/kv/reader.py), so another implementation can plug in.
+        self.reader = backend.paged_reader(self.config, kv_dtype)
+        self.fingerprint = self.reader.fingerprint
         self._handles: OrderedDict[str, object] = OrderedDict()
         self._lock = threading.RLock()
         self._split_prompt()  # fail at construction if the prompt cannot be split
@@ -85,7 +79,7 @@ class KVPages(Strategy):
     # -- prompt ----------------------------------------------------------------------------
     def _split_prompt(self) -> tuple[str, str]:
         """The chat prompt as (text before the document, text after it with {question})."""
-        text = self.backend.chat_text([
+        text = self.reader.chat_text([
             Message(role="system", content=self.prompts["reader_system"]),
             Message(role="user", content=self.prompts["reader"].format(
                 context=_CONTEXT_MARK, question=_QUESTION_MARK)),
@@ -112,24 +106,29 @@ class KVPages(Strategy):
                 return self._handles[key], False
             path = cache_dir("kv_pages") / f"{self.fingerprint}-{key}.pt" if self.persist else None
             if path is not None and path.is_file():
-                handle = PrefilledDocument.load(path, self.fingerprint, self.config)
-                self._remember(key, handle)
-                return handle, False
+                try:
+                    handle = PrefilledDocument.load(
+                        path, self.fingerprint, self.config,
+                        dims=self.reader.dims)
+                except InputError as e:  # damaged or foreign: prefill again, over it
+                    from orchestra.cache import CacheWarning
+
+                    warnings.warn(f"{e}; prefilling the document again (the file is replaced)",
+                                  CacheWarning, stacklevel=2)
+                else:
+                    self._remember(key, handle)
+                    return handle, False
             context = SEPARATOR.join(texts)
-            enc = self.backend.hf_tokenizer(head + context, add_special_tokens=False,
-                                            return_offsets_mapping=True)
-            ids = enc["input_ids"]
-            n_doc = len(ids) - len(self.backend.hf_tokenizer(head, add_special_tokens=False)
-                                   ["input_ids"])
+            ids, char_spans = self.reader.encode_with_offsets(head + context)
+            n_doc = len(ids) - len(self.reader.encode(head))
             if n_doc < self.config.page_size:
                 raise InputError(
                     f"kv_pages: the corpus has {n_doc} tokens, fewer than one page "
                     f"(page_size {self.config.page_size}); read it with full context instead")
             offsets = [(a - len(head), b - len(head)) if a >= len(head) else (-1, -1)
-                       for a, b in enc["offset_mapping"]]
+                       for a, b in char_spans]
             t0 = time.perf_counter()
-            with self.backend.lock:
-                kv = self.engine.prefill(ids, progress=progress)
+            kv = self.reader.prefill(ids, progress=progress)
             handle = PrefilledDocument(kv=kv, token_ids=ids, fingerprint=self.fingerprint,
                                        key=key, char_offsets=offsets)
             self._baseline(handle, Cost())  # part of the document's one-time work, and saved
@@ -159,51 +158,54 @@ class KVPages(Strategy):
     def ask(self, question: str, corpus: Corpus, handle, trace: Trace | None = None,
             cost: Cost | None = None, watch_pages=()) -> Answer:
         """Answer from an already prefilled handle (no prefill cost)."""
+        from orchestra.streaming import override, token_callback
+
         trace = trace or Trace()
         cost = cost or Cost()
         prompt = self._prompt_ids(question)
-        self.engine.check_fits(handle.kv, len(prompt), self.max_tokens)
+        max_tokens = override("max_tokens", self.max_tokens)  # a served request's own
+        self.reader.check_fits(handle.kv, len(prompt), max_tokens)
         baseline = self._baseline(handle, cost)
         with trace.step("decode") as st:
-            with self.backend.lock:
-                out = self.engine.generate(handle.kv, prompt, self.max_tokens,
-                                           self.backend.eos_ids(), watch_pages=watch_pages,
-                                           baseline=baseline)
+            t0 = time.perf_counter()
+            # The selection: one page set for the whole answer when there is a choice
+            # (selection="question"), else None: each step, layer and head picks its own.
+            pages = (self.reader.question_pages(handle.kv, prompt, baseline)
+                     if self.reader.pins_pages(handle.kv) else None)
+            out = self.reader.generate(handle.kv, prompt, max_tokens, pages=pages,
+                                       watch_pages=watch_pages,
+                                       on_token=token_callback(self))
             stats = out.stats
             st.detail.update(prompt_tokens=len(prompt), generated_tokens=len(out.tokens),
                              pages_read=stats.pages_read, pages_total=stats.pages_total,
                              needle_hit_rate=stats.hit_rate())
-        eos = self.backend.eos_ids()
-        gen = [t for t in out.tokens if t not in eos]
-        text = self.backend.hf_tokenizer.decode(gen, skip_special_tokens=True).strip()
+        text = self.reader.decode(out.tokens)
         cost.prompt_tokens += handle.n_tokens + len(prompt)
         cost.generated_tokens += len(out.tokens)
         cost.model_calls += 1
         cost.kv_pages_read += stats.pages_read
         cost.kv_pages_total += stats.pages_total
-        cost.decode_seconds += out.seconds
+        cost.decode_seconds += time.perf_counter() - t0  # the page choice and the decoding
         ans = Answer(question=question, text=text, strategy=self.name, cost=cost, trace=trace,
                      evidence=self._evidence(corpus, handle, stats.page_reads))
         return ans
 
     def _prompt_ids(self, question: str) -> list[int]:
         _, tail = self._split_prompt()
-        return self.backend.hf_tokenizer(tail.replace(_QUESTION_MARK, question),
-                                         add_special_tokens=False)["input_ids"]
+        return self.reader.encode(tail.replace(_QUESTION_MARK, question))
 
     def _baseline(self, handle, cost: Cost):
         """The baseline question's page votes for this document: once per handle, counted as
         prefill (it serves every later question)."""
         q = self.baseline_question
-        if q is None or not self.engine.pins_pages(handle.kv):
+        if q is None or not self.reader.pins_pages(handle.kv):
             return None
         c = self.config
         # The votes depend on how pages are scored and the question read, not on top_pages.
-        key = f"{q}\x00{c.scorer}\x00{c.prompt_step}\x00{self.engine.score_distance}"
+        key = f"{q}\x00{c.scorer}\x00{c.prompt_step}\x00{self.reader.score_key}"
         if key not in handle.baselines:
             t0 = time.perf_counter()
-            with self.backend.lock:
-                handle.baselines[key] = self.engine.page_votes(handle.kv, self._prompt_ids(q))
+            handle.baselines[key] = self.reader.page_votes(handle.kv, self._prompt_ids(q))
             cost.prefill_seconds += time.perf_counter() - t0
         return handle.baselines[key]
 
