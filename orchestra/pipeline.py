@@ -177,7 +177,7 @@ class Pipeline:
             answer = self.strategies[strategy].answer(question, corpus)
             answer.route = route
         answer.cost.wall_seconds = time.perf_counter() - t0
-        return answer
+        return finish_answer(answer, corpus)
 
     def chosen_route(self, strategy: str) -> Route:
         """The Route of a strategy the caller named (refused when this pipeline lacks it)."""
@@ -218,7 +218,7 @@ class Pipeline:
                 answer.route = route
                 answer.cost = answer.cost + route.cost
             answer.cost.wall_seconds = time.perf_counter() - t0
-            return answer
+            return finish_answer(answer, corpus)
 
         names = {id(s): n for n, s in self.strategies.items()}
         router = getattr(self.router, "name", type(self.router).__name__)
@@ -276,6 +276,19 @@ class Pipeline:
     def __repr__(self) -> str:
         return (f"Pipeline(backend={self.backend.name}, strategies={list(self.strategies)}, "
                 f"router={getattr(self.router, 'name', type(self.router).__name__)})")
+
+
+def finish_answer(answer: Answer, corpus: Corpus) -> Answer:
+    """The route decision as the trace's first step (shown to step listeners if the router did
+    not already), and each evidence span's file, lines and snippet."""
+    from orchestra import observe
+    from orchestra.citations import cite
+
+    if answer.route is not None and not any(s.kind == "route" for s in answer.trace.steps):
+        step = answer.route.as_step()
+        observe.emit(step)
+        answer.trace.steps.insert(0, step)
+    return cite(answer, corpus)
 
 
 def _construct(cls, what: str, *args, **kwargs):
