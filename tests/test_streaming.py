@@ -185,3 +185,15 @@ def test_orchestra_ask_prints_tokens_as_they_come_and_no_stream_waits(monkeypatc
     monkeypatch.setattr("sys.stdout", out2)
     assert main(argv + ["--no-stream"]) == 0
     assert out2.writes[0] == streamed + "\n\n"  # the same answer, written at once
+
+
+@pytest.mark.slow
+def test_kv_pages_streams_its_decode_token_by_token(embedded):
+    pipe = Pipeline.default(embedded, max_tokens=12)
+    events = list(pipe.stream("Where was the great battle fought?", [GETTYSBURG],
+                              strategy="kv_pages"))
+    tokens = [e.text for e in events if e.type == "token"]
+    answer = events[-1].answer
+    assert [e.type for e in events[:2]] == ["route", "evidence"] and len(tokens) >= 2
+    assert "".join(tokens).strip() == answer.text and answer.cost.decode_seconds > 0
+    assert answer.evidence  # the pages read, known once decoding ends
