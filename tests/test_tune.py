@@ -236,6 +236,10 @@ def test_the_space_skips_what_a_strategy_does_not_accept():
     assert "reorder" not in by["full"] and "reader_template" in by["full"]
     assert {"note_tokens", "worker_prompt", "agent_chunk_tokens"} <= set(by["agents"])
     assert "note_tokens" not in by["rag"]
+    # Self-Route's decline template is searched for the strategy it asks first only.
+    assert "decline_template" in by["rag"] and "decline_template" not in by["full"]
+    # Retrieval settings of strategies that do not retrieve are not reported as skipped.
+    assert not any(n.startswith("full: reorder") for n in p.notes)
     # An option no constructor takes is skipped with a note naming it.
     assert any("decline_detector skipped" in n for n in p.notes) or "router" in by
 

@@ -101,6 +101,7 @@ class Entry:
     requires: tuple[str, ...] = ()
     when: Callable[[dict[str, Any]], bool] | None = None
     group: str = ""
+    quiet: bool = False  # an alternative name for a setting another entry covers: no note
 
     def values(self) -> dict[str, Any]:
         return self.choices() if callable(self.choices) else dict(self.choices)
@@ -158,7 +159,7 @@ SPACE: list[Entry] = [
     # the number of chunks (whichever name the strategy takes)
     Entry("top_k", "strategy", "top_k", {"all": None, **_ints(3, 4, 6, 8)}, group="retrieval"),
     Entry("max_chunks", "strategy", "max_chunks", {"all": None, **_ints(3, 4, 6, 8)},
-          group="retrieval"),
+          group="retrieval", quiet=True),
     Entry("reorder", "strategy", "reorder", _names("orchestra.retrievers.reorder", "POLICIES"),
           group="retrieval"),
     Entry("dedup_threshold", "strategy", "dedup_threshold",
@@ -286,6 +287,29 @@ def _applies(entry: Entry, cls, comp_type: str, router_type: str) -> tuple[bool,
     return True, ""
 
 
+def _declines_first(cls, name: str, router: dict) -> bool:
+    """Whether this strategy is the one Self-Route asks first (with may_decline)."""
+    if router.get("type") != "self_route":
+        return False
+    first = router.get("first")
+    return name == first if first is not None else bool(getattr(cls, "can_decline", False))
+
+
+def _relevant(entry: Entry, cls, name: str, router: dict) -> bool:
+    """Whether a skipped entry is worth a note for this strategy: its group is one the
+    strategy belongs to, and it is not an alternative name of an entry that applied."""
+    if entry.quiet:
+        return False
+    takes = accepted_options(cls, 1)[0]
+    if entry.group in ("retrieval", "chunking"):
+        return "retriever" in takes
+    if entry.group == "agents":
+        return "note_tokens" in takes
+    if entry.group == "self_route":
+        return _declines_first(cls, name, router)
+    return True
+
+
 def entry_names() -> list[str]:
     return [e.name for e in SPACE]
 
@@ -321,11 +345,14 @@ def plan(data: dict, params: list[str] | None = None, target: str = "router",
                 continue
             e = e.narrowed(cls)
             ok, why = _applies(e, cls, p.type, router_type)
+            if ok and e.group == "self_route" and not _declines_first(cls, name, router):
+                continue  # only Self-Route's first strategy reads with its decline template
             if ok:
                 p.entries.append(e)
-            elif params is not None:  # asked for by name: say why not
-                notes.append(f"{name}: {e.name} skipped: {why}")
-            elif e.group != "agents" or "note_tokens" in accepted_options(cls, 1)[0]:
+            elif params is not None or _relevant(e, cls, name, router):
+                # Asked for by name, or a setting of this kind of strategy it does not take
+                # (yet): say so. (Retrieval settings of a strategy that does not retrieve are
+                # not news.)
                 notes.append(f"{name}: {e.name} skipped: {why}")
         # A strategy with a retriever option only tunes chunking when it tunes the retriever
         # (chunking lives on the retriever it reads with).
