@@ -158,7 +158,7 @@ def test_pipeline_as_runnable_and_backend_as_chat_model_in_a_chain(embedded, ess
     assert ANSWER in chain.invoke(QUESTION)
 
     # Our retriever and our backend inside a plain LCEL RAG chain.
-    corpus = pipe.corpus([essay])
+    corpus = pipe.corpus([Document("essay", essay)])
     retriever = OrchestraRetriever(retriever=BM25Retriever(), corpus=corpus, k=2)
     docs = retriever.invoke(QUESTION)
     assert any(FACT in d.page_content for d in docs)
