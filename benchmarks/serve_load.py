@@ -5,7 +5,7 @@ the shipped Gettysburg Address once (chunks, indexes and KV prefill built then),
 level of concurrency sends ``--requests`` questions to ``POST /v1/answer`` from that many
 client threads. Prints, side by side in one run: requests per second, p50/p95 latency, errors
 (must be 0) and the server's peak resident memory (sampled every 0.1 s with psutil), plus how
-many index builds and KV prefills the corpus saw (reuse: they must not grow).
+many index builds/loads and KV prefills the corpus saw (reuse: they must not grow).
 
     OMP_NUM_THREADS=1 python benchmarks/serve_load.py --requests 16 --max-tokens 16
 """
@@ -127,7 +127,7 @@ def main() -> None:
             "documents": [{"name": DOC.name, "text": DOC.read_text()}]})
         r.raise_for_status()
         corpus = r.json()
-        before = (corpus["index_builds"], corpus["kv_prefills"])
+        before = (corpus["index_builds"], corpus["index_loads"], corpus["kv_prefills"])
         # One warm-up question (first-call costs are not load).
         httpx.post(url + "/v1/answer", timeout=600, json={
             "corpus_id": corpus["id"], "question": QUESTIONS[0], "strategy": args.strategy,
@@ -141,8 +141,9 @@ def main() -> None:
     print(f"N={args.requests} requests per level, strategy {args.strategy}, max_tokens "
           f"{args.max_tokens}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
           f"{os.cpu_count()} CPUs; corpus {corpus['tokens']} tokens")
-    print(f"index builds {before[0]} -> {after['index_builds']}, KV prefills {before[1]} -> "
-          f"{after['kv_prefills']} over {after['questions']} questions")
+    print(f"index builds {before[0]} -> {after['index_builds']}, index loads {before[1]} -> "
+          f"{after['index_loads']}, KV prefills {before[2]} -> {after['kv_prefills']} over "
+          f"{after['questions']} questions")
     print("| clients | requests | errors | requests/s | p50 s | p95 s | peak RSS MiB |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:

@@ -104,7 +104,9 @@ def sse_events(lines) -> list[tuple[str | None, str]]:
 def test_ten_questions_reuse_the_corpus_nothing_reembedded_or_reprefilled(served, corpus_id):
     before = served.get(f"/v1/corpora/{corpus_id}").json()
     # Built at registration: chunks, every retriever's index, the KV prefill of 'pages'.
-    assert before["index_builds"] >= 1 and before["kv_prefills"] == 1
+    # Dense and BM25 indexes, built (or read back from the on-disk index cache) once.
+    assert before["index_builds"] + before["index_loads"] >= 2 and before["kv_prefills"] == 1
+    assert before["warm"]["retriever dense"] == before["warm"]["retriever bm25"] == "indexed"
     assert before["warm"]["strategy kv_pages"] == "prefilled"
     assert before["documents"][0]["name"] == DOC.name and before["chunks"] >= 1
     strategies = ["auto", "rag", "full_context", "kv_pages", "auto", "rag", "full_context",
@@ -112,13 +114,14 @@ def test_ten_questions_reuse_the_corpus_nothing_reembedded_or_reprefilled(served
     answers = []
     for i, strategy in enumerate(strategies):
         r = served.post("/v1/answer", json={
-            "corpus_id": corpus_id, "strategy": strategy, "max_tokens": 12,
+            "corpus_id": corpus_id, "strategy": strategy, "max_tokens": 8,
             "question": ["Where was the great battle fought?", "Who brought forth a new nation?",
                          "What shall not perish from the earth?"][i % 3]})
         assert r.status_code == 200, r.text
         answers.append(r.json())
     after = served.get(f"/v1/corpora/{corpus_id}").json()
     assert after["index_builds"] == before["index_builds"]  # nothing re-embedded or re-indexed
+    assert after["index_loads"] == before["index_loads"]
     assert after["kv_prefills"] == before["kv_prefills"]  # nothing re-prefilled
     assert after["questions"] == before["questions"] + 10
     for a, strategy in zip(answers, strategies):
@@ -361,3 +364,36 @@ def test_limits_must_be_positive_and_model_options_need_model_only():
     r = subprocess.run([sys.executable, "-m", "orchestra.cli.main", "serve", "--model",
                         "embedded"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "--model-only" in r.stderr
+
+
+# -- the app in-process over the scripted backend (control flow, no model) ---------------------
+@pytest.fixture
+def scripted_pipeline_server():
+    from orchestra.backends.scripted import ScriptedBackend
+    from orchestra.pipeline import Pipeline
+    from orchestra.server import ServeSettings, serve_in_thread
+    from orchestra.strategies.full_context import FullContext
+
+    b = ScriptedBackend(lambda r: "Four score and seven years ago", context_window=4096)
+    pipe = Pipeline(b, {"full_context": FullContext(b)})
+    server = serve_in_thread(pipeline=pipe, settings=ServeSettings(max_corpora=1))
+    yield server, pipe
+    server.shutdown()
+    server.server_close()
+
+
+def test_inline_documents_are_forgotten_and_registered_corpora_are_capped(
+        scripted_pipeline_server):
+    server, pipe = scripted_pipeline_server
+    r = httpx.post(server.url + "/v1/answer", json={"question": "When?",
+                                                    "documents": ["One short text."]})
+    assert r.status_code == 200 and r.json()["text"] == "Four score and seven years ago"
+    assert r.json()["corpus_id"] is None and pipe._corpora == {}  # not kept after answering
+    first = httpx.post(server.url + "/v1/corpora", json={"documents": ["A first text."]})
+    assert first.status_code == 201
+    second = httpx.post(server.url + "/v1/corpora", json={"documents": ["Another text."]})
+    assert second.status_code == 409 and "--max-corpora" in second.json()["error"]["message"]
+    r = httpx.post(server.url + "/v1/answer", json={"question": "When?",
+                                                    "corpus_id": first.json()["id"]})
+    assert r.status_code == 200 and list(pipe._corpora) != []  # the registered one stays
+    assert httpx.get(server.url + "/v1/corpora/" + first.json()["id"]).json()["questions"] == 1

@@ -41,6 +41,8 @@ def add_parser(sub) -> None:
                    help="most document tokens per request (default 1,000,000)")
     p.add_argument("--max-queue", type=int, default=16,
                    help="requests running or waiting at once; one more gets 429 (default 16)")
+    p.add_argument("--max-corpora", type=int, default=8,
+                   help="registered corpora kept indexed and prefilled at once (default 8)")
     p.add_argument("--body-timeout", type=float, default=30.0,
                    help="seconds a client has to send its request body (default 30)")
     p.add_argument("--backend", default="transformers",
@@ -75,7 +77,7 @@ def check_args(args: argparse.Namespace) -> str | None:
     from orchestra.server.runner import LOCAL_HOSTS
 
     for flag in ("max_body_bytes", "max_documents", "max_request_tokens", "max_queue",
-                 "max_batch"):
+                 "max_batch", "max_corpora"):
         if getattr(args, flag) < 1:
             raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1, "
                               f"got {getattr(args, flag)}")
@@ -108,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
                              max_documents=args.max_documents,
                              max_request_tokens=args.max_request_tokens,
                              max_queue=args.max_queue, body_timeout=args.body_timeout,
-                             max_batch=args.max_batch)
+                             max_batch=args.max_batch, max_corpora=args.max_corpora)
     if args.model_only:
         from orchestra.backends import load_backend
 

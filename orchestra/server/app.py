@@ -64,6 +64,7 @@ class ServeSettings:
     max_queue: int = 16  # requests running or waiting; one more is answered 429
     body_timeout: float = 30.0  # seconds to receive a request body
     max_batch: int = 16  # model mode: requests generated as one backend batch
+    max_corpora: int = 8  # registered corpora kept (indexed and prefilled) at once
 
 
 class Gate:
@@ -255,7 +256,7 @@ def create_app(*, pipeline=None, backend: Backend | None = None, name: str,
     app.state.settings, app.state.metrics, app.state.gate = settings, metrics, gate
     app.state.mode, app.state.name, app.state.backend = mode, name, backend
     created = int(time.time())
-    corpora = (Corpora(pipeline, metrics, settings.max_request_tokens)
+    corpora = (Corpora(pipeline, metrics, settings.max_request_tokens, settings.max_corpora)
                if pipeline is not None else None)
     batcher = Batcher(backend, max_batch=settings.max_batch) if pipeline is None else None
     app.state.corpora, app.state.batcher = corpora, batcher
@@ -422,8 +423,12 @@ def _pipeline_routes(app, pipeline, name, settings, gate, metrics, corpora: Corp
 
         corpora.working_on(entry)  # this thread's context copy only
         entry, corpus = prepare(entry, docs)
-        with generation_overrides(**overrides):
-            answer = pipeline.run(question, corpus, strategy=strategy)
+        try:
+            with generation_overrides(**overrides):
+                answer = pipeline.run(question, corpus, strategy=strategy)
+        finally:
+            if entry is None:
+                corpora.release(corpus)
         if entry is not None:
             entry.questions += 1
         metrics.count_answer(answer)
@@ -437,13 +442,17 @@ def _pipeline_routes(app, pipeline, name, settings, gate, metrics, corpora: Corp
             _, corpus = prepare(entry, docs)
 
             def events():
-                with generation_overrides(**overrides):
-                    for ev in pipeline.stream(question, corpus, strategy=strategy):
-                        if ev.type == "answer":
-                            if entry is not None:
-                                entry.questions += 1
-                            metrics.count_answer(ev.answer)
-                        yield ev
+                try:
+                    with generation_overrides(**overrides):
+                        for ev in pipeline.stream(question, corpus, strategy=strategy):
+                            if ev.type == "answer":
+                                if entry is not None:
+                                    entry.questions += 1
+                                metrics.count_answer(ev.answer)
+                            yield ev
+                finally:
+                    if entry is None:
+                        corpora.release(corpus)
 
             return events()
 

@@ -6,7 +6,8 @@ pipeline's strategies use and prefills them for KV-page strategies, so questions
 retrieval and decoding.
 
 Reuse is observable: the pipeline's retrievers' ``_build`` (where chunks are embedded or
-BM25-indexed) and KV engines' ``prefill`` are wrapped, per instance, to count calls for the
+BM25-indexed) and ``_load_state`` (an index read back from the disk cache) and the KV
+readers' ``prefill`` are wrapped, per instance, to count calls for the
 corpus being worked on (a ContextVar set around each request's work). The counts show in
 ``GET /v1/corpora/{id}`` and in /metrics; the integration tests assert they do not grow.
 Wrapping instances here keeps the retriever and strategy classes free of server concerns.
@@ -35,6 +36,7 @@ class CorpusEntry:
     corpus: Corpus
     created: float = field(default_factory=time.time)
     index_builds: int = 0
+    index_loads: int = 0  # indexes read back from the on-disk cache (nothing embedded)
     kv_prefills: int = 0
     questions: int = 0
     warm: dict[str, str] = field(default_factory=dict)  # component -> what warming did
@@ -46,7 +48,8 @@ class CorpusEntry:
             "documents": [{"name": d.id, "characters": len(d.text),
                            "tokens": c.doc_tokens(d)} for d in c.documents],
             "tokens": c.n_tokens, "chunks": len(c.chunks),
-            "index_builds": self.index_builds, "kv_prefills": self.kv_prefills,
+            "index_builds": self.index_builds, "index_loads": self.index_loads,
+            "kv_prefills": self.kv_prefills,
             "questions": self.questions, "warm": self.warm,
         }
 
@@ -70,22 +73,37 @@ def _retrievers(pipeline) -> list[Any]:
     return list(seen.values())
 
 
+def _prefiller(strategy: Any) -> Any:
+    """What prefills for a KV-page strategy (its PagedReader), or None for other strategies."""
+    for attr in ("reader", "engine"):
+        target = getattr(strategy, attr, None)
+        if hasattr(strategy, "prefill") and hasattr(target, "prefill"):
+            return target
+    return None
+
+
 def _kv_strategies(pipeline) -> list[tuple[str, Any]]:
-    return [(n, s) for n, s in pipeline.strategies.items()
-            if hasattr(s, "prefill") and hasattr(getattr(s, "engine", None), "prefill")]
+    return [(n, s) for n, s in pipeline.strategies.items() if _prefiller(s) is not None]
 
 
 class Corpora:
-    def __init__(self, pipeline, metrics: Metrics, max_request_tokens: int):
+    def __init__(self, pipeline, metrics: Metrics, max_request_tokens: int,
+                 max_corpora: int = 8):
         self.pipeline = pipeline
         self.metrics = metrics
         self.max_request_tokens = max_request_tokens
+        self.max_corpora = max_corpora
         self._entries: dict[str, CorpusEntry] = {}
         self._lock = threading.Lock()
         self._instrument()
+        for _, s in _kv_strategies(pipeline):
+            # Keep every registered corpus prefilled (and one more for documents sent inline).
+            s.max_handles = max(getattr(s, "max_handles", 1), max_corpora + 1)
 
     def _instrument(self) -> None:
         for r in _retrievers(self.pipeline):
+            if getattr(r, "retrievers", None):
+                continue  # a hybrid fuses its members' indexes; it builds nothing itself
             build = r._build
 
             def counted_build(*a, _build=build, _name=r.name, **kw):
@@ -96,8 +114,18 @@ class Corpora:
                 return _build(*a, **kw)
 
             r._build = counted_build
+            load = r._load_state
+
+            def counted_load(*a, _load=load, **kw):
+                entry = _current.get()
+                if entry is not None:
+                    entry.index_loads += 1
+                return _load(*a, **kw)
+
+            r._load_state = counted_load
         for _, s in _kv_strategies(self.pipeline):
-            prefill = s.reader.prefill
+            target = _prefiller(s)
+            prefill = target.prefill
 
             def counted_prefill(*a, _prefill=prefill, **kw):
                 entry = _current.get()
@@ -106,7 +134,7 @@ class Corpora:
                 self.metrics.kv_prefills.inc()
                 return _prefill(*a, **kw)
 
-            s.reader.prefill = counted_prefill
+            target.prefill = counted_prefill
 
     # -- registry -----------------------------------------------------------------------------
     def build(self, docs: list[tuple[str, str]], warm: bool = True) -> tuple[CorpusEntry, bool]:
@@ -116,6 +144,9 @@ class Corpora:
             existing = self._entries.get(corpus.hash[:16])
             if existing is not None:
                 return existing, False
+            if len(self._entries) >= self.max_corpora:
+                raise ApiError(409, f"this server keeps at most {self.max_corpora} corpora "
+                                    "(--max-corpora); DELETE /v1/corpora/{id} one first")
             entry = CorpusEntry(id=corpus.hash[:16], corpus=corpus)
             self._entries[entry.id] = entry
         if warm:
@@ -149,6 +180,13 @@ class Corpora:
                 entry.warm[f"strategy {name}"] = "prefilled"
             except OrchestraError as e:  # too short for a page, or over the window
                 entry.warm[f"strategy {name}"] = f"not prefilled: {e}"
+
+    def release(self, corpus: Corpus) -> None:
+        """Forget documents sent inline once answered (the pipeline would keep them forever),
+        unless they are a registered corpus."""
+        with self._lock:
+            if corpus.hash[:16] not in self._entries:
+                self.pipeline._corpora.pop(corpus.hash, None)
 
     def get(self, corpus_id: str) -> CorpusEntry:
         entry = self._entries.get(corpus_id)
