@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from orchestra.backends import load_backend  # noqa: E402
 from orchestra.corpus import Corpus, Document  # noqa: E402
+from orchestra.eval.needles import cut_to_tokens, essays_text, insert_needles  # noqa: E402
 from orchestra.spec import entry  # noqa: E402
 from orchestra.strategies.agents import ChainOfAgents, MapReduce  # noqa: E402
 
@@ -35,12 +36,8 @@ def haystack(tokenizer, n_tokens: int) -> Document:
     essays = DATA / "needle_haystack" / "PaulGrahamEssays"
     if not essays.is_dir():
         sys.exit(f"essays not found at {essays} (set ORCHESTRA_DATA)")
-    text = "\n\n".join(p.read_text(encoding="utf-8") for p in sorted(essays.glob("*.txt")))
-    offsets = tokenizer.offsets(text)
-    text = text[: offsets[min(n_tokens, len(offsets) - 1)][0]]
-    for depth, (sentence, _) in sorted(NEEDLES.items(), reverse=True):
-        at = text.find(". ", int(len(text) * depth)) + 2
-        text = text[:at] + sentence + " " + text[at:]
+    text, _ = insert_needles(cut_to_tokens(tokenizer, essays_text(essays), n_tokens),
+                             [(depth, sentence) for depth, (sentence, _) in NEEDLES.items()])
     return Document("essays", text)
 
 

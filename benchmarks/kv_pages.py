@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     from orchestra.backends import default_backend
     from orchestra.corpus import Corpus
-    from orchestra.kv.needle import haystack_text, make_needle
+    from orchestra.eval.needles import essays_text as haystack_text, make_needle
     from orchestra.strategies.full_context import FullContext
     from orchestra.strategies.kv_pages import KVPages
 
@@ -163,23 +163,16 @@ def make_multi_needle(backend, hay: str, n: int, k: int):
     """A document of about ``n`` tokens with ``k`` needles spread evenly; (text, [(city, num)])."""
     import random
 
-    from orchestra.kv.needle import CITIES
+    from orchestra.eval.needles import CITIES, cut_to_tokens, insert_needles, magic_number
 
     rng = random.Random(f"multi-{n}-{k}")
-    cities = rng.sample(CITIES, k) if k <= len(CITIES) else [f"{c}{i}" for i, c in
-                                                            enumerate(CITIES * (k // 16 + 1))][:k]
+    cities = rng.sample(CITIES, k) if k <= len(CITIES) else [
+        f"{c}{i}" for i, c in enumerate(CITIES * (k // len(CITIES) + 1))][:k]
     pairs = [(c, str(rng.randint(100000, 999999))) for c in cities]
-    offs = backend.tokenizer.offsets(hay)
-    room = n - 20 * k
-    text = hay[: offs[room][0]]
-    pieces, last = [], 0
-    for i, (c, num) in enumerate(pairs):
-        cut = text.rfind(". ", 0, int(len(text) * (i + 0.5) / k)) + 1
-        cut = max(cut, last)
-        pieces.append(text[last:cut] + f" The special magic number for {c} is {num}.")
-        last = cut
-    pieces.append(text[last:])
-    return "".join(pieces), pairs
+    text, _ = insert_needles(cut_to_tokens(backend.tokenizer, hay, n - 20 * k),
+                             [((i + 0.5) / k, magic_number(c, num))
+                              for i, (c, num) in enumerate(pairs)])
+    return text, pairs
 
 
 if __name__ == "__main__":

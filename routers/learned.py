@@ -1,10 +1,14 @@
 """The learned router: a small decision tree from evaluation results to a strategy.
 
-Training data is the evaluation runner's results (``results.jsonl``: one JSON object a line, or
-a JSON list, or ``{"results": [...]}``). Each row is one question read by one strategy; the
-fields read here, and only these, are:
+Training data is the evaluation runner's results (``results.jsonl``, read by
+orchestra.eval.results.read_results: one JSON object a line, or a JSON list, or
+``{"results": [...]}``). Each row is one question read by one strategy; the fields read here,
+and only these, are:
 
-- ``strategy`` (str): the strategy that answered (a pipeline name or a kind such as ``rag``).
+- ``strategy_type`` (str): the registered type of the strategy that answered (``rag``,
+  ``full_context``, ``chain_of_agents``, ...), the label; rows without it are labelled by
+  ``strategy`` (a pipeline name, a kind or a type). A label is found in the routed pipeline
+  by its name, its kind or its type (routers/kinds.py), never by guessing from other names.
 - ``scores`` (dict metric -> float): quality; ``metric`` picks one (default: the first of
   ``contains``, ``f1``, ``accuracy``, ``exact_match``, ``rouge_l`` present in every row).
   A row is correct when that score >= ``threshold`` (0.5). Rows without scores, rows with an
@@ -37,6 +41,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from orchestra.errors import ConfigError, InputError
+from orchestra.eval.results import read_results
 from orchestra.types import Route
 
 from orchestra.routers import features as F
@@ -47,37 +52,6 @@ FORMAT = "orchestra-learned-router"
 VERSION = 1
 METRIC_PREFERENCE = ("contains", "f1", "accuracy", "exact_match", "rouge_l")
 ROUTER_ROW = "router"  # the eval runner's name for rows answered through the pipeline's router
-
-
-# -- reading results ---------------------------------------------------------------------------
-def read_results(path: str | Path) -> list[dict]:
-    """Rows of a results file (.jsonl, or .json holding a list or {"results": [...]})."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such results file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not UTF-8 text (invalid byte at offset {e.start})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        data = None  # not one JSON document: read it as JSON lines below
-    if isinstance(data, list):
-        return data
-    if isinstance(data, dict):
-        rows = data.get("results", [data])
-        if not isinstance(rows, list):
-            raise InputError(f"{path}: \"results\" must be a list of result rows")
-        return rows
-    rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}, line {n}: not valid JSON ({e.msg})") from None
-    return rows
 
 
 def _pick_metric(rows: Sequence[dict], metric: str | None, where: str) -> str:
@@ -148,7 +122,7 @@ def labelled_questions(rows: Sequence[dict], metric: str | None = None,
             for k, v in r["features"].items():
                 merged.setdefault(k, v)
         feats.append(merged)
-        labels.append(str(best["strategy"]))
+        labels.append(str(best.get("strategy_type") or best["strategy"]))
     return feats, labels, metric, skipped
 
 
@@ -417,6 +391,6 @@ class LearnedRouter(Router):
 
 
 def train_file(results: str | Path, out: str | Path, **kw) -> TreeModel:
-    model = train(read_results(results), where=str(results), **kw)
+    model = train(read_results(results, missing_ok=False), where=str(results), **kw)
     model.save(out)
     return model

@@ -82,10 +82,10 @@ def hit(case: HaystackCase, start: int, end: int, chunk_text: str) -> bool:
 def needle_cases(essays_dir: Path, n: int, target_tokens: int, count: Callable[[str], int],
                  seed: int = 0) -> list[HaystackCase]:
     """Needle-in-a-haystack: a 6-digit number for a city, hidden in Paul Graham's essays."""
+    from orchestra.eval.needles import CITIES, insert_needles, magic_number, magic_question
+
     rng = random.Random(seed)
     texts = [p.read_text() for p in sorted(Path(essays_dir).glob("*.txt"))]
-    cities = ["Lisbon", "Nairobi", "Osaka", "Quito", "Tallinn", "Hobart", "Bergen", "Cusco",
-              "Dakar", "Hanoi", "Reno", "Split"]
     cases = []
     for i in range(n):
         rng.shuffle(texts)
@@ -97,12 +97,10 @@ def needle_cases(essays_dir: Path, n: int, target_tokens: int, count: Callable[[
                 if p.strip():
                     paras.append(p.strip())
                     total += count(p) + 1
-        city, number = cities[i % len(cities)], str(rng.randrange(100_000, 1_000_000))
-        needle = f"The special magic number for {city} is: {number}."
-        pos = int(len(paras) * (i + 0.5) / n)  # depths spread over the haystack
-        paras.insert(pos, needle)
-        text = "\n\n".join(paras)
-        start = sum(len(p) + 2 for p in paras[:pos])
-        cases.append(HaystackCase(f"What is the special magic number for {city}?", [number],
-                                  text, start, start + len(needle), needle))
+        city, number = CITIES[i % len(CITIES)], str(rng.randrange(100_000, 1_000_000))
+        needle = magic_number(city, number)
+        # depths spread over the haystacks
+        text, [start] = insert_needles("\n\n".join(paras), [((i + 0.5) / n, needle)])
+        cases.append(HaystackCase(magic_question(city), [number], text, start,
+                                  start + len(needle), needle))
     return cases

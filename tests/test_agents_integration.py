@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from orchestra.corpus import Corpus, Document
+from orchestra.eval.needles import cut_to_tokens, essays_text, insert_needles
 from orchestra.strategies.agents import ChainOfAgents, MapReduce
 
 NEEDLES = {0.3: ("The first magic number is 482913.", "482913"),
@@ -18,13 +19,10 @@ QUESTION = "What are the first magic number and the second magic number?"
 
 def haystack(essays_dir, tokenizer, n_tokens: int) -> Document:
     """The essays (sorted by name) cut to ``n_tokens`` tokens, needles at sentence ends."""
-    text = "\n\n".join(p.read_text(encoding="utf-8") for p in sorted(essays_dir.glob("*.txt")))
-    offsets = tokenizer.offsets(text)
-    assert len(offsets) > n_tokens, "the essays are shorter than the haystack asked for"
-    text = text[: offsets[n_tokens][0]]
-    for depth, (sentence, _) in sorted(NEEDLES.items(), reverse=True):
-        at = text.find(". ", int(len(text) * depth)) + 2
-        text = text[:at] + sentence + " " + text[at:]
+    text = essays_text(essays_dir)
+    assert len(tokenizer.offsets(text)) > n_tokens, "the essays are shorter than asked for"
+    text, _ = insert_needles(cut_to_tokens(tokenizer, text, n_tokens),
+                             [(depth, sentence) for depth, (sentence, _) in NEEDLES.items()])
     return Document("essays", text)
 
 

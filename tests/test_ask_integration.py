@@ -5,24 +5,17 @@ import random
 import pytest
 
 from orchestra.cli.main import main
+from orchestra.eval.needles import cut_to_tokens, essays_text, insert_needles, magic_number
 
 pytestmark = pytest.mark.slow
-
-
-def haystack_with_needle(essays_dir, tokenizer, tokens, needle, depth):
-    text = "\n\n".join(p.read_text() for p in sorted(essays_dir.glob("*.txt")))
-    offs = tokenizer.offsets(text)
-    hay = text[: offs[tokens][0]]
-    cut = hay.rfind(". ", 0, int(len(hay) * depth)) + 2
-    return hay[:cut] + needle + " " + hay[cut:]
 
 
 def test_passkey_at_half_depth_in_4k_tokens(embedded, essays_dir, tmp_path, capsys):
     # The pass key is phrased as RULER's needle; the bare "The pass key is N." of the
     # original passkey task is too easy for a 135M model to confuse with a generic definition.
     key = str(random.Random(7).randint(100000, 999999))
-    doc = haystack_with_needle(essays_dir, embedded.tokenizer, 4000,
-                               f"The special magic number for Lisbon is {key}.", 0.5)
+    hay = cut_to_tokens(embedded.tokenizer, essays_text(essays_dir), 4000)
+    doc, _ = insert_needles(hay, [(0.5, magic_number("Lisbon", key))])
     path = tmp_path / "haystack.txt"
     path.write_text(doc)
     code = main(["ask", "--docs", str(path), "--question", "What is the special magic number for Lisbon?",

@@ -315,11 +315,12 @@ def test_embedded_model_exactness(embedded, essays_dir):
 def test_needle_at_16k(embedded, essays_dir):
     """One 16k-token needle (twice the window): found while reading under 10% of pages."""
     from orchestra.corpus import Corpus
-    from orchestra.kv.needle import haystack_text, make_needle
+    from orchestra.eval.needles import essays_text, make_needle
     from orchestra.strategies.kv_pages import KVPages
 
     # 10% depth: the case per-step selection missed (benchmarks/README.md, KV pages).
-    nd = make_needle(embedded.tokenizer, haystack_text(essays_dir), 16000, 0.1)
+    nd = make_needle(embedded.tokenizer, essays_text(essays_dir), 16000, 0.1)
+    assert nd.text[nd.needle_start:nd.needle_end].endswith(f"is {nd.answer}.")
     corpus = Corpus.from_texts([nd.text], embedded.tokenizer)
     assert corpus.n_tokens > 2 * embedded.context_window - 500
     s = KVPages(embedded, page_size=64, top_pages=24, max_tokens=24)

@@ -19,7 +19,8 @@ from orchestra.strategies.base import AGENTS, PAGES, RAG, Fit, Strategy
 from orchestra.strategies.full_context import FullContext
 from orchestra.types import Answer, Trace
 from orchestra.routers import features as F
-from orchestra.routers.learned import LearnedRouter, TreeModel, read_results, train
+from orchestra.eval.results import read_results
+from orchestra.routers.learned import LearnedRouter, TreeModel, train
 from orchestra.routers.llm import LLMRouter, parse_choice
 from orchestra.routers.rules import RulesRouter
 from orchestra.routers.self_route import SelfRouter
@@ -291,6 +292,9 @@ def test_declines_are_recognised_in_plain_words(text, expected):
 
 
 # -- learned -------------------------------------------------------------------------------------
+TYPES = {"full": "full_context", "rag": "rag", "agents": "chain_of_agents"}
+
+
 def synthetic_rows(n_questions: int, seed: int = 0, noise: float = 0.1) -> list[dict]:
     """Results rows where the truly best strategy depends on size and kind, with label noise."""
     rnd = random.Random(seed)
@@ -307,6 +311,7 @@ def synthetic_rows(n_questions: int, seed: int = 0, noise: float = 0.1) -> list[
                  **{f"kind_{k}": int(k == kind) for k in F.QUESTION_KINDS}}
         for strat, prompt in (("full", min(tokens, 8192)), ("rag", 1200), ("agents", 3 * tokens)):
             rows.append({"sample_id": f"q{q}", "question": f"question {q}", "strategy": strat,
+                         "strategy_type": TYPES[strat],
                          "scores": {"contains": float(strat == best), "f1": 0.0},
                          "cost": {"prompt_tokens": prompt, "model_calls": 1},
                          "route": {"strategy": strat, "router": "fixed", "reason": "eval"},
@@ -322,7 +327,7 @@ def test_learned_beats_the_majority_on_held_out_questions():
     # Independent check on fresh questions from the same process.
     fresh = synthetic_rows(60, seed=1, noise=0.0)
     feats = {r["sample_id"]: r["features"] for r in fresh}
-    best = {r["sample_id"]: r["strategy"] for r in fresh if r["scores"]["contains"]}
+    best = {r["sample_id"]: r["strategy_type"] for r in fresh if r["scores"]["contains"]}
     agree = sum(model.predict(feats[k]) == best[k] for k in feats) / len(feats)
     majority = max(list(best.values()).count(s) for s in set(best.values())) / len(best)
     assert agree > majority
@@ -335,7 +340,7 @@ def test_learned_labels_cheapest_correct_strategy():
     from orchestra.routers.learned import labelled_questions
 
     _, labels, _, _ = labelled_questions(rows)
-    cheapest = min(rows, key=lambda r: r["cost"]["prompt_tokens"])["strategy"]
+    cheapest = min(rows, key=lambda r: r["cost"]["prompt_tokens"])["strategy_type"]
     assert labels == [cheapest]
 
 
@@ -376,7 +381,7 @@ def test_learned_refuses_incompatible_files(tmp_path, backend, change, message):
 def test_results_reading_errors_name_file_line_and_field(tmp_path):
     p = tmp_path / "results.jsonl"
     p.write_text('{"a": 1}\n{broken\n')
-    with pytest.raises(InputError, match=r"results.jsonl, line 2"):
+    with pytest.raises(InputError, match=r"results.jsonl:2: malformed results line"):
         read_results(p)
     rows = synthetic_rows(3)
     del rows[4]["cost"]
@@ -410,7 +415,8 @@ def test_train_router_cli(tmp_path, capsys):
     assert main(["train-router", str(results), "-o", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "held out" in printed and f"wrote {out}" in printed
-    assert TreeModel.load(out).classes == ["agents", "full", "rag"]
+    # Labels are the strategies' types, which any pipeline's router finds by type or kind.
+    assert TreeModel.load(out).classes == ["chain_of_agents", "full_context", "rag"]
     assert main(["train-router", str(tmp_path / "missing.jsonl"), "-o", str(out)]) == 2
     assert "no such results file" in capsys.readouterr().err
 

@@ -42,12 +42,12 @@ DEFAULT_DEPTHS = (0.1, 0.3, 0.5, 0.7, 0.9)
 MULTI_NEEDLES = 3
 SEPARATOR = "\n\n"  # how full-context reading joins documents
 
-CITIES = (
-    "Chicago", "Yangon", "Antananarivo", "Colombo", "Almaty", "Sydney", "Mexico City",
-    "Seattle", "Lagos", "Amsterdam", "Belgrade", "Cairo", "Baghdad", "Damascus", "Kigali",
-    "Dakar", "Sofia", "Victoria", "Tashkent", "Mumbai", "Barcelona", "Helsinki", "Lima",
-    "Montevideo", "Oslo", "Quito", "Riga", "Santiago", "Tbilisi", "Vilnius", "Winnipeg",
-    "Zagreb", "Accra", "Bogota", "Dublin", "Hanoi", "Jakarta", "Kyoto", "Lisbon", "Nairobi",
+from orchestra.eval.needles import (  # noqa: E402  (the one needle builder)
+    CITIES,
+    cut_to_tokens,
+    insert_needles,
+    magic_number,
+    magic_question,
 )
 
 
@@ -125,14 +125,6 @@ def _essays(root: Path) -> list[str]:
     return texts
 
 
-def _sentence_start(text: str, pos: int) -> int:
-    """The start of the sentence at or before ``pos`` (needles go between sentences)."""
-    if pos <= 0:
-        return 0
-    cut = max(text.rfind(". ", 0, pos), text.rfind("\n", 0, pos))
-    return 0 if cut < 0 else cut + (2 if text[cut] == "." else 1)
-
-
 def niah(tokenizer: Tokenizer, lengths: Sequence[int], limit: int, seed: int = 0,
          root: Path | None = None, multi: bool = False,
          depths: Sequence[float] = DEFAULT_DEPTHS, split: str | None = None) -> Dataset:
@@ -162,7 +154,7 @@ def niah(tokenizer: Tokenizer, lengths: Sequence[int], limit: int, seed: int = 0
             rng = random.Random(f"{seed}:{name}:{length}:{i}")
             cities = rng.sample(cities_pool, k)
             numbers = [str(rng.randint(100000, 999999)) for _ in cities]
-            needles = [f"The special magic number for {c} is {n}." for c, n in zip(cities, numbers)]
+            needles = [magic_number(c, n) for c, n in zip(cities, numbers)]
             target = rng.randrange(k)
             depth = depths[i % len(depths)]
             # The asked needle sits at `depth`; the others are spread evenly around the haystack.
@@ -174,17 +166,13 @@ def niah(tokenizer: Tokenizer, lengths: Sequence[int], limit: int, seed: int = 0
             while tokenizer.count(hay[: 8 * length]) < length:  # enough essay text
                 hay = hay + "\n\n" + hay
             hay = hay[: 8 * length]
-            offs = tokenizer.offsets(hay)
-            budget = length - sum(tokenizer.count(" " + n + " ") for n in needles)
-            hay = hay[: offs[budget][0]].rstrip() if budget < len(offs) else hay
-            text = hay
-            for nd, idx in sorted(placed, reverse=True):  # insert from the end: offsets hold
-                pos = _sentence_start(text, int(len(hay) * nd))
-                text = text[:pos] + needles[idx] + " " + text[pos:]
+            hay = cut_to_tokens(tokenizer, hay, length - sum(tokenizer.count(" " + n + " ")
+                                                             for n in needles))
+            text, _ = insert_needles(hay, [(nd, needles[idx]) for nd, idx in placed])
             city = cities[target]
             samples.append(Sample(
                 sample_id=f"{name}:{length}:{i}", dataset=name,
-                question=f"What is the special magic number for {city}?",
+                question=magic_question(city),
                 documents=[Document(id="haystack", text=text)], answers=[numbers[target]],
                 task="niah", length=length,
                 meta={"depth": depth, "needles": len(needles), "tokens": tokenizer.count(text)},

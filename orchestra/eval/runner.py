@@ -29,6 +29,7 @@ from orchestra.corpus import Corpus
 from orchestra.errors import InputError, OrchestraError
 from orchestra.eval import metrics
 from orchestra.eval.datasets import Dataset, Sample
+from orchestra.eval.results import read_results  # noqa: F401  (the one reader; also used here)
 from orchestra.types import Answer, Cost, Route
 
 log = logging.getLogger(__name__)
@@ -113,41 +114,6 @@ def sample_key(sample: Sample) -> str:
     """What a sample asks: its documents, question, answers and task (not its id or line)."""
     return stable_hash([[d.id, d.text] for d in sample.documents], sample.question,
                        list(sample.answers), sample.task)
-
-
-def read_results(path: Path, repair: bool = True) -> list[dict]:
-    """Rows of a results file. A last line cut short by a crash is dropped (and, with
-    ``repair``, cut from the file so appending continues on a clean line; readers that only
-    look, perhaps while a run is writing, pass ``repair=False``). A malformed line elsewhere is
-    an error."""
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        keep = data.rfind(b"\n") + 1
-        if repair:
-            log.warning("%s: dropping an unfinished last line (%d bytes)", path,
-                        len(data) - keep)
-            with open(path, "r+b") as f:
-                f.truncate(keep)
-        data = data[:keep]
-    rows = []
-    for n, raw in enumerate(data.split(b"\n"), 1):
-        if not raw.strip():
-            continue
-        try:
-            row = json.loads(raw.decode("utf-8"))
-        except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
-            raise InputError(f"{path}:{n}: malformed results line ({e}); fix or remove it, "
-                             "or use another --out") from None
-        bad = ("not a JSON object" if not isinstance(row, dict) else
-               "no 'sample_id'" if not isinstance(row.get("sample_id"), str) else
-               "no 'strategy'" if not isinstance(row.get("strategy"), str) else None)
-        if bad:
-            raise InputError(f"{path}:{n}: a results row with {bad}; fix or remove it, or use "
-                             "another --out")
-        rows.append(row)
-    return rows
 
 
 class Runner:
@@ -256,7 +222,8 @@ class Runner:
 
     def _run(self, samples: list[Sample]) -> list[dict]:
         self._check_run_info()
-        rows = read_results(self.results_path)
+        rows = read_results(self.results_path, repair=True, required=("sample_id", "strategy"),
+                            hint="fix or remove it, or use another --out")
         done = {r.get("key") for r in rows}
         todo = [(s, n) for s in samples for n in self.strategies
                 if self.row_key(s, n) not in done]
@@ -310,6 +277,9 @@ class Runner:
             "sample_id": sample.sample_id, "dataset": sample.dataset, "length": sample.length,
             "task": sample.task, "question": sample.question, "gold": sample.answers,
             "strategy": name, "answer": ans.text, "scores": scores,
+            # the strategy's registered type: what a learned router's label names, whatever
+            # this pipeline called it
+            "strategy_type": self._type_of(name),
             "quality": scores[metrics.headline(sample.task)],
             "cost": (ans.cost or Cost()).model_dump(), "route": route.model_dump(),
             "reason": route.reason, "evidence_recall": recall,
@@ -319,6 +289,12 @@ class Runner:
         if error:
             row["error"] = error
         return row
+
+    def _type_of(self, name: str) -> str | None:
+        from orchestra.spec import type_name
+
+        s = self.pipeline.strategies.get(name)
+        return type_name(s) if s is not None else None
 
     def _compute_features(self, sample: Sample, corpus: Corpus) -> dict:
         if self._features is None:
