@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     for n in args.lengths:
         for depth in args.depths:
             nd = make_needle(backend.tokenizer, hay, n, depth)
-            corpus = Corpus.from_inputs([nd.text], backend.tokenizer)
+            corpus = Corpus.from_texts([nd.text], backend.tokenizer)
             s = KVPages(backend, **kw)  # a fresh instance: no handle carried between samples
             handle, _ = s.prefill(corpus, progress=True)
             ans = s.ask(nd.question, corpus, handle,
@@ -130,7 +130,7 @@ def reuse(backend, hay, args, kw, kv_bytes) -> None:
 
     n = args.reuse_length
     base = make_multi_needle(backend, hay, n, args.reuse)
-    corpus = Corpus.from_inputs([base[0]], backend.tokenizer)
+    corpus = Corpus.from_texts([base[0]], backend.tokenizer)
     s = KVPages(backend, **kw)
     t0 = time.perf_counter()
     answers = []

@@ -225,8 +225,16 @@ class Pipeline:
         yield from run_streaming(work, names, router, route)
 
     def run_batch(self, questions: Sequence[str], documents) -> list[Answer]:
+        # Every question is checked before any is answered: a bad last one must not cost
+        # (or discard) the answers to the others.
+        checked = []
+        for n, q in enumerate(questions, 1):
+            try:
+                checked.append(check_question(q))
+            except InputError as e:
+                raise InputError(f"question {n} of {len(questions)}: {e}") from None
         corpus = self.corpus(documents)
-        return [self.run(q, corpus) for q in questions]
+        return [self.run(q, corpus) for q in checked]
 
     # -- serialising ----------------------------------------------------------------------
     def to_config(self, full: bool = False) -> dict:

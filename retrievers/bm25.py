@@ -91,6 +91,8 @@ class BM25Retriever(Retriever):
         vocab = json.loads(str(state["vocab"]))
         if max((v for t, v in vocab.items() if t), default=-1) >= len(state["indptr"]) - 1:
             raise ValueError("its vocabulary and score matrix disagree")
+        if not np.isfinite(state["data"]).all():  # loads fine, then ranks nothing: damaged
+            raise ValueError("its scores hold NaN or infinite values")
         bm = self._new()
         bm.scores = {"data": state["data"], "indices": state["indices"],
                      "indptr": state["indptr"], "num_docs": num_docs}

@@ -215,6 +215,9 @@ class DenseRetriever(Retriever):
         vectors, row_chunk = state["vectors"], state["row_chunk"]
         if vectors.ndim != 2 or len(vectors) != len(row_chunk):
             raise ValueError("its vectors and row map disagree")
+        if not np.issubdtype(vectors.dtype, np.floating) or not np.isfinite(vectors).all():
+            # NaN vectors load fine and then match nothing: a damaged file, rebuilt.
+            raise ValueError("its vectors hold NaN or infinite values")
         if len(row_chunk) and (row_chunk.min() < 0 or row_chunk.max() >= len(chunks)
                                or len(np.unique(row_chunk)) != len(chunks)):
             raise ValueError("its rows do not cover the corpus's chunks")

@@ -9,6 +9,7 @@ from orchestra.config import check, load_config
 from orchestra.errors import ConfigError
 from orchestra.pipeline import Pipeline
 from orchestra.registry import register
+from orchestra.corpus import Document
 
 REPO = Path(__file__).resolve().parent.parent
 register("backend", "scripted", "orchestra.backends.scripted:ScriptedBackend")
@@ -35,7 +36,7 @@ def validate(path, allow=()):
 
 def test_good_file_builds_and_runs(tmp_path):
     pipe = Pipeline.from_yaml(write(tmp_path, GOOD))
-    a = pipe.run("What?", ["some text"])
+    a = pipe.run("What?", [Document("d", "some text")])
     assert a.text == "one" and a.route.strategy == "full" and a.route.router == "fixed"
     assert a.cost.model_calls == 1 and a.cost.wall_seconds > 0
 
@@ -70,7 +71,7 @@ def test_dotted_path_allowed_only_when_caller_allows_it(tmp_path):
     with pytest.raises(ConfigError, match="allow_modules"):
         Pipeline.from_yaml(path)
     pipe = Pipeline.from_yaml(path, allow_modules=["orchestra.strategies"])
-    assert pipe.run("q?", ["t"]).text == "x"
+    assert pipe.run("q?", [Document("d", "t")]).text == "x"
 
 
 def test_environment_interpolation(tmp_path, monkeypatch):
@@ -81,7 +82,7 @@ def test_environment_interpolation(tmp_path, monkeypatch):
         Pipeline.from_yaml(path)
     monkeypatch.setenv("ORCH_TEST_REPLY", "secret")
     pipe = Pipeline.from_yaml(path)
-    assert pipe.run("q?", ["t"]).text == "secret"
+    assert pipe.run("q?", [Document("d", "t")]).text == "secret"
     assert "${ORCH_TEST_REPLY}" in pipe.to_yaml()  # secrets are not written back out
 
 

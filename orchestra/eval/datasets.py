@@ -29,6 +29,7 @@ import json
 import os
 import random
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -259,19 +260,33 @@ def _leval_files(root: Path) -> dict[str, Path]:
 
 
 def _read_jsonl(path: Path, problems: list[str]) -> Iterator[tuple[int, dict]]:
-    """(line number, object) per good line; a malformed line is reported and skipped."""
+    """(line number, object) per good line; a malformed line (bad JSON, not UTF-8, nested too
+    deeply for the parser) is reported and skipped. Only regular files are read (a FIFO would
+    block)."""
     try:
-        f = path.open(encoding="utf-8")
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise InputError(f"{path}: not a regular file; give a .jsonl file")
+        f = path.open("rb")
     except OSError as e:
         raise InputError(f"{path}: cannot be read ({e.strerror})") from None
     with f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
+        for n, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                problems.append(f"{path}:{n}: not UTF-8 text (invalid byte at column "
+                                f"{e.start + 1}); skipped")
                 continue
             try:
                 obj = json.loads(line)
-            except ValueError as e:
+            except json.JSONDecodeError as e:
                 problems.append(f"{path}:{n}: malformed JSON ({e.msg} at column {e.colno}); skipped")
+                continue
+            except (ValueError, RecursionError) as e:  # a 5000-digit number, deep nesting
+                problems.append(f"{path}:{n}: unreadable JSON ({type(e).__name__}: "
+                                f"{str(e)[:80]}); skipped")
                 continue
             if not isinstance(obj, dict):
                 problems.append(f"{path}:{n}: expected a JSON object, got "
@@ -366,7 +381,7 @@ def user_jsonl(path: Path, tokenizer: Tokenizer, lengths: Sequence[int], limit: 
         raise InputError(f"the dev fraction must be between 0 and 1 (exclusive), got "
                          f"{dev_fraction}")
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"{path}: no such dataset file")
     problems: list[str] = []
     samples: list[Sample] = []

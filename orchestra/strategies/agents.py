@@ -122,9 +122,12 @@ class _AgentStrategy(Strategy):
             self.manager.request([Note("")], question).messages)
         need = manager_min + self.note_tokens + self.max_tokens
         if need > window:
-            raise ConfigError(f"the manager prompt ({manager_min} tokens) + note_tokens "
-                              f"{self.note_tokens} + max_tokens {self.max_tokens} = {need} "
-                              f"exceed the {window}-token window; lower note_tokens")
+            # Name the larger of the two settings first: a huge max_tokens is the usual cause.
+            lower = ("max_tokens (the answer's length) or note_tokens"
+                     if self.max_tokens >= self.note_tokens else "note_tokens or max_tokens")
+            raise ConfigError(f"max_tokens {self.max_tokens} + note_tokens {self.note_tokens} + "
+                              f"the manager prompt ({manager_min} tokens) = {need} tokens exceed "
+                              f"the model's {window}-token window; lower {lower}")
 
     def chunks(self, corpus: Corpus) -> list[Chunk]:
         chunks = [c for c in corpus.chunk(self.chunk_tokens, self.overlap) if c.text.strip()]

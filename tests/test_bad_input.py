@@ -1,0 +1,621 @@
+"""Bad input, one row per probe (issue 14): a clear refusal, never a traceback, a hang or an
+invented answer.
+
+``CLI_ROWS`` run the real ``orchestra`` command in a subprocess and check the exit status, that
+exactly one line says what is wrong (naming the file, field or sizes) and that no traceback is
+printed. Rows fail before any model loads: the ones that need a backend use the scripted one
+through a pipeline file (``--allow-module orchestra.backends.scripted``). The next probe adds a
+row. Defects that need a Python object (a stub HTTP server, a damaged cache file) are tests
+below the table, named after the defect.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+from orchestra.backends.base import GenerationRequest, Message
+from orchestra.backends.scripted import ScriptedBackend
+from orchestra.corpus import Corpus, Document
+from orchestra.errors import BackendError, InputError
+
+ORCHESTRA = Path(sys.executable).with_name("orchestra")
+ALLOW = ["--allow-module", "orchestra.backends.scripted"]
+SCRIPTED = ('backend: {type: "orchestra.backends.scripted:ScriptedBackend", '
+            'replies: ["Alice is 30."], context_window: 512}\n')
+LONG_QUESTION = "Why " + "really " * 700 + "?"
+FIFO = object()  # a file entry: make a named pipe there
+
+# Ten levels of nine aliases: a 618-byte file that expands to a billion values.
+LAUGHS = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+    f"{c}: &{c} [{','.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefghi", "bcdefghij"))
+
+
+@dataclass
+class Row:
+    id: str  # the defect it guards, then what it tries
+    argv: list[str]  # "{tmp}" is the row's folder (also the working directory)
+    expect: list[str]  # all in the one error (or warning) line; "{tmp}" and "{pid}" expand
+    files: dict = field(default_factory=dict)  # name -> str | bytes | FIFO
+    env: dict = field(default_factory=dict)
+    code: int = 2  # 0: it runs, with exactly one warning line holding `expect`
+    hold: Callable | None = None  # (tmp) -> a context manager held while the command runs
+
+
+def pipeline(strategy: str, router: str = "", backend: str = SCRIPTED) -> str:
+    return backend + "strategies:\n  " + strategy + "\n" + router
+
+
+CLI_ROWS = [
+    # D-1: a path that does not exist is an error, never the document's text.
+    Row("D-1 ask: a file name with a space",
+        ["ask", "--docs", "my report.txt", "-q", "What does the report conclude?",
+         "--strategy", "full_context", "--json"], ["my report.txt: no such file or directory"]),
+    Row("D-1 ask: a bare word", ["ask", "--docs", "notes", "-q", "What?"],
+        ["notes: no such file or directory"]),
+    Row("D-1 ask: another suffix", ["ask", "--docs", "report.pdf", "-q", "What?"],
+        ["report.pdf: no such file or directory"]),
+    Row("D-1 ask: a missing folder", ["ask", "--docs", "my notes/missing file.txt", "-q", "What?"],
+        ["my notes/missing file.txt: no such file or directory"]),
+    Row("D-1 run: a missing path", ["run", "p.yaml", "--docs", "my report.txt", "-q", "What?",
+                                    *ALLOW],
+        ["my report.txt: no such file or directory"],
+        files={"p.yaml": pipeline("full: {type: full_context}")}),
+    Row("D-1 ask: no documents at all", ["ask", "-q", "What?"], ["no documents", "--text"]),
+    # H-1, P-8: only regular text files.
+    Row("H-1 ask: a FIFO named x.txt", ["ask", "--docs", "x.txt", "-q", "What?"],
+        ["x.txt: not a regular file"], files={"x.txt": FIFO}),
+    Row("H-1 validate: a FIFO pipeline file", ["validate", "p.yaml"],
+        ["p.yaml: not a regular file"], files={"p.yaml": FIFO}),
+    Row("P-8 ask: a file of NUL bytes", ["ask", "--docs", "nul.txt", "-q", "What?"],
+        ["nul.txt: a binary file", "NUL byte"], files={"nul.txt": b"\x00" * 64}),
+    # C-1: max_tokens below 1 on the command line and in a file.
+    Row("C-1 ask: --max-tokens 0", ["ask", "--text", "t", "-q", "q?", "--max-tokens", "0"],
+        ["--max-tokens", "must be at least 1, got 0"]),
+    Row("C-1 ask: --max-tokens -5", ["ask", "--text", "t", "-q", "q?", "--max-tokens", "-5"],
+        ["--max-tokens", "must be at least 1, got -5"]),
+    Row("C-1 validate: max_tokens 0", ["validate", "p.yaml", *ALLOW],
+        ["p.yaml:4: field strategies.full.max_tokens", "positive integer, not 0"],
+        files={"p.yaml": pipeline("full: {type: full_context,\n         max_tokens: 0}")}),
+    Row("C-1 run: max_tokens 0", ["run", "p.yaml", "--text", "t", "-q", "q?", *ALLOW],
+        ["p.yaml:4: field strategies.full.max_tokens", "positive integer, not 0"],
+        files={"p.yaml": pipeline("full: {type: full_context,\n         max_tokens: 0}")}),
+    # C-2, P-1: a question longer than the window is named as the problem, with both sizes.
+    Row("C-2 run: a long question, full_context with truncation head",
+        ["run", "p.yaml", "--text", "Alice is 30.", "-q", LONG_QUESTION, *ALLOW],
+        ["the question is too long", "702 tokens", "window is 512 tokens"],
+        files={"p.yaml": pipeline("full: {type: full_context, truncation: head}")}),
+    Row("P-1 run: a long question, rag",
+        ["run", "p.yaml", "--text", "Alice is 30.", "-q", LONG_QUESTION, *ALLOW],
+        ["the question is too long", "702 tokens", "window is 512 tokens"],
+        files={"p.yaml": pipeline("rag: {type: rag, retriever: bm25, top_k_tokens: 256}")}),
+    # P-2: max_tokens over the window names max_tokens and the window.
+    Row("P-2 run: max_tokens 100000 in chain_of_agents",
+        ["run", "p.yaml", "--text", "Alice is 30.", "-q", "How old is Alice?", *ALLOW],
+        ["max_tokens 100000", "8192-token window", "lower max_tokens"],
+        files={"p.yaml": pipeline("agents: {type: chain_of_agents, max_tokens: 100000}",
+                                  backend=SCRIPTED.replace("512", "8192"))}),
+    # C-7, C-8, S-1: the pipeline-file loader.
+    Row("C-7 validate: a Python tag on a scalar", ["validate", "p.yaml"],
+        ["p.yaml:4: value '' cannot be read", "python/name:os.system"],
+        files={"p.yaml": pipeline("full: {type: full_context,\n"
+                                  "         truncation: !!python/name:os.system ''}")}),
+    Row("C-8 validate: a directory", ["validate", "{tmp}"], ["{tmp}: a directory"]),
+    Row("C-8 serve: --port 80000", ["serve", "--port", "80000"],
+        ["--port", "80000 is outside the port range 0-65535"]),
+    Row("S-1 validate: a billion laughs", ["validate", "p.yaml"],
+        ["p.yaml:2: YAML aliases (*a) are not allowed"], files={"p.yaml": LAUGHS}),
+    Row("S-1 validate: a 2 MiB file", ["validate", "p.yaml"],
+        ["p.yaml: 2097152 bytes, more than a pipeline file may hold (1048576)"],
+        files={"p.yaml": "#" * (2 << 20)}),
+    Row("S-1 validate: nesting 100 levels deep", ["validate", "p.yaml"],
+        ["p.yaml:1: values are nested more than 64 levels deep"],
+        files={"p.yaml": "a: " + "[" * 100 + "]" * 100 + "\n"}),
+    # P-3: what run refuses, validate refuses, with file, line and field.
+    Row("P-3 validate: truncation sideways", ["validate", "p.yaml"],
+        ["p.yaml:3: field strategies.full.truncation", "not 'sideways'"],
+        files={"p.yaml": pipeline("full: {type: full_context,\n         truncation: sideways}",
+                                  backend="")}),
+    Row("P-3 validate: a negative top_k_tokens", ["validate", "p.yaml"],
+        ["p.yaml:3: field strategies.rag.top_k_tokens", "positive integer, not -5"],
+        files={"p.yaml": pipeline("rag: {type: rag,\n        top_k_tokens: -5}", backend="")}),
+    Row("P-3 validate: a prompt without {context}", ["validate", "p.yaml"],
+        ["p.yaml:3: field strategies.full.prompts", "lacks the field(s) {context}"],
+        files={"p.yaml": pipeline("full: {type: full_context,\n"
+                                  "         prompts: {reader: 'Answer {question}'}}",
+                                  backend="")}),
+    Row("P-3 validate: a file:// base_url", ["validate", "p.yaml"],
+        ["p.yaml:1: field backend.base_url", "http(s) URL, not 'file:///etc/passwd'"],
+        files={"p.yaml": pipeline("full: {type: full_context}",
+                                  backend="backend: {type: openai, base_url: "
+                                          "'file:///etc/passwd'}\n")}),
+    # P-5: a number where a strategy's name belongs.
+    Row("P-5 validate: a numeric strategy key", ["validate", "p.yaml"],
+        ["p.yaml:4: field router.strategy", "got the int 1", 'quotes ("1")'],
+        files={"p.yaml": pipeline("1: {type: full_context}",
+                                  "router: {type: fixed,\n  strategy: 1}\n", backend="")}),
+    # P-7: every question is checked before any is answered (nothing printed).
+    Row("P-7 run: an empty second question",
+        ["run", "p.yaml", "--text", "Alice is 30.", "-q", "How old is Alice?", "-q", "  ",
+         *ALLOW], ["question 2 of 2: the question is empty"],
+        files={"p.yaml": pipeline("full: {type: full_context}")}),
+    # C-6, D-3: the eval runner's files.
+    Row("C-6 eval: a non-UTF-8 dataset",
+        ["eval", "--pipeline", "p.yaml", "--dataset", "jsonl:data.jsonl", "--out", "out",
+         "--no-progress", *ALLOW], ["data.jsonl: no usable sample", "data.jsonl:1: not UTF-8"],
+        files={"p.yaml": pipeline("full: {type: full_context}"),
+               "data.jsonl": b'{"context": "caf\xe9", "question": "q?", "answers": ["a"]}\n'}),
+    Row("C-6 eval: a results row without sample_id",
+        ["eval", "--pipeline", "p.yaml", "--dataset", "jsonl:data.jsonl", "--out", "out",
+         "--no-progress", *ALLOW], ["out/results.jsonl:1: a results row with no 'sample_id'"],
+        files={"p.yaml": pipeline("full: {type: full_context}"),
+               "data.jsonl": '{"context": "Alice is 30.", "question": "Age?", "answers": ["30"]}\n',
+               "out/results.jsonl": '{"strategy": "full"}\n'}),
+    Row("C-6 eval: a cut-short run.json is rewritten, the run goes on",
+        ["eval", "--pipeline", "p.yaml", "--dataset", "jsonl:data.jsonl", "--out", "out",
+         "--no-progress", "--strategies", "full", *ALLOW], ["out/run.json is unreadable"],
+        files={"p.yaml": pipeline("full: {type: full_context}"),
+               "data.jsonl": '{"context": "Alice is 30.", "question": "Age?", "answers": ["30"]}\n',
+               "out/run.json": '{"dataset": "jso'}, code=0),
+    Row("D-3 eval: a second run into a held --out",
+        ["eval", "--pipeline", "p.yaml", "--dataset", "jsonl:data.jsonl", "--out", "out",
+         "--no-progress", *ALLOW], ["out is in use by another orchestra eval (pid {pid}"],
+        files={"p.yaml": pipeline("full: {type: full_context}"),
+               "data.jsonl": '{"context": "Alice is 30.", "question": "Age?", "answers": ["30"]}\n'},
+        hold=lambda tmp: __import__("orchestra.eval.runner", fromlist=["x"]).out_dir_lock(
+            tmp / "out")),
+    # C-4: a cache folder that cannot be written: the run goes on uncached, one warning.
+    Row("C-4 run: ORCHESTRA_CACHE cannot be written",
+        ["run", "p.yaml", "--text", "Alice is 30 years old. Bob is 20.", "-q", "How old is Alice?",
+         *ALLOW], ["the cache folder {tmp}/file/cache cannot be written", "without a cache"],
+        files={"p.yaml": pipeline("rag: {type: rag, retriever: bm25, top_k_tokens: 256}"),
+               "file": "not a folder"},
+        env={"ORCHESTRA_CACHE": "{tmp}/file/cache"}, code=0),
+    # C-3: a model folder that cannot be loaded is named (transformers loads, no weights do).
+    Row("C-3 run: a model folder with a broken config.json",
+        ["run", "p.yaml", "--text", "t", "-q", "q?"],
+        ["{tmp}/model: cannot be loaded as a Hugging Face model"],
+        files={"p.yaml": pipeline("full: {type: full_context}",
+                                  backend="backend: {type: transformers, model: '{tmp}/model'}\n"),
+               "model/config.json": '{"model_type": "llama", "hidden_size": '}),
+    Row("C-3 run: a model folder with custom code",
+        ["run", "p.yaml", "--text", "t", "-q", "q?"],
+        ["{tmp}/model: cannot be loaded as a Hugging Face model"],
+        files={"p.yaml": pipeline("full: {type: full_context}",
+                                  backend="backend: {type: transformers, model: '{tmp}/model'}\n"),
+               "model/config.json": json.dumps({"model_type": "evil", "auto_map": {
+                   "AutoModelForCausalLM": "modeling_evil.Evil"}}),
+               "model/modeling_evil.py": "open('/tmp/orchestra-evil-ran', 'w')\n"}),
+]
+
+
+def _make(tmp: Path, files: dict) -> None:
+    for name, content in files.items():
+        path = tmp / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if content is FIFO:
+            os.mkfifo(path)
+        elif isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content.replace("{tmp}", str(tmp)))
+
+
+def run_cli(argv: list[str], cwd: Path, env: dict | None = None, timeout: float = 60):
+    return subprocess.run([str(ORCHESTRA), *argv], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL,
+                          env={**os.environ, "ORCHESTRA_QUIET": "1",
+                               "ORCHESTRA_CACHE": str(cwd / "cache"), **(env or {})})
+
+
+@pytest.mark.parametrize("row", CLI_ROWS, ids=[r.id for r in CLI_ROWS])
+def test_cli_refuses_bad_input(row: Row, tmp_path: Path):
+    _make(tmp_path, row.files)
+    sub = lambda s: s.replace("{tmp}", str(tmp_path)).replace("{pid}", str(os.getpid()))  # noqa: E731
+    held = row.hold(tmp_path) if row.hold else nullcontext()
+    with held:
+        t0 = time.monotonic()
+        proc = run_cli([sub(a) for a in row.argv], tmp_path,
+                       {k: sub(v) for k, v in row.env.items()})
+        seconds = time.monotonic() - t0
+    output = proc.stdout + proc.stderr
+    assert "Traceback" not in output, output
+    assert proc.returncode == row.code, output
+    assert seconds < 30, f"took {seconds:.0f} s"
+    kind = "error:" if row.code else "orchestra: warning:"
+    lines = [ln for ln in proc.stderr.splitlines() if kind in ln]
+    assert len(lines) == 1, proc.stderr
+    for want in row.expect:
+        assert sub(want) in lines[0], lines[0]
+    if row.code:
+        assert proc.stdout == "", "nothing is answered when any input is refused"
+    assert not Path("/tmp/orchestra-evil-ran").exists()
+
+
+# -- the Python API -------------------------------------------------------------------------
+def test_d1_api_never_reads_a_missing_path_as_text(tmp_path):
+    from orchestra.api import ask
+    from orchestra.corpus import load_documents
+
+    backend = ScriptedBackend(["invented"])
+    for missing in ("my report.txt", "notes", "report.pdf", str(tmp_path / "gone.txt")):
+        with pytest.raises(InputError, match="no such file or directory"):
+            ask("What does the report conclude?", [missing], strategy="full_context",
+                backend=backend)
+        with pytest.raises(InputError, match="no such file or directory"):
+            load_documents(missing)
+    assert backend.requests == []
+    # Text is given explicitly: a Document or text=.
+    assert ask("Who?", text="Alice spoke.", strategy="full_context",
+               backend=ScriptedBackend(["Alice"])).text == "Alice"
+    assert [d.text for d in load_documents([Document("d", "x")], text=["y"])] == ["x", "y"]
+
+
+def test_p7_api_run_batch_checks_every_question_first():
+    from orchestra.pipeline import Pipeline
+    from orchestra.strategies.full_context import FullContext
+
+    backend = ScriptedBackend(["30"])
+    pipe = Pipeline(backend, {"full": FullContext(backend)})
+    with pytest.raises(InputError, match="question 2 of 2: the question is empty"):
+        pipe.run_batch(["How old is Alice?", "  "], [Document("d", "Alice is 30.")])
+    assert backend.requests == []  # the first question was not answered and thrown away
+
+
+# -- D-2: eval resume keys rows by content ---------------------------------------------------
+def test_d2_eval_resume_answers_an_edited_sample_again(tmp_path):
+    from orchestra.eval.datasets import Sample
+    from orchestra.eval.runner import Runner, read_results
+    from orchestra.pipeline import Pipeline
+    from orchestra.routers.fixed import FixedRouter
+    from orchestra.strategies.full_context import FullContext
+
+    def samples(q2: str, a2: str):
+        return [Sample(sample_id=f"jsonl:{i}", dataset="toy", question=q, task="qa", length=0,
+                       documents=[Document("d", "Alice is 30. Bob is 20.")], answers=[a])
+                for i, (q, a) in enumerate([("How old is Alice?", "30"), (q2, a2)], 1)]
+
+    def run(s):
+        backend = ScriptedBackend(lambda r: "30" if "Alice" in r.messages[-1].content[-40:]
+                                  else "20")
+        strategies = {"full": FullContext(backend)}
+        pipe = Pipeline(backend, strategies, FixedRouter(strategies, strategy="full"))
+        return Runner(pipe, tmp_path, ["full"], progress=False).run(s), backend
+
+    rows, _ = run(samples("How old is Alice?", "30"))
+    assert [r["answer"] for r in rows] == ["30", "30"]
+    # Line 2 edited: a new question and answer under the same line number (the same id).
+    rows, backend = run(samples("How old is Bob?", "20"))
+    assert len(backend.requests) == 1  # line 1 is reused, line 2 is answered again
+    assert [(r["question"], r["answer"], r["quality"]) for r in rows] == [
+        ("How old is Alice?", "30", 1.0), ("How old is Bob?", "20", 1.0)]
+    assert len(read_results(tmp_path / "results.jsonl")) == 3  # the stale row stays in the file
+    # A strategy's settings changed: its rows are answered again too.
+    backend = ScriptedBackend(["30", "20"])
+    strategies = {"full": FullContext(backend, max_tokens=12)}
+    pipe = Pipeline(backend, strategies, FixedRouter(strategies, strategy="full"))
+    Runner(pipe, tmp_path, ["full"], progress=False).run(samples("How old is Bob?", "20"))
+    assert len(backend.requests) == 2
+
+
+def test_d3_eval_runner_refuses_a_held_output_folder(tmp_path):
+    from orchestra.eval.runner import Runner, out_dir_lock
+
+    backend = ScriptedBackend(["x"])
+    from orchestra.pipeline import Pipeline
+    from orchestra.strategies.full_context import FullContext
+
+    pipe = Pipeline(backend, {"full": FullContext(backend)})
+    code = ("import sys, time; from orchestra.eval.runner import out_dir_lock\n"
+            "with out_dir_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(30)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(InputError, match=f"in use by another orchestra eval "
+                                             f"\\(pid {holder.pid}"):
+            Runner(pipe, tmp_path, ["full"], progress=False).run([])
+    finally:
+        holder.kill()
+        holder.wait()
+    # A killed holder leaves no stale lock.
+    with out_dir_lock(tmp_path):
+        pass
+
+
+# -- C-5, H-2: the OpenAI backend against servers that misbehave ------------------------------
+@contextmanager
+def http_server(handler):
+    class H(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            handler(self)
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            handler(self)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _reply(body: bytes, ctype="application/json"):
+    def handler(h):
+        h.send_response(200)
+        h.send_header("Content-Type", ctype)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+    return handler
+
+
+GOOD = {"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1}}
+
+
+@pytest.mark.parametrize("body, ctype, words", [
+    (b"<html><body>Proxy login</body></html>", "text/html", "is not JSON"),
+    (json.dumps(GOOD).encode()[:25], "application/json", "is not JSON"),
+    (json.dumps({**GOOD, "usage": {"prompt_tokens": "three", "completion_tokens": 1}}).encode(),
+     "application/json", "usage counts are not token counts"),
+    (json.dumps([GOOD]).encode(), "application/json", r"no choices\[0\]\.message"),
+], ids=["html", "truncated", "usage-not-numbers", "a-list"])
+def test_c5_openai_backend_names_a_reply_it_cannot_read(body, ctype, words):
+    from orchestra.backends.openai_backend import OpenAIBackend
+
+    with http_server(_reply(body, ctype)) as url:
+        b = OpenAIBackend(url, model="m", context_window=512, max_retries=0)
+        with pytest.raises(BackendError, match=words):
+            b.generate_one(GenerationRequest(messages=[Message(role="user", content="hi")],
+                                             max_tokens=4))
+
+
+def test_c5_openai_backend_names_a_model_list_that_is_a_list():
+    from orchestra.backends.openai_backend import OpenAIBackend
+
+    with http_server(_reply(json.dumps([{"id": "m"}]).encode())) as url:
+        with pytest.raises(BackendError, match="did not reply with"):
+            OpenAIBackend(url, max_retries=0).context_window
+
+
+def test_h2_openai_timeout_bounds_the_whole_request():
+    from orchestra.backends.openai_backend import OpenAIBackend
+
+    body = json.dumps(GOOD).encode()
+
+    def trickle(h):  # one byte every 0.2 s: each read is quick, the reply takes 20 s
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        try:
+            for i in range(len(body)):
+                h.wfile.write(body[i:i + 1])
+                h.wfile.flush()
+                time.sleep(0.2)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    with http_server(trickle) as url:
+        b = OpenAIBackend(url, model="m", context_window=512, timeout=1.0, max_retries=0)
+        t0 = time.monotonic()
+        with pytest.raises(BackendError, match="within the 1 s timeout"):
+            b.generate_one(GenerationRequest(messages=[Message(role="user", content="hi")],
+                                             max_tokens=4))
+        assert time.monotonic() - t0 < 3
+
+
+# -- D-4, C-3, C-9, P-4: caches that load but are damaged ------------------------------------
+def test_d4_bm25_index_with_nan_scores_is_rebuilt_with_a_warning(tmp_path, monkeypatch):
+    from orchestra.backends.scripted import RegexTokenizer
+    from orchestra.retrievers.base import IndexCacheWarning
+    from orchestra.retrievers.bm25 import BM25Retriever
+
+    monkeypatch.setenv("ORCHESTRA_CACHE", str(tmp_path))
+    corpus = Corpus([Document("d", "Alice is 30 years old. " * 20 + "Bob likes tea.")],
+                    RegexTokenizer())
+    first = BM25Retriever(chunk_tokens=16, overlap=0).index(corpus)
+    path = first.index_path(corpus, first._key)
+    with np.load(path) as z:
+        state = {k: z[k] for k in z.files}
+    state["data"] = np.full_like(state["data"], np.nan)
+    with open(path, "wb") as f:
+        np.savez(f, **state)
+    with pytest.warns(IndexCacheWarning, match="NaN"):
+        again = BM25Retriever(chunk_tokens=16, overlap=0).index(
+            Corpus(corpus.documents, RegexTokenizer()))
+    assert not again.loaded_from_cache
+    assert "tea" in again.retrieve("What does Bob like?", 1)[0].chunk.text
+
+
+def _tiny_copy(tiny_llama_dir: Path, dest: Path) -> Path:
+    import shutil
+
+    shutil.copytree(tiny_llama_dir, dest)
+    return dest
+
+
+def test_d4_model_weights_with_nan_are_named(tiny_llama_dir, tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from orchestra.backends.hf import TransformersBackend
+
+    d = _tiny_copy(tiny_llama_dir, tmp_path / "model")
+    weights = load_file(d / "model.safetensors")
+    name = next(k for k in weights if k.endswith("mlp.down_proj.weight"))
+    weights[name][0, :8] = torch.nan
+    save_file(weights, d / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(BackendError, match=f"{d}: the model's weights are damaged .*NaN"):
+        TransformersBackend(model=str(d), device="cpu")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "config", "missing"])
+def test_c3_a_damaged_model_folder_is_named(tiny_llama_dir, tmp_path, damage):
+    from orchestra.backends.hf import TransformersBackend
+
+    d = _tiny_copy(tiny_llama_dir, tmp_path / "model")
+    w = d / "model.safetensors"
+    if damage == "truncated":
+        w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+    elif damage == "config":
+        (d / "config.json").write_text('{"model_type": "llama", "hidden_')
+    else:
+        w.unlink()
+    with pytest.raises(BackendError, match=f"{d}: cannot be loaded as a Hugging Face model"):
+        TransformersBackend(model=str(d), device="cpu")
+
+
+def _handle_blob(keys_shape=(2, 2, 100, 8), pages=1):
+    import torch
+
+    from orchestra.kv.config import PageConfig
+    from orchestra.kv.handle import FORMAT, FORMAT_VERSION
+
+    n = keys_shape[2]
+    L, H, _, D = keys_shape
+    return {"format": FORMAT, "version": FORMAT_VERSION, "fingerprint": "fp", "key": "k",
+            "config": PageConfig().as_dict(), "n_tokens": n, "prefill_seconds": 0.1,
+            "token_ids": torch.zeros(n, dtype=torch.long),
+            "char_offsets": torch.zeros(n, 2, dtype=torch.long),
+            "keys": torch.zeros(keys_shape), "values": torch.zeros(keys_shape),
+            "kmin": torch.zeros(L, H, pages, D), "kmax": torch.zeros(L, H, pages, D),
+            "kmean": torch.zeros(L, H, pages, D), "baselines": {}}
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda b: b.update(kmin=b["kmin"][:, :, :0]), "kmin has shape"),
+    (lambda b: b.update(values=b["values"][:, :, :50]), "disagree"),
+    (lambda b: b.update(keys=b["keys"][0]), "4-D float"),
+    (lambda b: b.update(token_ids=b["token_ids"][:3]), "token ids"),
+    (lambda b: b.pop("n_tokens"), "KeyError"),
+], ids=["pages", "values", "dims", "token-ids", "missing-field"])
+def test_c9_kv_handle_with_wrong_shapes_is_refused(tmp_path, change, words):
+    import torch
+
+    from orchestra.kv.handle import PrefilledDocument
+
+    good = _handle_blob()
+    torch.save(good, tmp_path / "good.pt")
+    assert PrefilledDocument.load(tmp_path / "good.pt", "fp").n_tokens == 100
+    bad = _handle_blob()
+    change(bad)
+    torch.save(bad, tmp_path / "h.pt")
+    with pytest.raises(InputError, match=f"{tmp_path / 'h.pt'}: a damaged kv_pages handle .*"
+                                         f"{words}.*delete it"):
+        PrefilledDocument.load(tmp_path / "h.pt", "fp")
+    with pytest.raises(InputError, match="not the model's"):
+        PrefilledDocument.load(tmp_path / "good.pt", "fp", dims=(3, 2, 8))
+
+
+@pytest.mark.parametrize("damage", [b"not a torch file", None], ids=["garbage", "shapes"])
+def test_p4_kv_pages_prefills_a_damaged_handle_again(tiny_backend, tmp_path, monkeypatch, damage):
+    import torch
+
+    from orchestra.cache import CacheWarning
+    from orchestra.kv.handle import PrefilledDocument
+    from orchestra.strategies.kv_pages import KVPages
+
+    monkeypatch.setenv("ORCHESTRA_CACHE", str(tmp_path))
+    kw = dict(page_size=16, top_pages=4, sink=4, local=32, chunk=64, max_tokens=3, persist=True)
+    corpus = Corpus.from_texts([" ".join(["word"] * 300)], tiny_backend.tokenizer)
+    first = KVPages(tiny_backend, **kw)
+    first.answer("Which word?", corpus)
+    (path,) = (tmp_path / "kv_pages").glob("*.pt")
+    if damage is None:
+        blob = torch.load(path, weights_only=True)
+        blob["kmin"] = blob["kmin"][:, :, :1]
+        torch.save(blob, path)
+    else:
+        path.write_bytes(damage)
+    with pytest.warns(CacheWarning, match=f"{path}.*prefilling the document again"):
+        again = KVPages(tiny_backend, **kw).answer("Which word?", corpus)
+    assert again.cost.prefill_seconds > 0
+    assert PrefilledDocument.load(path, first.fingerprint).n_tokens > 0  # replaced, readable
+
+
+def test_c4_read_only_cache_runs_without_caching(tmp_path, monkeypatch):
+    import orchestra.cache as cache
+    from orchestra.cache import CacheWarning, cache_dir
+
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("ORCHESTRA_CACHE", str(tmp_path / "file" / "cache"))
+    monkeypatch.setattr(cache, "_fallback", None)
+    with pytest.warns(CacheWarning, match="cannot be written") as warned:
+        a = cache_dir("indexes", "bm25")
+        b = cache_dir("models")
+    assert len(warned) == 1 and a.is_dir() and b.is_dir()
+    assert not str(a).startswith(str(tmp_path))
+
+
+@pytest.mark.slow
+def test_d4_c3_damaged_embedded_cache_is_converted_again(tmp_path, monkeypatch):
+    """The real embedded model: 4096 bytes of 0xFF inside its converted weights (which load,
+    then answer nothing) and a truncated weights file are both converted again, with a
+    warning, and the model answers."""
+    import shutil
+
+    from orchestra.backends.embedded import embedded_model_dir
+    from orchestra.backends.hf import TransformersBackend
+    from orchestra.cache import CacheWarning
+
+    src = embedded_model_dir()
+    monkeypatch.setenv("ORCHESTRA_CACHE", str(tmp_path))
+    dest = tmp_path / "models" / src.name
+    shutil.copytree(src, dest)
+    w = dest / "model.safetensors"
+    with open(w, "r+b") as f:
+        f.seek(w.stat().st_size // 2)
+        f.write(b"\xff" * 4096)
+    with pytest.warns(CacheWarning, match="NaN or infinite.*converting the embedded model again"):
+        backend = TransformersBackend(model="embedded", device="cpu")
+    req = GenerationRequest(messages=[Message(role="user", content="What is 2 + 2?")],
+                            max_tokens=8)
+    assert backend.generate_one(req).text.strip()
+    w = backend.model_path / "model.safetensors"
+    w.write_bytes(w.read_bytes()[:1000])
+    with pytest.warns(CacheWarning, match="cannot be loaded.*converting the embedded model again"):
+        assert TransformersBackend(model="embedded", device="cpu").generate_one(req).text.strip()
+
+
+@pytest.mark.slow
+def test_d4_dense_index_with_nan_vectors_is_rebuilt(tmp_path, monkeypatch):
+    from orchestra.backends.scripted import RegexTokenizer
+    from orchestra.retrievers.base import IndexCacheWarning
+    from orchestra.retrievers.dense import DenseRetriever
+
+    monkeypatch.setenv("ORCHESTRA_CACHE", str(tmp_path))
+    docs = [Document("a", "The lighthouse keeper counted gulls every morning."),
+            Document("b", "Tea was served in the garden at four.")]
+    first = DenseRetriever(show_progress=False).index(Corpus(docs, RegexTokenizer()))
+    path = first.index_path(first.corpus, first._key)
+    with np.load(path) as z:
+        state = {k: z[k] for k in z.files}
+    state["vectors"] = np.full_like(state["vectors"], np.nan)
+    with open(path, "wb") as f:
+        np.savez(f, **state)
+    with pytest.warns(IndexCacheWarning, match="NaN"):
+        again = DenseRetriever(show_progress=False).index(Corpus(docs, RegexTokenizer()))
+    assert again.retrieve("Who counted gulls?", 1)[0].chunk.doc_id == "a"
