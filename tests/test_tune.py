@@ -93,6 +93,7 @@ def dev_quality(best: Path, backend, dataset: Path) -> float:
     return sum(scores) / len(scores)
 
 
+@pytest.mark.slow  # ~10 s: a full search / two processes
 def test_tune_finds_the_planted_configuration_and_best_yaml_reproduces(tmp_path, capsys):
     data = write_dataset(tmp_path / "data.jsonl", n=12)
     reader = planted_reader(needs_for(data))
@@ -343,3 +344,59 @@ def test_a_configuration_that_fails_is_pruned_with_its_reason(tmp_path, capsys):
     assert result.best.params["rag.max_tokens"] != "16"
     assert "cannot read with 16 tokens" in (out / "report.md").read_text()
     assert "trial" in capsys.readouterr().err
+
+
+class SlowPlantedBackend(ScriptedBackend):
+    """The planted reader behind a pipeline file (for a tune run as a separate process), a
+    little slow so the process can be killed mid-study."""
+
+    def __init__(self, **kw):
+        import time
+
+        def reply(req):
+            time.sleep(0.02)
+            project = re.search(r"code word for the (\w+) project\?",
+                                req.messages[-1].content).group(1)
+            return planted_reader({project: 1 + len(project) % 3})(req)
+
+        super().__init__(reply, context_window=4096)
+
+
+@pytest.mark.slow  # ~10 s: a full search / two processes
+def test_a_tune_killed_with_sigkill_resumes(tmp_path):
+    """The real thing: `orchestra tune` in its own process, killed (SIGKILL) mid-study, then
+    run again: it finishes the budget and no (configuration, sample) is answered twice."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = write_dataset(tmp_path / "data.jsonl", n=6)
+    pipe = pipeline_file(tmp_path, {**PIPELINE,
+                                    "backend": {"type": "test_tune:SlowPlantedBackend"}})
+    out = tmp_path / "tune"
+    cmd = [sys.executable, "-m", "orchestra.cli.main", "tune", str(pipe), "--dataset",
+           str(data), "--trials", "12", "--params", ",".join(PARAMS), "--target", "rag",
+           "--out", str(out), "--allow-module", "test_tune", "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent),
+           "ORCHESTRA_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    answers = out / "answers.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if answers.exists() and len(answers.read_text().splitlines()) >= 20:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = [json.loads(x)["key"] for x in answers.read_text().splitlines() if x.endswith("}")]
+    assert 20 <= len(first) < 12 * 6
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    keys = [json.loads(x)["key"] for x in answers.read_text().splitlines()]
+    assert len(keys) == len(set(keys)) and set(first) <= set(keys)
+    report = (out / "report.md").read_text()
+    assert report.count("| complete |") == 12
+    assert main(["validate", str(out / "best.yaml"), "--allow-module", "test_tune"]) == 0
