@@ -104,3 +104,25 @@ def test_the_embedded_default_reads_its_values_from_the_smollm2_profile():
         for opt, value in smollm2.get(comp.type, {}).items():
             given = DEFAULT_PIPELINE["strategies"][name].get(opt)
             assert comp.options[opt] == (value if given is None else given)
+
+
+def test_a_tuned_hybrid_choice_reaches_pipelines_that_fuse_their_own_retrievers(tmp_path):
+    """profile.yaml from a tune that chose hybrid retrieval with 96-token structure chunks:
+    the default pipeline (which fuses its own dense and bm25) reads with that chunking."""
+    from orchestra.tune.space import plan, profile_values
+
+    base = {"retrievers": {"dense": {"type": "dense"}, "bm25": {"type": "bm25"}},
+            "strategies": {"rag": {"type": "rag", "retriever": ["dense", "bm25"]}}}
+    p = plan(base, params=["retriever", "chunk_tokens", "chunking", "dense_weight"],
+             target="rag")
+    sections, notes = profile_values(base, p, {
+        "rag.retriever": "hybrid", "rag.chunk_tokens": "96", "rag.chunking": "structure",
+        "rag.dense_weight": "0.75"})
+    assert sections["retrievers"]["hybrid"]["weights"] == [0.75, 0.25]
+    assert any("names its retriever" in n for n in notes)
+    write(tmp_path / "tuned.yaml", {"family": "tuned", **sections})
+    pipe = write(tmp_path / "pipe.yaml", {**base, "profile": "tuned.yaml"})
+    rag = build(load_config(pipe)[0]).strategies["rag"]
+    members = rag.retriever.retrievers
+    assert [m.chunk_tokens for m in members] == [96, 96]
+    assert [m.chunking for m in members] == ["structure", "structure"]

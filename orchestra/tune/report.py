@@ -39,7 +39,15 @@ def write_profile(result: TuneResult, path: Path, family: str, header: Sequence[
                   sections: dict) -> Path:
     """The best values as a profile file (orchestra.profiles): name it as ``profile:`` or copy
     it over a built-in profile."""
-    data = {"family": family, "description": "values chosen by orchestra tune on dev",
+    from orchestra.errors import ConfigError
+    from orchestra.profiles import load_profile
+
+    try:  # keep a built-in family's model-name patterns, so the file can replace it
+        match = load_profile(family).match
+    except ConfigError:
+        match = []
+    data = {"family": family, "match": match,
+            "description": "values chosen by orchestra tune on dev",
             "tuned": " / ".join(header), **sections}
     text = "".join(f"# {line}\n" for line in header)
     text += yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)

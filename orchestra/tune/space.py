@@ -471,8 +471,18 @@ def profile_values(data: dict, the_plan: Plan, labels: dict[str, str]) -> tuple[
         if retr is not None:
             rtype = retr.pop("type")
             if rtype == "hybrid":
+                # The members' chunking also goes to their own types, so a pipeline that
+                # defines dense and bm25 retrievers (and fuses them) reads with it too.
+                for member in ("dense", "bm25"):
+                    retrievers.setdefault(member, {k: v for k, v in retr.items()
+                                                   if k != "weights"})
                 retr = {"retrievers": ["dense", "bm25"], **retr}
             mine["retriever"] = rtype
+            given = (data.get("strategies") or {}).get(comp.name, {}).get("retriever")
+            if given is not None:
+                notes.append(f"{comp.name}: the pipeline names its retriever ({given!r}), which "
+                             f"wins over the profile's choice ({rtype!r}); the profile's chunking "
+                             "applies to retrievers of the same types")
             if rtype in retrievers and retrievers[rtype] != retr:
                 notes.append(f"{comp.name}: its {rtype} settings differ from another "
                              "strategy's; the profile keeps the first")
