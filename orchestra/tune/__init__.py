@@ -22,6 +22,14 @@ Usage::
   orchestra.profiles; name it as ``profile:`` in other pipelines), ``OUT/report.md`` (every
   trial; the Pareto front of quality against prompt tokens) and ``OUT/trials.png``.
 
+- A model family's defaults: ``cp OUT/profile.yaml orchestra/profiles/smollm2.yaml`` (it
+  keeps the family's ``match`` patterns and names the command and dev score in ``tuned``).
+- Cost: each trial answers every dev sample once (answers already cached are free); with the
+  embedded reader on CPU a RULER-QA answer at 2-4k tokens takes ~4-10 s, so 40 trials x 20
+  questions is about an hour. A focused ``--params`` list (e.g.
+  ``reorder,reader_template,reader_system,top_k_tokens,chunk_tokens,retriever``) lets TPE learn
+  more from fewer trials than the whole space of every strategy.
+
 From Python: ``orchestra.tune.tune(pipeline, dataset, out, trials=..., backend=...)``.
 """
 
