@@ -55,10 +55,10 @@ def default_embedder_path() -> Path:
 
 def load_embedder(model: str | None = None, device: str = "cpu"):
     """One SentenceTransformer per (path, device) per process."""
-    path = default_embedder_path() if model in (None, "", "default") else Path(model).expanduser()
-    if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
-        raise ConfigError(f"embedder {str(path)!r} is not a local sentence-transformers model "
-                          "directory (no modules.json or config.json); nothing is downloaded")
+    from orchestra.backends.local import model_dir
+
+    path = model_dir(model, what="embedder", needs=("modules.json", "config.json"),
+                     default=default_embedder_path, error=ConfigError)
     key = (str(path), device)
     with _models_lock:
         if key not in _models:

@@ -22,7 +22,6 @@ truncates) wins (routers/base.py ``first_feasible``). Orders name strategy kinds
 
 from __future__ import annotations
 
-from typing import Any
 
 from orchestra.errors import ConfigError
 from orchestra.types import Route

@@ -16,7 +16,6 @@ from orchestra.backends.base import (
     BATCHING,
     KV_PAGES,
     LOGPROBS,
-    Backend,
     GenerationRequest,
     GenerationResult,
     Message,
@@ -24,6 +23,7 @@ from orchestra.backends.base import (
     apply_stop,
     check_requests,
 )
+from orchestra.backends.local import HFTokenizerBackend, model_dir
 from orchestra.errors import BackendError, ContextOverflowError
 
 
@@ -64,7 +64,7 @@ def _resolve_device(device: str) -> str:
     return device
 
 
-class TransformersBackend(Backend):
+class TransformersBackend(HFTokenizerBackend):
     name = "transformers"
 
     def __init__(
@@ -83,17 +83,7 @@ class TransformersBackend(Backend):
         self.device = _resolve_device(device)
         if threads:
             torch.set_num_threads(threads)
-        if model == "embedded":
-            from orchestra.backends.embedded import embedded_model_dir
-
-            path = embedded_model_dir()
-        else:
-            path = Path(model).expanduser()
-            if not (path / "config.json").is_file():
-                raise BackendError(
-                    f"model {model!r} is not 'embedded' nor a local Hugging Face model directory "
-                    "(no config.json there); nothing is downloaded at run time"
-                )
+        path = model_dir(model)
         if dtype == "auto":
             torch_dtype = torch.float32 if self.device == "cpu" else torch.bfloat16
         else:
@@ -114,18 +104,12 @@ class TransformersBackend(Backend):
                                                           local_files_only=True)
         self.model.to(self.device).eval()
         self.load_seconds = time.perf_counter() - t0
-        self._tokenizer = HFTokenizer(self.hf_tokenizer)
-        self._window = context_window or int(
-            getattr(self.model.config, "max_position_embeddings", 2048)
-        )
+        self._use_tokenizer(self.hf_tokenizer, context_window or int(
+            getattr(self.model.config, "max_position_embeddings", 2048)))
         self.batch_size = max(1, int(batch_size))
         self.lock = threading.RLock()
 
-    # -- protocol -------------------------------------------------------------------------
-    @property
-    def context_window(self) -> int:
-        return self._window
-
+    # -- protocol (the window, tokenizer and prompt counts: HFTokenizerBackend) -------------
     @property
     def capabilities(self) -> frozenset[str]:
         caps = {BATCHING, LOGPROBS}
@@ -136,16 +120,6 @@ class TransformersBackend(Backend):
     def supports_kv_pages(self) -> bool:
         # Paged attention is implemented for Llama-style decoders (RoPE, GQA).
         return getattr(self.model.config, "model_type", "") in ("llama", "mistral", "qwen2")
-
-    @property
-    def tokenizer(self) -> HFTokenizer:
-        return self._tokenizer
-
-    def chat_text(self, messages: Sequence[Message]) -> str:
-        return self._tokenizer.chat_text(messages)
-
-    def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
-        return self._tokenizer.count_chat(messages)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         requests = check_requests(requests)

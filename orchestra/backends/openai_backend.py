@@ -17,7 +17,6 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, Sequence
 from urllib.parse import urlsplit
 
@@ -340,17 +339,10 @@ class OpenAIBackend(Backend):
         )
 
     def _load_local_tokenizer(self, option: str) -> None:
-        if option == "embedded":
-            from orchestra.backends.embedded import embedded_model_dir
+        from orchestra.backends.local import model_dir
 
-            path = embedded_model_dir()
-        else:
-            path = Path(option).expanduser()
-            if not (path / "tokenizer_config.json").is_file() and not (
-                    path / "tokenizer.json").is_file():
-                raise ConfigError(f"openai backend: tokenizer {option!r} is not 'embedded' nor a "
-                                  "local Hugging Face tokenizer directory (no tokenizer.json or "
-                                  "tokenizer_config.json there)")
+        path = model_dir(option, what="tokenizer", error=ConfigError,
+                         needs=("tokenizer.json", "tokenizer_config.json"))
         from transformers import AutoTokenizer
 
         from orchestra.backends.hf import HFTokenizer

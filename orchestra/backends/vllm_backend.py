@@ -11,18 +11,16 @@ on this backend.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any, Sequence
 
 from orchestra.backends.base import (
     BATCHING,
     PREFIX_CACHE,
-    Backend,
     GenerationRequest,
     GenerationResult,
-    Message,
     check_requests,
 )
+from orchestra.backends.local import HFTokenizerBackend, model_dir
 from orchestra.errors import BackendError, ContextOverflowError
 
 INSTALL_MESSAGE = (
@@ -67,28 +65,7 @@ def _import_vllm():
     return vllm
 
 
-def _local_model(model: str) -> Path:
-    """A local model directory: a path, or a hub id already in the local Hugging Face cache."""
-    path = Path(model).expanduser()
-    if (path / "config.json").is_file():
-        return path
-    if not path.exists() and model.count("/") == 1:
-        try:
-            from huggingface_hub import snapshot_download
-
-            cached = Path(snapshot_download(model, local_files_only=True))
-            if (cached / "config.json").is_file():
-                return cached
-        except Exception:  # noqa: BLE001  (not cached, or no huggingface_hub)
-            pass
-    raise BackendError(
-        f"model {model!r} is not 'embedded', a local Hugging Face model directory (with "
-        "config.json) nor a model in the local Hugging Face cache; nothing is downloaded at "
-        "run time: fetch it beforehand (huggingface-cli download) or use model: embedded"
-    )
-
-
-class VLLMBackend(Backend):
+class VLLMBackend(HFTokenizerBackend):
     name = "vllm"
 
     def __init__(
@@ -104,15 +81,8 @@ class VLLMBackend(Backend):
         engine_options: dict[str, Any] | None = None,
     ):
         vllm = _import_vllm()
-        from orchestra.backends.hf import HFTokenizer
-
         self.model_name = model
-        if model == "embedded":
-            from orchestra.backends.embedded import embedded_model_dir
-
-            path = embedded_model_dir()
-        else:
-            path = _local_model(model)
+        path = model_dir(model)
         kwargs: dict[str, Any] = dict(
             model=str(path), dtype=dtype, gpu_memory_utilization=gpu_memory_utilization,
             tensor_parallel_size=tensor_parallel_size,
@@ -130,9 +100,7 @@ class VLLMBackend(Backend):
         except Exception as e:  # noqa: BLE001  (CUDA, memory and config failures alike)
             raise BackendError(f"vllm could not load {str(path)!r}: {type(e).__name__}: {e}") from e
         self.load_seconds = time.perf_counter() - t0
-        self.hf_tokenizer = self.llm.get_tokenizer()
-        self._tokenizer = HFTokenizer(self.hf_tokenizer)
-        self._window = int(context_window or self._engine_window())
+        self._use_tokenizer(self.llm.get_tokenizer(), context_window or self._engine_window())
         self.prefix_caching = bool(enable_prefix_caching)
 
     def _engine_window(self) -> int:
@@ -144,31 +112,16 @@ class VLLMBackend(Backend):
                 continue
         raise BackendError("cannot read the context window from vllm; give context_window=")
 
-    # -- protocol -------------------------------------------------------------------------
-    @property
-    def context_window(self) -> int:
-        return self._window
-
+    # -- protocol (the window, tokenizer and prompt counts: HFTokenizerBackend) -------------
     @property
     def capabilities(self) -> frozenset[str]:
         return frozenset({BATCHING, PREFIX_CACHE} if self.prefix_caching else {BATCHING})
-
-    @property
-    def tokenizer(self):
-        return self._tokenizer
-
-    def chat_text(self, messages: Sequence[Message]) -> str:
-        return self._tokenizer.chat_text(messages)
-
-    def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
-        return self._tokenizer.count_chat(messages)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         requests = check_requests(requests)
         prompts, params = [], []
         for r in requests:
-            ids = self.hf_tokenizer(self.chat_text(r.messages),
-                                    add_special_tokens=False)["input_ids"]
+            ids = self.prompt_ids(r.messages)
             if len(ids) + r.max_tokens > self._window:
                 raise ContextOverflowError(len(ids) + r.max_tokens, self._window,
                                            what="the prompt plus max_tokens")

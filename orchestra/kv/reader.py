@@ -143,17 +143,18 @@ class TransformersPagedReader(PagedReader):
     def generate(self, kv: "PagedKV", prompt: Sequence[int], max_tokens: int,
                  pages: "torch.Tensor | None" = None, watch_pages: Sequence[int] = (),
                  on_token: Callable[[str], None] | None = None) -> "GenerationOutput":
-        step = None
+        step: Callable[[int], None] | None = None
         if on_token is not None:
             ids: list[int] = []
 
-            def step(token_id: int) -> None:
+            def each(token_id: int) -> None:
                 if token_id in self._eos:
                     return
                 ids.append(token_id)
                 # The whole reply so far: multi-token characters and spaces decode right.
-                on_token(self._tok.decode([t for t in ids if t not in self._eos],
-                                          skip_special_tokens=True).lstrip())
+                on_token(self._tok.decode(ids, skip_special_tokens=True).lstrip())
+
+            step = each
         with self._lock:
             return self._engine.generate(kv, prompt, max_tokens, set(self._eos), pages=pages,
                                          watch_pages=watch_pages, on_token=step)
