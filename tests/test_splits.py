@@ -131,4 +131,8 @@ def test_eval_cli_passes_the_split_to_the_loader(tmp_path, capsys, monkeypatch):
                  "--dev-fraction", "0.3", "--out", str(tmp_path / "out"),
                  "--allow-module", "orchestra.backends.scripted"])
     assert code == 2 and "stop here" in capsys.readouterr().err
-    assert seen == {"spec": "mine.jsonl", "split": "test", "dev_fraction": 0.3}
+    # The split is written into the dataset's name (run.json and the report name it).
+    assert seen == {"spec": "mine.jsonl:test", "split": None, "dev_fraction": 0.3}
+    assert main(["eval", "--dataset", "ruler_qa:dev", "--split", "test", "--lengths", "1000",
+                 "--out", str(tmp_path / "out2")]) == 2
+    assert "disagree" in capsys.readouterr().err

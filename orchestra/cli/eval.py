@@ -67,6 +67,14 @@ def run(args) -> int:
 
     lengths = parse_lengths(args.lengths)
     check_spec(args.dataset)
+    if args.split:  # written into the dataset's name, so run.json and the report say it
+        from orchestra.eval.datasets import parse_split
+
+        base, named = parse_split(args.dataset)
+        if named and named != args.split:
+            raise InputError(f"--dataset {args.dataset} and --split {args.split} disagree; "
+                             "give one split")
+        args.dataset, args.split = f"{base}:{args.split}", None
     if args.limit < 1:
         raise InputError(f"--limit must be at least 1, got {args.limit}")
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
