@@ -33,7 +33,8 @@ _PREAMBLES = [re.compile(p, re.I) for p in (
     r"^a\s*:\s*",
     r"^(?:it|this|that)(?:'s| is| was)\s+",
 )]
-_QUESTION_ECHO = re.compile(r"^\s*(?:question|q)\s*:.*?(?:\?|\n)\s*(?:answer|a)\s*:\s*", re.I | re.S)
+_QUESTION_ECHO = re.compile(r"^\s*(?:question|q)\s*:.*?(?:\?|\n)\s*(?:answer|a)\s*:\s*",
+                            re.I | re.S)
 _QUOTES = "\"'“”‘’`*_"
 
 

@@ -34,7 +34,7 @@ def test_builtin_profiles_load_and_pick_by_model_name():
 
 
 def test_a_named_profile_fills_what_the_pipeline_leaves_out(tmp_path):
-    prof = write(tmp_path / "mine.yaml", {
+    write(tmp_path / "mine.yaml", {
         "family": "mine",
         "strategies": {"rag": {"reorder": "score_last", "top_k_tokens": 512,
                                "max_tokens": 24}},
@@ -73,8 +73,7 @@ def test_the_backend_family_picks_the_default_profile(tmp_path, monkeypatch):
 
 
 def test_bad_profiles_are_refused_naming_file_and_field(tmp_path, capsys):
-    bad = write(tmp_path / "bad.yaml", {"family": "x",
-                                        "strategies": {"rag": {"reorderr": "edges"}}})
+    write(tmp_path / "bad.yaml", {"family": "x", "strategies": {"rag": {"reorderr": "edges"}}})
     pipe = write(tmp_path / "pipe.yaml", {"profile": "bad.yaml",
                                           "strategies": {"rag": {"type": "rag"}}})
     assert main(["validate", pipe]) == 2

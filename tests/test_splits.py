@@ -4,7 +4,6 @@ nothing crosses the split (tuning reads dev, tables report test)."""
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 from conftest import data_path
