@@ -222,6 +222,10 @@ def test_tune_refuses_bad_input_with_one_message(tmp_path, capsys):
     assert "no tunable strategy" in msg and "c (test_tune:Constant)" in msg
     msg = _cli_error(capsys, base + ["--trials", "3", "--params", "reorder,bogus"])
     assert "unknown setting(s) bogus" in msg
+    msg = _cli_error(capsys, base + ["--trials", "3", "--target", "nope"])
+    assert "no strategy 'nope'" in msg
+    assert "--dev-fraction" in _cli_error(capsys, base + ["--trials", "3", "--dev-fraction", "1"])
+    assert "--minutes must be positive" in _cli_error(capsys, base + ["--minutes", "-1"])
     assert not Path(out).exists() or not any(Path(out).iterdir())
 
 

@@ -105,6 +105,9 @@ def tune(pipeline: str | Path | dict, dataset: str, out: str | Path, *,
         raise InputError(f"--minutes must be positive, got {minutes}")
     if limit < 1:
         raise InputError(f"--limit must be at least 1, got {limit}")
+    if not 0 < dev_fraction < 1:
+        raise InputError(f"--dev-fraction must be between 0 and 1 (exclusive), got "
+                         f"{dev_fraction}")
     check_spec(dataset)
     base, split = parse_split(dataset)
     if split == REFUSED_SPLIT:
