@@ -397,3 +397,27 @@ def test_inline_documents_are_forgotten_and_registered_corpora_are_capped(
                                                     "corpus_id": first.json()["id"]})
     assert r.status_code == 200 and list(pipe._corpora) != []  # the registered one stays
     assert httpx.get(server.url + "/v1/corpora/" + first.json()["id"]).json()["questions"] == 1
+
+
+def test_a_client_that_never_finishes_its_headers_is_disconnected(monkeypatch):
+    from orchestra.backends.scripted import ScriptedBackend
+    from orchestra.server import runner, serve_in_thread
+
+    monkeypatch.setattr(runner, "HEADER_SECONDS", 0.5)
+    server = serve_in_thread(ScriptedBackend(lambda r: "ok", context_window=4096))
+    try:
+        parts = urlsplit(server.url)
+        stalled = [socket.create_connection((parts.hostname, parts.port), timeout=5)
+                   for _ in range(20)]
+        for s in stalled:
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")  # never ends
+        ok = httpx.post(server.url + "/v1/chat/completions", json={
+            "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+        assert ok.status_code == 200  # others are served meanwhile
+        time.sleep(1.5)
+        assert all(s.recv(10) == b"" for s in stalled)  # closed by the server
+        for s in stalled:
+            s.close()
+    finally:
+        server.shutdown()
+        server.server_close()
