@@ -42,6 +42,22 @@ class Chunk:
     n_tokens: int
 
 
+def check_chunking(chunk_tokens: Any, overlap: Any, where: str = "",
+                   error: type[Exception] = InputError) -> tuple[int, int]:
+    """``(chunk_tokens, overlap)`` as integers with ``chunk_tokens >= 1`` and ``0 <= overlap <
+    chunk_tokens``, else one ``error`` naming both (``where``: whose settings they are). The
+    one check of a chunking: Corpus.chunk, the retrievers and the agent strategies use it."""
+    pre = f"{where}: " if where else ""
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in (chunk_tokens, overlap)):
+        raise error(f"{pre}chunk_tokens and overlap must be integers, got {chunk_tokens!r} "
+                    f"and {overlap!r}")
+    if chunk_tokens < 1:
+        raise error(f"{pre}chunk_tokens must be at least 1, got {chunk_tokens}")
+    if not 0 <= overlap < chunk_tokens:
+        raise error(f"{pre}overlap must be in [0, chunk_tokens={chunk_tokens}), got {overlap}")
+    return chunk_tokens, overlap
+
+
 def _chunk_id(doc_id: str, start: int, end: int, text: str) -> str:
     h = hashlib.sha256(f"{doc_id}\x00{start}\x00{end}\x00".encode() + text.encode())
     return h.hexdigest()[:16]
@@ -221,10 +237,7 @@ class Corpus:
     def chunk(self, chunk_tokens: int | None = None, overlap: int | None = None) -> list[Chunk]:
         chunk_tokens = self.default_chunk_tokens if chunk_tokens is None else chunk_tokens
         overlap = self.default_overlap if overlap is None else overlap
-        if chunk_tokens < 1:
-            raise InputError(f"chunk_tokens must be at least 1, got {chunk_tokens}")
-        if not 0 <= overlap < chunk_tokens:
-            raise InputError(f"overlap must be in [0, chunk_tokens), got {overlap}")
+        check_chunking(chunk_tokens, overlap)
         key = (chunk_tokens, overlap)
         if key not in self._chunkings:
             chunks: list[Chunk] = []

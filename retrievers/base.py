@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Iterable, Sequence
 import numpy as np
 
 from orchestra.cache import atomic_file, cache_dir, stable_hash
-from orchestra.corpus import Chunk, Corpus
+from orchestra.corpus import Chunk, Corpus, check_chunking
 from orchestra.errors import ConfigError, InputError
 from orchestra.spec import Component
 
@@ -74,20 +74,6 @@ def score_profile(scores: Iterable[float | ScoredChunk],
     return out
 
 
-def check_chunking(name: str, chunk_tokens: Any, overlap: Any) -> tuple[int, int]:
-    try:
-        chunk_tokens, overlap = int(chunk_tokens), int(overlap)
-    except (TypeError, ValueError):
-        raise ConfigError(f"retriever {name!r}: chunk_tokens and overlap must be integers, "
-                          f"got {chunk_tokens!r} and {overlap!r}") from None
-    if chunk_tokens < 1:
-        raise ConfigError(f"retriever {name!r}: chunk_tokens must be at least 1, got {chunk_tokens}")
-    if not 0 <= overlap < chunk_tokens:
-        raise ConfigError(f"retriever {name!r}: overlap must be in [0, chunk_tokens={chunk_tokens}),"
-                          f" got {overlap}")
-    return chunk_tokens, overlap
-
-
 class Retriever(Component, ABC):
     name: ClassVar[str] = "retriever"
     # What the scores mean; routers compare score profiles only within one kind.
@@ -102,8 +88,9 @@ class Retriever(Component, ABC):
         # ``backend`` is accepted so a pipeline can build every component the same way.
         self.backend = backend
         self.chunk_tokens, self.overlap = check_chunking(
-            self.name, chunk_tokens or self.default_chunk_tokens,
-            self.default_overlap if overlap is None else overlap)
+            chunk_tokens or self.default_chunk_tokens,
+            self.default_overlap if overlap is None else overlap, f"retriever {self.name!r}",
+            ConfigError)
         self.cache = bool(cache)
         self.chunks: list[Chunk] | None = None
         self.corpus: Corpus | None = None

@@ -30,7 +30,7 @@ from orchestra.agents.manager import Manager
 from orchestra.agents.notes import Note, parse_reply, render
 from orchestra.agents.prompts import agent_prompts, split_prompts
 from orchestra.agents.worker import Worker
-from orchestra.corpus import Chunk, Corpus
+from orchestra.corpus import Chunk, Corpus, check_chunking
 from orchestra.errors import ConfigError, InputError
 from orchestra.prompts import UNANSWERABLE, format_passages
 from orchestra.strategies.base import AGENTS, Strategy
@@ -74,13 +74,10 @@ class _AgentStrategy(Strategy):
                  progress: bool | None = None, **strategy_kw):
         agent_over, reader_over = split_prompts(prompts)
         super().__init__(backend, prompts=reader_over, **strategy_kw)
-        self.chunk_tokens = _positive_int("chunk_tokens", chunk_tokens)
+        self.chunk_tokens, self.overlap = check_chunking(chunk_tokens, overlap,
+                                                         f"strategy {self.name!r}", ConfigError)
         self.note_tokens = _positive_int("note_tokens", note_tokens)
         self.worker_max_tokens = _positive_int("worker_max_tokens", worker_max_tokens)
-        if (isinstance(overlap, bool) or not isinstance(overlap, int)
-                or not 0 <= overlap < chunk_tokens):
-            raise ConfigError(f"overlap must be an integer in [0, chunk_tokens={chunk_tokens}), "
-                              f"not {overlap!r}")
         if min_overlap is not None and not (isinstance(min_overlap, (int, float))
                                             and 0 < min_overlap <= 1):
             raise ConfigError(f"min_overlap must be in (0, 1] or null (no grounding), "
@@ -88,7 +85,6 @@ class _AgentStrategy(Strategy):
         if self.worker_max_tokens > self.note_tokens:
             raise ConfigError(f"worker_max_tokens ({worker_max_tokens}) must not exceed "
                               f"note_tokens ({note_tokens}): a note is at most one reply")
-        self.overlap = overlap
         self.min_overlap = min_overlap
         self.progress = progress
         self.agent_prompts = agent_prompts(agent_over)
