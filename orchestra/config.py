@@ -104,11 +104,16 @@ def with_profile(data: dict, located: Located) -> dict:
     names, else the one its backend's model family picks (orchestra.profiles)."""
     from orchestra.profiles import apply_profile, family_for_model, load_profile
 
+    if not all(isinstance(data.get(k) or {}, dict) for k in ("strategies", "retrievers")):
+        return data  # not mappings: pydantic names the field
     name = data.get("profile")
+    if name is not None and not isinstance(name, str):
+        raise ConfigError(f"{located.where(('profile',))}: field profile: a profile's name, "
+                          f"not {name!r}")
     if name is None:
         backend = data.get("backend")
         model = backend.get("model") if isinstance(backend, dict) else "embedded"
-        name = family_for_model(model if backend is not None else "embedded")
+        name = family_for_model(model if isinstance(model, str) else "embedded")
     source = Path(located.source)
     try:
         prof = load_profile(name, source.parent if source.is_file() else None)

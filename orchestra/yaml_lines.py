@@ -91,8 +91,9 @@ def load_located(text: str, source: str) -> Located:
     if len(text) > MAX_FILE_BYTES:
         raise ConfigError(f"{source}: {len(text)} characters, more than a pipeline file may hold "
                           f"({MAX_FILE_BYTES})")
-    loader = _Loader(text)
+    loader = None
     try:
+        loader = _Loader(text)  # its reader refuses control characters at once
         node = loader.get_single_node()
     except _Refused as e:
         raise ConfigError(f"{source}:{e.line}: {e.message}") from None
@@ -101,7 +102,8 @@ def load_located(text: str, source: str) -> Located:
         line = f":{mark.line + 1}" if mark else ""
         raise ConfigError(f"{source}{line}: not valid YAML: {getattr(e, 'problem', e)}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if node is None:
         raise ConfigError(f"{source}: the file is empty")
     lines: dict[tuple, int] = {}
