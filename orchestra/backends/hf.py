@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -50,6 +51,38 @@ class HFTokenizer(Tokenizer):
 
     def count_chat(self, messages: Sequence[Message | dict]) -> int:
         return self.count(self.chat_text(messages))
+
+
+def decoding_guards(request: GenerationRequest) -> dict[str, Any]:
+    """``generate`` keyword arguments for the request's loop guards (none when they are off)."""
+    kw: dict[str, Any] = {}
+    if request.repetition_penalty != 1.0:
+        kw["repetition_penalty"] = request.repetition_penalty
+    if request.no_repeat_ngram_size:
+        kw["no_repeat_ngram_size"] = request.no_repeat_ngram_size
+    return kw
+
+
+def _load_checked(path: Path, dtype) -> tuple[Any, Any]:
+    """Tokenizer and model from a local folder, or one BackendError naming the folder: a broken
+    config.json, custom code (never run: no trust_remote_code), weights that cannot be read,
+    or weights holding NaN/inf (they load, then answer nothing)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
+    except Exception as e:  # transformers/safetensors/json raise many types; all mean the same
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise BackendError(f"{path}: cannot be loaded as a Hugging Face model "
+                           f"({type(e).__name__}: {reason})") from None
+    with torch.no_grad():
+        for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise BackendError(f"{path}: the model's weights are damaged ({name} holds NaN "
+                                   "or infinite values)")
+    return tok, model
 
 
 def _resolve_device(device: str) -> str:
@@ -96,12 +129,24 @@ class TransformersBackend(HFTokenizerBackend):
 
         hf_logging.disable_progress_bar()  # a cached load takes well under a second
         t0 = time.perf_counter()
-        self.hf_tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        try:
+            self.hf_tokenizer, self.model = _load_checked(path, torch_dtype)
+        except BackendError as e:
+            if model != "embedded":
+                raise
+            # Our own converted cache, damaged after it was written (a truncated or edited
+            # file): convert the GGUF again, once, rather than answer from broken weights.
+            from orchestra.backends.embedded import reconvert
+            from orchestra.cache import CacheWarning
+
+            warnings.warn(f"{e}; converting the embedded model again", CacheWarning,
+                          stacklevel=2)
+            path = reconvert(path)
+            self.model_path = path
+            self.hf_tokenizer, self.model = _load_checked(path, torch_dtype)
         self.hf_tokenizer.padding_side = "left"
         if self.hf_tokenizer.pad_token is None:
             self.hf_tokenizer.pad_token = self.hf_tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype,
-                                                          local_files_only=True)
         self.model.to(self.device).eval()
         self.load_seconds = time.perf_counter() - t0
         self._use_tokenizer(self.hf_tokenizer, context_window or int(
