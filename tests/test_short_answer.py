@@ -55,7 +55,7 @@ def test_short_answers_of_real_replies(question, template, expected):
     assert short_answer(r["reply"], r["question"]) == expected
 
 
-def test_short_answers_raise_em_and_f1_and_never_lose_a_contained_answer():
+def test_short_answers_raise_em_and_f1_and_never_score_below_the_reply():
     gained = 0
     for r in REPLIES:
         full = metrics.score("qa", "", r["gold"])
