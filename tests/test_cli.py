@@ -1,7 +1,5 @@
 """The CLI: bad input gives one clear message and a non-zero exit, never a traceback."""
 
-import subprocess
-import sys
 
 import pytest
 
@@ -48,14 +46,13 @@ def test_validate_reports_errors(capsys, tmp_path):
 
 
 @pytest.mark.slow
-def test_corpus_over_window_is_refused_without_traceback(tmp_path, essays_dir):
+def test_corpus_over_window_is_refused_without_traceback(tmp_path, essays_dir, embedded, capsys):
+    # In process, on the session's model (`ask` finds the same cached backend): a second
+    # process would load SmolLM2 again for one refusal.
     text = "\n\n".join(p.read_text() for p in sorted(essays_dir.glob("*.txt"))[:12])
     (tmp_path / "long.txt").write_text(text)
-    proc = subprocess.run(
-        [sys.executable, "-m", "orchestra.cli.main", "ask", "--docs", str(tmp_path / "long.txt"),
-         "--question", "What is this about?", "--strategy", "full_context"],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert proc.returncode == 2
-    assert "window is 8192 tokens" in proc.stderr and "Traceback" not in proc.stderr
-    assert "truncation" in proc.stderr
+    code, _, err = run_cli(capsys, "ask", "--docs", str(tmp_path / "long.txt"),
+                           "--question", "What is this about?", "--strategy", "full_context")
+    assert code == 2
+    assert "window is 8192 tokens" in err and "Traceback" not in err
+    assert "truncation" in err

@@ -41,7 +41,10 @@ def strategy_choices() -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from orchestra.api import ask
+    from orchestra.strategies.base import check_question
 
+    # The entry point checks the question, before any model loads (later checks pass it as is).
+    args.question = check_question(args.question)
     options = {"max_tokens": args.max_tokens}
     if args.truncation:
         options["truncation"] = args.truncation
