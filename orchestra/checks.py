@@ -52,3 +52,15 @@ def run_checks(cls: type, options: dict) -> None:
     fn = getattr(cls, "check_options", None)
     if callable(fn):
         fn(dict(options))
+
+
+def as_option_error(error: Exception, options: dict) -> OptionError:
+    """``error`` (a check that does not say which option it is about) as an OptionError naming
+    the first of ``options`` its message mentions, so validate can point at that line."""
+    import re
+
+    text = str(error)
+    for name in options:
+        if re.search(rf"\b{re.escape(name)}\b", text):
+            return OptionError(name, text)
+    return OptionError(next(iter(options), ""), text)

@@ -83,9 +83,25 @@ class Retriever(Component, ABC):
     default_overlap: ClassVar[int] = 16
     persistent: ClassVar[bool] = True
 
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """Value checks shared with `orchestra validate` (orchestra.checks): the constructor's
+        own chunking checks."""
+        from orchestra.checks import as_option_error
+
+        given = {k: options[k] for k in ("chunk_tokens", "overlap") if k in options}
+        if given:
+            try:
+                check_chunking(options.get("chunk_tokens") or cls.default_chunk_tokens,
+                               cls.default_overlap if options.get("overlap") is None
+                               else options["overlap"], f"retriever {cls.name!r}", ConfigError)
+            except ConfigError as e:
+                raise as_option_error(e, given) from None
+
     def __init__(self, backend: Any = None, chunk_tokens: int | None = None,
                  overlap: int | None = None, cache: bool = True):
         # ``backend`` is accepted so a pipeline can build every component the same way.
+        type(self).check_options({"chunk_tokens": chunk_tokens, "overlap": overlap})
         self.backend = backend
         self.chunk_tokens, self.overlap = check_chunking(
             chunk_tokens or self.default_chunk_tokens,

@@ -73,12 +73,22 @@ class DenseRetriever(Retriever):
     name = "dense"
     score_kind = "cosine"
 
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """Value checks shared with `orchestra validate` (orchestra.checks)."""
+        from orchestra.checks import non_negative_int, positive_int
+
+        super().check_options(options)
+        positive_int(options, "ann_threshold", "retriever 'dense'")
+        positive_int(options, "batch_size", "retriever 'dense'")
+        non_negative_int(options, "window_overlap", "retriever 'dense'")
+
     def __init__(self, backend=None, model: str | None = None, device: str = "cpu",
                  batch_size: int = 64, ann_threshold: int = 20_000, window_overlap: int = 32,
                  show_progress: bool = True, **kw):
         super().__init__(backend, **kw)
-        if ann_threshold < 1 or batch_size < 1:
-            raise ConfigError("retriever 'dense': ann_threshold and batch_size must be positive")
+        self.check_options({"ann_threshold": ann_threshold, "batch_size": batch_size,
+                            "window_overlap": window_overlap})
         self.model = model
         self.device = device
         self.batch_size = int(batch_size)

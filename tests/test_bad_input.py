@@ -141,6 +141,21 @@ CLI_ROWS = [
         files={"p.yaml": pipeline("full: {type: full_context}",
                                   backend="backend: {type: openai, base_url: "
                                           "'file:///etc/passwd'}\n")}),
+    Row("P-3 validate: agents' worker_max_tokens over note_tokens", ["validate", "p.yaml"],
+        ["p.yaml:3: field strategies.a.worker_max_tokens", "must not exceed note_tokens (256)"],
+        files={"p.yaml": pipeline("a: {type: chain_of_agents,\n      worker_max_tokens: 500}",
+                                  backend="")}),
+    Row("P-3 validate: kv_pages scorer avg", ["validate", "p.yaml"],
+        ["p.yaml:3: field strategies.p.scorer", "not 'avg'"],
+        files={"p.yaml": pipeline("p: {type: kv_pages,\n      scorer: avg}", backend="")}),
+    Row("P-3 validate: a retriever's overlap over its chunk", ["validate", "p.yaml"],
+        ["p.yaml:2: field retrievers.d.overlap", "overlap must be in [0, chunk_tokens=128)"],
+        files={"p.yaml": "retrievers:\n  d: {type: dense, overlap: 500}\n"
+                         "strategies:\n  r: {type: rag, retriever: d}\n"}),
+    Row("P-3 validate: transformers device gpu", ["validate", "p.yaml"],
+        ["p.yaml:2: field backend.device", "not 'gpu'"],
+        files={"p.yaml": pipeline("f: {type: full_context}",
+                                  backend="backend: {type: transformers,\n  device: gpu}\n")}),
     # P-5: a number where a strategy's name belongs.
     Row("P-5 validate: a numeric strategy key", ["validate", "p.yaml"],
         ["p.yaml:4: field router.strategy", "got the int 1", 'quotes ("1")'],

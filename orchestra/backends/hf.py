@@ -92,13 +92,37 @@ def _resolve_device(device: str) -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise BackendError("device 'cuda' was asked for but torch sees no CUDA device")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+    if not _device_ok(device):
         raise BackendError(f"device must be cpu, cuda or auto, not {device!r}")
     return device
 
 
+def _device_ok(device) -> bool:
+    return isinstance(device, str) and (device in ("auto", "cpu", "cuda")
+                                        or (device.startswith("cuda:") and device[5:].isdigit()))
+
+
+# dtype names a model may be loaded in (torch attribute names).
+DTYPES = ("auto", "float32", "float16", "bfloat16", "float64", "float", "half", "double")
+
+
 class TransformersBackend(HFTokenizerBackend):
     name = "transformers"
+
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """Value checks shared with `orchestra validate` (orchestra.checks); the model folder
+        and CUDA's presence are checked when the backend is built."""
+        from orchestra.checks import choice, positive_int
+        from orchestra.errors import OptionError
+
+        if "device" in options and not _device_ok(options["device"]):
+            raise OptionError("device", f"transformers backend: device must be cpu, cuda, "
+                                        f"cuda:N or auto, not {options['device']!r}")
+        choice(options, "dtype", DTYPES, "transformers backend")
+        positive_int(options, "batch_size", "transformers backend")
+        positive_int(options, "context_window", "transformers backend")
+        positive_int(options, "threads", "transformers backend")
 
     def __init__(
         self,
@@ -110,8 +134,9 @@ class TransformersBackend(HFTokenizerBackend):
         threads: int | None = None,
     ):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        self.check_options({"device": device, "dtype": dtype, "batch_size": batch_size,
+                            "context_window": context_window, "threads": threads})
         self.model_name = model
         self.device = _resolve_device(device)
         if threads:

@@ -31,7 +31,7 @@ from orchestra.agents.notes import Note, parse_reply, render
 from orchestra.agents.prompts import agent_prompts, split_prompts
 from orchestra.agents.worker import Worker
 from orchestra.corpus import Chunk, Corpus, check_chunking
-from orchestra.errors import ConfigError, InputError
+from orchestra.errors import ConfigError, InputError, OptionError
 from orchestra.prompts import UNANSWERABLE, format_passages
 from orchestra.strategies.base import AGENTS, Strategy
 from orchestra.types import Answer, Evidence
@@ -68,12 +68,51 @@ class _AgentStrategy(Strategy):
     kind = AGENTS
     carries_notes = False  # whether worker prompts include earlier notes
 
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """Value checks shared with `orchestra validate` (orchestra.checks); the budget against
+        the window needs the backend and is checked when the strategy is built."""
+        from orchestra.checks import as_option_error, positive_int
+
+        where = f"strategy {cls.name!r}"
+        if "prompts" in options:
+            try:
+                reader = split_prompts(options["prompts"])[1]
+            except ConfigError as e:
+                raise OptionError("prompts", f"{where}: {e}") from None
+            super().check_options({**options, "prompts": reader})
+        else:
+            super().check_options(options)
+        given = {k: options[k] for k in ("chunk_tokens", "overlap") if k in options}
+        if given:
+            try:
+                check_chunking(options.get("chunk_tokens", 1000), options.get("overlap", 32),
+                               where, ConfigError)
+            except ConfigError as e:
+                raise as_option_error(e, given) from None
+        positive_int(options, "note_tokens", where)
+        positive_int(options, "worker_max_tokens", where)
+        m = options.get("min_overlap", 0.5)
+        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float))
+                              or not 0 < m <= 1):
+            raise OptionError("min_overlap", f"{where}: min_overlap must be in (0, 1] or null "
+                                             f"(no grounding), not {m!r}")
+        w, n = options.get("worker_max_tokens", 48), options.get("note_tokens", 256)
+        if isinstance(w, int) and isinstance(n, int) and w > n:
+            raise OptionError("worker_max_tokens" if "worker_max_tokens" in options
+                              else "note_tokens",
+                              f"{where}: worker_max_tokens ({w}) must not exceed note_tokens "
+                              f"({n}): a note is at most one reply")
+
     def __init__(self, backend, chunk_tokens: int = 1000, note_tokens: int = 256,
                  prompts: dict[str, str] | None = None, *, worker_max_tokens: int = 48,
                  overlap: int = 32, min_overlap: float | None = 0.5,
                  progress: bool | None = None, **strategy_kw):
         agent_over, reader_over = split_prompts(prompts)
         super().__init__(backend, prompts=reader_over, **strategy_kw)
+        self.check_options({"chunk_tokens": chunk_tokens, "overlap": overlap,
+                            "note_tokens": note_tokens, "worker_max_tokens": worker_max_tokens,
+                            "min_overlap": min_overlap})
         self.chunk_tokens, self.overlap = check_chunking(chunk_tokens, overlap,
                                                          f"strategy {self.name!r}", ConfigError)
         self.note_tokens = _positive_int("note_tokens", note_tokens)

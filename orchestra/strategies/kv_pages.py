@@ -22,7 +22,7 @@ from collections import OrderedDict
 from orchestra.backends.base import KV_PAGES, Message
 from orchestra.cache import cache_dir, stable_hash
 from orchestra.corpus import Corpus
-from orchestra.errors import ConfigError, InputError
+from orchestra.errors import ConfigError, InputError, OptionError
 from orchestra.kv.config import PageConfig
 from orchestra.strategies.base import PAGES, Fit, Strategy
 from orchestra.types import Answer, Cost, Evidence, Trace
@@ -41,6 +41,31 @@ class KVPages(Strategy):
     kind = PAGES
     requires = frozenset({KV_PAGES})
 
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """Value checks shared with `orchestra validate` (orchestra.checks): the page layout's
+        own checks (those against the model's window need the backend), the baseline question
+        and the KV dtype."""
+        from dataclasses import fields
+
+        from orchestra.checks import as_option_error
+
+        super().check_options(options)
+        layout = {f.name: options[f.name] for f in fields(PageConfig) if f.name in options}
+        if layout:
+            try:
+                PageConfig(**layout).check(window=1 << 40)
+            except (ConfigError, TypeError) as e:
+                raise as_option_error(e, layout) from None
+        q = options.get("baseline_question", BASELINE_QUESTION)
+        if q is not None and not (isinstance(q, str) and q.strip()):
+            raise OptionError("baseline_question", "kv_pages: baseline_question must be a "
+                              "non-empty question, or null to rank pages by the question's "
+                              "attention alone")
+        if options.get("kv_dtype") not in (None, *_DTYPES):
+            raise OptionError("kv_dtype", f"kv_pages: kv_dtype must be one of "
+                                          f"{', '.join(_DTYPES)}, not {options['kv_dtype']!r}")
+
     def __init__(self, backend, page_size: int = 64, top_pages: int = 16, sink: int = 4,
                  local: int = 512, chunk: int = 512, scorer: str = "max", prompt_step: int = 8,
                  selection: str = "question", follow: int = 1, lead: int = 0,
@@ -48,6 +73,11 @@ class KVPages(Strategy):
                  kv_dtype: str | None = None, persist: bool = False, max_handles: int = 2,
                  **strategy_kw):
         super().__init__(backend, **strategy_kw)
+        self.check_options({"page_size": page_size, "top_pages": top_pages, "sink": sink,
+                            "local": local, "chunk": chunk, "scorer": scorer,
+                            "prompt_step": prompt_step, "selection": selection,
+                            "follow": follow, "lead": lead,
+                            "baseline_question": baseline_question, "kv_dtype": kv_dtype})
         self.config = PageConfig(page_size=page_size, top_pages=top_pages, sink=sink,
                                  local=local, chunk=chunk, scorer=scorer,
                                  prompt_step=prompt_step, selection=selection,
