@@ -17,10 +17,11 @@ from typing import Any
 
 from orchestra.corpus import Corpus
 from orchestra.errors import ConfigError, InputError
-from orchestra.prompts import UNANSWERABLE, format_passages
+from orchestra.prompts import UNANSWERABLE
 from orchestra.strategies.base import RAG as RAG_KIND, Strategy, check_question
 from orchestra.types import Answer, Evidence, Trace
 from orchestra.retrievers.base import Retriever, ScoredChunk, make_retriever, score_profile
+from orchestra.retrievers.compress import compress
 from orchestra.retrievers.reorder import check_policy, reorder
 
 # Measured with benchmarks/rag_sweep.py (dense, 128-token chunks, document order): evidence
@@ -43,7 +44,6 @@ class RAG(Strategy):
     kind = RAG_KIND
     can_decline = True
 
-    def __init__(self, backend, retriever: Any = None, top_k_tokens: int = DEFAULT_TOP_K_TOKENS,
     @classmethod
     def check_options(cls, options: dict) -> None:
         """Value checks shared with `orchestra validate` (orchestra.checks)."""
@@ -68,17 +68,23 @@ class RAG(Strategy):
             except ConfigError as e:
                 raise OptionError("reorder", f"strategy 'rag': {e}") from None
 
-                 reorder: str = "document_order", dedup_threshold: float = 0.8, **kw):
+    def __init__(self, backend, retriever: Any = None, top_k_tokens: int = DEFAULT_TOP_K_TOKENS,
+                 reorder: str = "document_order", dedup_threshold: float = 0.8,
+                 top_k: int | None = None, compress: bool = False, compress_tokens: int = 384,
+                 **kw):
+        """``top_k``: read at most this many chunks (None: as many as top_k_tokens holds).
+        ``compress``: keep only the sentences of the selected chunks most related to the
+        question, up to ``compress_tokens`` tokens; see retrievers/compress.py."""
         super().__init__(backend, **kw)
+        self.check_options({"top_k_tokens": top_k_tokens, "dedup_threshold": dedup_threshold,
+                            "top_k": top_k, "compress": compress,
+                            "compress_tokens": compress_tokens})
         if retriever is None:
             retriever = "dense"
         if isinstance(retriever, (list, tuple)):
             from orchestra.retrievers.hybrid import HybridRetriever
 
             retriever = (make_retriever(retriever[0], backend) if len(retriever) == 1
-        self.check_options({"top_k_tokens": top_k_tokens, "dedup_threshold": dedup_threshold,
-                            "top_k": top_k, "compress": compress,
-                            "compress_tokens": compress_tokens})
                          else HybridRetriever(backend, retrievers=list(retriever)))
         self.retriever: Retriever = make_retriever(retriever, backend)
         if not isinstance(top_k_tokens, int) or top_k_tokens < 1:
@@ -96,6 +102,9 @@ class RAG(Strategy):
         self.top_k_tokens = top_k_tokens
         self.reorder = check_policy(reorder)
         self.dedup_threshold = float(dedup_threshold)
+        self.top_k = top_k
+        self.compress = compress
+        self.compress_tokens = compress_tokens
 
     # -- selection (no model call) -----------------------------------------------------------
     def budget(self, question: str) -> int:
@@ -139,7 +148,8 @@ class RAG(Strategy):
             if any(_overlap(sh, o) >= self.dedup_threshold for o in kept_shingles):
                 dup += 1
                 continue
-            cost = self.backend.count_tokens(sc.chunk.text.strip()) + (sep if selected else 0)
+            cost = (self.backend.count_tokens(sc.chunk.text.strip()) + (sep if selected else 0)
+                    + self._label_tokens(sc.chunk))
             smallest = cost if smallest is None else min(smallest, cost)
             if used + cost > budget:
                 too_big += 1
@@ -147,19 +157,26 @@ class RAG(Strategy):
             selected.append(sc)
             kept_shingles.append(sh)
             used += cost
-            if budget - used < 8:
+            if budget - used < 8 or (self.top_k and len(selected) >= self.top_k):
                 break
         if candidates and not selected:
             raise ConfigError(
                 f"strategy 'rag': the context budget ({budget} tokens) is smaller than any "
                 f"retrieved chunk (the smallest has {smallest} tokens); raise top_k_tokens or use "
                 "smaller chunks")
+        chosen = len(selected)
+        if self.compress and selected:
+            selected = compress(question, selected, min(self.compress_tokens, budget),
+                                self.backend.count_tokens,
+                                {d.id: d.text for d in corpus.documents}, self._encoder())
+            used = sum(sc.chunk.n_tokens for sc in selected)
         ordered = reorder(selected, self.reorder)
         profile = {
             **score_profile(candidates, getattr(self.retriever, "score_kind", "score")),
             "retriever": self.retriever.name,
             "candidates": len(candidates),
-            "selected": len(selected),
+            "selected": chosen,
+            "pieces": len(selected),
             "selected_tokens": used,
             "budget": budget,
             "duplicates_dropped": dup,
@@ -171,6 +188,20 @@ class RAG(Strategy):
             "index_from_cache": bool(getattr(self.retriever, "loaded_from_cache", False)),
         }
         return ordered, profile
+
+    def _label_tokens(self, chunk) -> int:
+        """Tokens passage_format adds before a passage ("Document 12:", "Title: ...")."""
+        if self.passage_format == "plain":
+            return 0
+        label = self.format_context([chunk]).split("\n", 1)[0].replace("1:", "99:") + "\n"
+        return self.backend.count_tokens(label)
+
+    def _encoder(self):
+        """The dense embedder of the retriever (or of a fused member), for compression."""
+        for r in [self.retriever, *getattr(self.retriever, "retrievers", [])]:
+            if callable(getattr(r, "encode", None)):
+                return r.encode
+        return None  # lexical scoring
 
     # -- answering ---------------------------------------------------------------------------
     def _answer(self, question: str, corpus: Corpus, may_decline: bool = False) -> Answer:
@@ -186,7 +217,7 @@ class RAG(Strategy):
             # Nothing matched: reading an empty context would only invite an invented answer.
             return Answer(question=question, text=UNANSWERABLE if may_decline else NOT_FOUND,
                           strategy=self.name, trace=trace, unanswerable=True)
-        context = format_passages([c.chunk for c in chunks])
+        context = self.format_context([c.chunk for c in chunks])
         ans = self.read(context, question, [c.chunk for c in chunks], trace,
                         may_decline=may_decline)
         ans.evidence = [_evidence(c) for c in chunks]
