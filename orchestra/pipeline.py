@@ -222,7 +222,7 @@ class Pipeline:
 
         names = {id(s): n for n, s in self.strategies.items()}
         router = getattr(self.router, "name", type(self.router).__name__)
-        yield from run_streaming(work, names, router, route)
+        yield from run_streaming(work, names, router, route, corpus=corpus)
 
     def run_batch(self, questions: Sequence[str], documents) -> list[Answer]:
         # Every question is checked before any is answered: a bad last one must not cost

@@ -66,11 +66,12 @@ class Sink:
     """Where a streaming read sends its events (one per ``Pipeline.stream`` call)."""
 
     def __init__(self, emit: Callable[[BaseModel], None], names: dict[int, str],
-                 router: str, route_sent: bool = False):
+                 router: str, route_sent: bool = False, corpus: Any = None):
         self.emit = emit
         self.names = names  # id(strategy) -> its name in the pipeline
         self.router = router
         self.route_sent = route_sent
+        self.corpus = corpus  # to cite evidence (file, lines, snippet) as the Answer does
         self.sent = ""  # text already streamed for the answer
         self.cancelled = threading.Event()
 
@@ -86,6 +87,10 @@ class Sink:
                 strategy=name, router=self.router,
                 reason=f"{name} is reading; the router's reason comes with the answer")))
             self.route_sent = True
+        if self.corpus is not None:
+            from orchestra.citations import cite_one
+
+            evidence = [cite_one(e.model_copy(), self.corpus) for e in evidence]
         self.emit(EvidenceEvent(evidence=evidence))
 
     def token(self, text: str) -> None:
@@ -204,12 +209,12 @@ def token_callback(strategy: Any) -> Callable[[str], None] | None:
 
 
 def run_streaming(work: Callable[[Sink], Answer], names: dict[int, str], router: str,
-                  route: Route | None = None) -> Iterator[StreamEvent]:
+                  route: Route | None = None, corpus: Any = None) -> Iterator[StreamEvent]:
     """Run ``work(sink)`` on a thread with the sink installed; yield its events, then the
     Answer. Closing the iterator early cancels the work at its next token."""
     events: queue.Queue = queue.Queue()
     done = object()
-    sink = Sink(events.put, names, router, route_sent=route is not None)
+    sink = Sink(events.put, names, router, route_sent=route is not None, corpus=corpus)
     ctx = contextvars.copy_context()
 
     def target() -> None:

@@ -69,6 +69,7 @@ def test_pipeline_stream_events_in_order_and_tokens_make_the_answer():
     assert "".join(tokens) == answer.text == "Four score and seven years ago our fathers"
     assert events[0].route.strategy == "full" and answer.route.strategy == "full"
     assert events[1].evidence and events[1].evidence[0].doc_id == answer.evidence[0].doc_id
+    assert events[1].evidence[0].snippet and events[1].evidence[0].line_start == 1  # cited
 
 
 def test_a_declined_read_is_never_streamed_and_the_fallback_is():
