@@ -198,3 +198,34 @@ def test_kv_pages_streams_its_decode_token_by_token(embedded):
     assert [e.type for e in events[:2]] == ["route", "evidence"] and len(tokens) >= 2
     assert "".join(tokens).strip() == answer.text and answer.cost.decode_seconds > 0
     assert answer.evidence  # the pages read, known once decoding ends
+
+
+def test_openai_stream_retries_before_the_first_token_and_names_the_cause():
+    from orchestra.backends.openai_backend import OpenAIBackend
+    from orchestra.errors import BackendError
+    from orchestra.server import serve_in_thread
+
+    b = WordStreamer(lambda r: "alpha beta", context_window=4096)
+    server = serve_in_thread(b, model_name="words")
+    try:
+        client = OpenAIBackend(base_url=server.url, model="words", max_retries=2, backoff=0.01)
+        calls = {"n": 0}
+        real = client._client.stream
+
+        def flaky(*a, **kw):  # the first attempt cannot connect
+            calls["n"] += 1
+            if calls["n"] == 1:
+                import httpx
+
+                raise httpx.ConnectError("refused")
+            return real(*a, **kw)
+
+        client._client.stream = flaky
+        items = list(client.stream(GenerationRequest.user("q", max_tokens=5)))
+        assert calls["n"] == 2 and items[-1].text == "alpha beta"
+    finally:
+        server.shutdown()
+        server.server_close()
+    gone = OpenAIBackend(base_url=server.url, model="words", max_retries=1, backoff=0.01)
+    with pytest.raises(BackendError, match="could not connect.*after 2 attempts"):
+        list(gone.stream(GenerationRequest.user("q", max_tokens=5)))
