@@ -20,10 +20,16 @@ class Ledger:
         self.dropped: list[dict] = []
 
     def generate(self, requests: Sequence[GenerationRequest], step: str,
-                 **detail) -> list[GenerationResult]:
-        """One backend call for the whole list (backends batch it natively)."""
+                 stream_as: tuple | None = None, **detail) -> list[GenerationResult]:
+        """One backend call for the whole list (backends batch it natively). ``stream_as``
+        ((strategy, evidence), one request): the final read, streamed inside Pipeline.stream."""
         with self.trace.step(step, requests=len(requests), **detail) as st:
-            results = self.backend.generate(list(requests))
+            if stream_as is not None and len(requests) == 1:
+                from orchestra.streaming import stream_read
+
+                results = [stream_read(stream_as[0], requests[0], stream_as[1])]
+            else:
+                results = self.backend.generate(list(requests))
             st.detail.update(prompt_tokens=sum(r.prompt_tokens for r in results),
                              generated_tokens=sum(r.generated_tokens for r in results))
         for r in results:

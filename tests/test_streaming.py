@@ -229,3 +229,19 @@ def test_openai_stream_retries_before_the_first_token_and_names_the_cause():
     gone = OpenAIBackend(base_url=server.url, model="words", max_retries=1, backoff=0.01)
     with pytest.raises(BackendError, match="could not connect.*after 2 attempts"):
         list(gone.stream(GenerationRequest.user("q", max_tokens=5)))
+
+
+def test_the_agents_managers_answer_streams():
+    from orchestra.strategies.agents import ChainOfAgents
+
+    # Every call replies with a quote of the speech: the worker's note is kept (it is in the
+    # text), and the manager's answer is the final read.
+    b = WordStreamer(lambda r: "Four score and seven years ago our fathers",
+                     context_window=4096)
+    pipe = Pipeline(b, {"chain_of_agents": ChainOfAgents(b)})
+    events = list(pipe.stream("Who spoke?", [GETTYSBURG]))
+    answer = events[-1].answer
+    tokens = [e.text for e in events if e.type == "token"]
+    assert not answer.unanswerable and "".join(tokens) == answer.text
+    assert len(tokens) > 3  # word by word, not the whole answer at the end
+    assert events[1].type == "evidence" and events[1].evidence  # the notes' chunks

@@ -215,11 +215,12 @@ class _AgentStrategy(Strategy):
             # Nothing bears on the question: say so instead of letting the manager invent.
             return Answer(question=question, text=UNANSWERABLE, strategy=self.name,
                           cost=ledger.cost, trace=ledger.trace, unanswerable=True)
-        [res] = ledger.generate([self.manager.request(notes, question)], "manager",
-                                notes=len(notes))
         cited = sorted({c for n in notes for c in n.chunks}, key=lambda c: c.order)
         evidence = [Evidence(chunk_id=c.id, doc_id=c.doc_id, start=c.start, end=c.end)
                     for c in cited]
+        # The manager's answer is the final read: it streams inside Pipeline.stream.
+        [res] = ledger.generate([self.manager.request(notes, question)], "manager",
+                                stream_as=(self, evidence), notes=len(notes))
         return Answer(question=question, text=res.text, strategy=self.name, evidence=evidence,
                       cost=ledger.cost, trace=ledger.trace)
 
