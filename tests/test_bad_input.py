@@ -586,10 +586,11 @@ def test_c4_read_only_cache_runs_without_caching(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_d4_c3_damaged_embedded_cache_is_converted_again(tmp_path, monkeypatch):
-    """The real embedded model: 4096 bytes of 0xFF inside its converted weights (which load,
-    then answer nothing) and a truncated weights file are both converted again, with a
-    warning, and the model answers."""
+def test_d4_damaged_embedded_cache_is_converted_again(tmp_path, monkeypatch):
+    """The real embedded model: 4096 bytes of 0xFF inside its converted weights (they load,
+    then answer nothing) are converted again, with a warning, and the model answers. (One
+    conversion, ~1 min on 2 cores; a truncated or unreadable folder takes the same path:
+    test_c3_a_damaged_model_folder_is_named shows it is detected.)"""
     import shutil
 
     from orchestra.backends.embedded import embedded_model_dir
@@ -609,10 +610,6 @@ def test_d4_c3_damaged_embedded_cache_is_converted_again(tmp_path, monkeypatch):
     req = GenerationRequest(messages=[Message(role="user", content="What is 2 + 2?")],
                             max_tokens=8)
     assert backend.generate_one(req).text.strip()
-    w = backend.model_path / "model.safetensors"
-    w.write_bytes(w.read_bytes()[:1000])
-    with pytest.warns(CacheWarning, match="cannot be loaded.*converting the embedded model again"):
-        assert TransformersBackend(model="embedded", device="cpu").generate_one(req).text.strip()
 
 
 @pytest.mark.slow
