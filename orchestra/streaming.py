@@ -7,10 +7,12 @@ strategy's final read streams into.
   router that decides before reading it carries the router's reason; with Self-Route it names
   the strategy whose read is streaming, and the full reason comes with the answer.
 - ``EvidenceEvent`` (``"evidence"``, ``.evidence``: list of Evidence): the passages the reader
-  was given (document id, character span), before the first token.
+  was given (document id, character span, file lines and snippet), before the first token
+  (empty for kv_pages, whose pages read are known when decoding ends).
 - ``TokenEvent`` (``"token"``, ``.text``): pieces of the answer as the model writes them; their
-  concatenation is the answer's text. A strategy whose final read does not stream (the agents
-  strategies) yields its whole text as one TokenEvent.
+  concatenation is the answer's text. Every built-in strategy streams its final read (the
+  reader's call, kv_pages' decode, the agents' manager); a strategy that does not yields its
+  whole text as one TokenEvent before the answer.
 - ``AnswerEvent`` (``"answer"``, ``.answer``): the final Answer (text, route with reason, exact
   evidence, cost, trace). Always last; it is authoritative.
 
