@@ -421,3 +421,27 @@ def test_a_client_that_never_finishes_its_headers_is_disconnected(monkeypatch):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_failing_backend_is_a_json_500_or_an_error_event_not_a_broken_connection():
+    from orchestra.backends.scripted import ScriptedBackend
+    from orchestra.pipeline import Pipeline
+    from orchestra.server import serve_in_thread
+    from orchestra.strategies.full_context import FullContext
+
+    def reply(req):
+        raise RuntimeError("the model fell over")
+
+    b = ScriptedBackend(reply, context_window=4096)
+    server = serve_in_thread(pipeline=Pipeline(b, {"full_context": FullContext(b)}))
+    try:
+        body = {"question": "When?", "documents": ["One short text."]}
+        r = httpx.post(server.url + "/v1/answer", json=body)
+        assert r.status_code == 500 and "the model fell over" in r.json()["error"]["message"]
+        with httpx.stream("POST", server.url + "/v1/answer", json={**body, "stream": True}) as s:
+            events = sse_events(s.iter_lines())
+        assert events[-1][0] == "error" and "fell over" in events[-1][1]
+        assert httpx.get(server.url + "/health").json()["in_flight"] == 0
+    finally:
+        server.shutdown()
+        server.server_close()

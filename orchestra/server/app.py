@@ -235,6 +235,17 @@ async def iterate_in_thread(make: Callable[[], Iterator[Any]]) -> AsyncIterator[
         stop.set()
 
 
+def stream_error(e: Exception) -> ApiError:
+    """An exception met mid-stream, as the error event sent before the stream ends (the
+    status line is long gone): the request's fault is a 400, anything else a logged 500."""
+    if isinstance(e, ApiError):
+        return e
+    if isinstance(e, OrchestraError):
+        return ApiError(400, str(e))
+    log.exception("a streamed answer failed")
+    return ApiError(500, f"{type(e).__name__}: {e}", "server_error")
+
+
 def sse(data: Any, event: str | None = None) -> bytes:
     head = f"event: {event}\n" if event else ""
     payload = data if isinstance(data, str) else json.dumps(data)
@@ -271,6 +282,12 @@ def create_app(*, pipeline=None, backend: Backend | None = None, name: str,
     async def _orchestra_error(request: Request, err: OrchestraError):
         # The request cannot be served as given (too long for the window, unknown strategy).
         return _error_response(ApiError(400, str(err)))
+
+    @app.exception_handler(Exception)
+    async def _server_error(request: Request, err: Exception):
+        # A bug, not the request's fault: logged with its traceback, answered as JSON.
+        log.exception("%s %s failed", request.method, request.url.path)
+        return _error_response(ApiError(500, f"{type(err).__name__}: {err}", "server_error"))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, err: StarletteHTTPException):
@@ -515,8 +532,8 @@ def _pipeline_routes(app, pipeline, name, settings, gate, metrics, corpora: Corp
                     data = (answer_json(ev.answer, entry) if ev.type == "answer"
                             else ev.model_dump(mode="json", exclude={"type"}))
                     yield sse(data, ev.type)
-            except (ApiError, OrchestraError) as e:
-                err = e if isinstance(e, ApiError) else ApiError(400, str(e))
+            except Exception as e:  # noqa: BLE001  (the client gets an error event)
+                err = stream_error(e)
                 yield sse(err.body(), "error")
 
         return StreamingResponse(guarded_stream(events(), "/v1/answer"),
@@ -583,8 +600,8 @@ def _pipeline_routes(app, pipeline, name, settings, gate, metrics, corpora: Corp
                             yield sse({"id": rid, "object": "chat.completion.chunk",
                                        "created": created, "model": name, "choices": [],
                                        "usage": _usage(ans)})
-            except (ApiError, OrchestraError) as e:
-                err = e if isinstance(e, ApiError) else ApiError(400, str(e))
+            except Exception as e:  # noqa: BLE001  (the client gets an error event)
+                err = stream_error(e)
                 yield sse(err.body())
             yield sse("[DONE]")
 
@@ -673,8 +690,8 @@ def _model_routes(app, backend: Backend, name, settings, gate, metrics, batcher:
                             delta["role"], first = "assistant", False
                         yield chunk(delta)
                         sent += 1
-            except (OrchestraError, ApiError) as e:
-                err = e if isinstance(e, ApiError) else ApiError(400, str(e))
+            except Exception as e:  # noqa: BLE001  (the client gets an error event)
+                err = stream_error(e)
                 yield sse(err.body())
             except (asyncio.CancelledError, GeneratorExit):
                 metrics.disconnects.inc()
