@@ -319,7 +319,10 @@ def test_needle_at_16k(embedded, essays_dir):
     from orchestra.strategies.kv_pages import KVPages
 
     # 10% depth: the case per-step selection missed (benchmarks/README.md, KV pages).
-    nd = make_needle(embedded.tokenizer, essays_text(essays_dir), 16000, 0.1)
+    # Hanoi: the needle of the measurements in benchmarks/README.md. Seed 0 draws its city from
+    # the one city list (orchestra/eval/needles.py) since the builders were merged, and draws
+    # Mumbai, whose number the 135M reader misreads ("... is 1984") though its page is read.
+    nd = make_needle(embedded.tokenizer, essays_text(essays_dir), 16000, 0.1, city="Hanoi")
     assert nd.text[nd.needle_start:nd.needle_end].endswith(f"is {nd.answer}.")
     corpus = Corpus.from_texts([nd.text], embedded.tokenizer)
     assert corpus.n_tokens > 2 * embedded.context_window - 500

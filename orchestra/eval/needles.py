@@ -85,12 +85,15 @@ class Needle:
     tokens: int
 
 
-def make_needle(tokenizer, haystack: str, tokens: int, depth: float, seed: int = 0) -> Needle:
-    """A document of about ``tokens`` tokens with one magic-number needle at ``depth``."""
+def make_needle(tokenizer, haystack: str, tokens: int, depth: float, seed: int = 0,
+                city: str | None = None) -> Needle:
+    """A document of about ``tokens`` tokens with one magic-number needle at ``depth``; the
+    city is drawn by ``seed`` unless given."""
     if not 0.0 <= depth <= 1.0:
         raise InputError(f"depth must be between 0 and 1, got {depth}")
     rng = random.Random(f"{seed}-{tokens}-{depth}")
-    city = rng.choice(CITIES)
+    drawn = rng.choice(CITIES)
+    city = city or drawn
     number = str(rng.randint(100000, 999999))
     needle = magic_number(city, number)
     room = tokens - tokenizer.count(needle) - 2
