@@ -479,3 +479,47 @@ def test_routers_run_inside_a_pipeline_and_rebuild_from_their_options(backend, r
     assert ans.route is not None and ans.route.router == router_cls.name
     assert ans.route.strategy in strategies and ans.route.reason
     assert ans.cost.model_calls >= 1
+
+
+def test_a_question_is_checked_once_where_it_enters(backend, monkeypatch):
+    """Pipeline.run checks the question; the router and the strategies it calls (including
+    Self-Route's declined attempt and the fallback) take the checked Question as it is."""
+    from orchestra.pipeline import Pipeline
+    from orchestra.strategies import base
+
+    made = []
+    original = base.Question.__new__
+    monkeypatch.setattr(base.Question, "__new__",
+                        lambda cls, value: made.append(value) or original(cls, value))
+    strategies = strategies_for(backend)
+    ans = Pipeline(backend, strategies, SelfRouter(strategies)).run(
+        "  Where is the zebra?  ", [Document("d", words(400))])
+    assert ans.route.signals["declined"] and ans.route.strategy == "full"  # two strategies read
+    assert made == ["Where is the zebra?"]
+    with pytest.raises(InputError, match="question is empty"):
+        Pipeline(backend, strategies).run("   ", [Document("d", words(40))])
+
+
+def test_routers_find_strategies_by_their_declared_kind_not_their_names(backend):
+    from orchestra.strategies.base import FULL
+
+    class Reader(Strategy):  # a type name no alias table could know
+        name = "my_reader"
+        kind = FULL
+
+        def _answer(self, question, corpus):
+            return self.read(corpus.chunks[0].text, question, corpus.chunks[:1], Trace())
+
+    class Misnamed(Strategy):  # named like full context, but declares no kind
+        name = "full_context"
+
+        def _answer(self, question, corpus):  # pragma: no cover - never chosen
+            raise AssertionError
+
+    strategies = {"full": Misnamed(backend), "mine": Reader(backend)}
+    r = RulesRouter(strategies).route("Where is the stone?", corpus_of(backend, words(150)),
+                                      backend)
+    assert r.strategy == "mine" and r.signals["situation"] == "short"
+    ans = SelfRouter({"mine": Reader(backend)}).route_and_answer(
+        "Where is the stone?", corpus_of(backend, words(150)), backend)
+    assert ans.route.strategy == "mine" and "no strategy that may decline" in ans.route.reason
