@@ -79,6 +79,10 @@ CLI_ROWS = [
         ["x.txt: not a regular file"], files={"x.txt": FIFO}),
     Row("H-1 validate: a FIFO pipeline file", ["validate", "p.yaml"],
         ["p.yaml: not a regular file"], files={"p.yaml": FIFO}),
+    Row("H-1 eval: a FIFO dataset", ["eval", "--dataset", "d.jsonl", "--out", "out"],
+        ["d.jsonl: not a regular file"], files={"d.jsonl": FIFO}),
+    Row("H-1 train-router: a FIFO results file", ["train-router", "r.jsonl", "-o", "x.json"],
+        ["r.jsonl: not a regular file"], files={"r.jsonl": FIFO}),
     Row("P-8 ask: a file of NUL bytes", ["ask", "--docs", "nul.txt", "-q", "What?"],
         ["nul.txt: a binary file", "NUL byte"], files={"nul.txt": b"\x00" * 64}),
     # C-1: max_tokens below 1 on the command line and in a file.

@@ -448,6 +448,10 @@ def check_spec(spec: str) -> None:
     if name in ("niah", "ruler_qa", "leval", "jsonl") or spec.endswith(".jsonl"):
         if name == "niah":
             _niah_mode(subset)
+        if name == "jsonl" or (spec.endswith(".jsonl") and name not in ("leval",)):
+            path = Path(subset if name == "jsonl" else spec)
+            if path.exists() and not path.is_file():  # a folder, a FIFO (reading would block)
+                raise InputError(f"{path}: not a regular file; give a .jsonl file")
         return
     raise InputError(f"unknown dataset {spec!r}; known: {', '.join(NAMES)}")
 

@@ -28,7 +28,8 @@ def read_results(path: str | Path, repair: bool = False, required: Sequence[str]
     if not path.is_file():
         if missing_ok and not path.exists():
             return []
-        raise InputError(f"{path}: no such results file")
+        raise InputError(f"{path}: no such results file" if not path.exists() else
+                         f"{path}: not a regular file; give a results .jsonl file")
     data = path.read_bytes()
     rows = _whole_document(data, path, hint)
     if rows is None:
