@@ -174,7 +174,8 @@ def test_cli_on_the_embedded_model_writes_three_outputs_and_resumes(tmp_path, ca
     assert (out / "quality_vs_cost.png").stat().st_size > 10_000
     # run.json records every component's full spec (orchestra/spec.py), defaults included
     spec = json.loads((out / "run.json").read_text())["pipeline_spec"]
-    assert spec["strategies"]["pages"]["top_pages"] == 16
+    [pages] = [s for s in spec["strategies"].values() if s["type"] == "kv_pages"]
+    assert pages["top_pages"] == 16 and pages["max_tokens"] == 64  # defaults included
     assert spec["retrievers"]["dense"]["show_progress"] is True
     mtime = (out / "results.jsonl").stat().st_mtime_ns
     assert main(args) == 0  # rerun: nothing left to answer, the file is untouched
