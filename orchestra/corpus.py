@@ -156,7 +156,9 @@ def load_documents(items: Iterable[str | Path | Document] = (), *,
                                  "Document or with text= (--text on the command line)")
             raise InputError(f"{path}: no such file or directory")
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file()
+            # A .txt/.md entry that is not a regular file (a FIFO) is refused by read_document,
+            # not skipped: nothing named like a document is dropped without a word.
+            files = sorted(p for p in path.rglob("*") if not p.is_dir()
                            and p.suffix.lower() in SUPPORTED_SUFFIXES)
             if not files:
                 raise InputError(f"{path}: the directory holds no .txt or .md files")

@@ -77,6 +77,9 @@ CLI_ROWS = [
     # H-1, P-8: only regular text files.
     Row("H-1 ask: a FIFO named x.txt", ["ask", "--docs", "x.txt", "-q", "What?"],
         ["x.txt: not a regular file"], files={"x.txt": FIFO}),
+    Row("H-1 ask: a FIFO inside a folder", ["ask", "--docs", "notes", "-q", "What?"],
+        ["notes/b.txt: not a regular file"], files={"notes/a.txt": "Alice is 30.",
+                                                    "notes/b.txt": FIFO}),
     Row("H-1 validate: a FIFO pipeline file", ["validate", "p.yaml"],
         ["p.yaml: not a regular file"], files={"p.yaml": FIFO}),
     Row("H-1 eval: a FIFO dataset", ["eval", "--dataset", "d.jsonl", "--out", "out"],
@@ -573,6 +576,31 @@ def test_p4_kv_pages_prefills_a_damaged_handle_again(tiny_backend, tmp_path, mon
         again = KVPages(tiny_backend, **kw).answer("Which word?", corpus)
     assert again.cost.prefill_seconds > 0
     assert PrefilledDocument.load(path, first.fingerprint).n_tokens > 0  # replaced, readable
+
+
+def test_c3_incomplete_embedded_conversion_is_converted_again(tmp_path, monkeypatch):
+    """A converted embedded model missing a file (weights deleted) is converted again with one
+    warning. The conversion itself is replaced by a recorder: this checks the control flow (the
+    real conversion runs in test_d4_damaged_embedded_cache_is_converted_again)."""
+    import orchestra.backends.embedded as E
+    from orchestra.cache import CacheWarning
+
+    monkeypatch.setenv("ORCHESTRA_CACHE", str(tmp_path))
+    calls = []
+
+    def convert(gguf, target):
+        calls.append(target)
+        target.mkdir(parents=True, exist_ok=True)
+        for f in E.CONVERTED_FILES:
+            (target / f).write_text("{}")
+
+    monkeypatch.setattr(E, "_convert", convert)
+    first = E.embedded_model_dir()
+    assert E.embedded_model_dir() == first and len(calls) == 1  # complete: reused
+    (first / "model.safetensors").unlink()
+    with pytest.warns(CacheWarning, match="incomplete \\(missing model.safetensors\\)"):
+        assert E.embedded_model_dir() == first
+    assert len(calls) == 2 and (first / "model.safetensors").is_file()
 
 
 def test_c4_read_only_cache_runs_without_caching(tmp_path, monkeypatch):
