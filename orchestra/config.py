@@ -23,7 +23,8 @@ from typing import Any, Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-from orchestra.errors import ConfigError
+from orchestra.checks import run_checks
+from orchestra.errors import ConfigError, OptionError
 from orchestra.registry import names as registry_names
 from orchestra.registry import resolve
 from orchestra.yaml_lines import Located, load_file, load_located
@@ -159,6 +160,16 @@ def check(cfg: PipelineConfig, located: Located, allow_modules: Iterable[str] = 
                                       f"(got {value!r})") from None
                 except Exception:  # an annotation pydantic cannot check; the constructor will
                     pass
+        # The component's own value checks, the same ones its constructor runs (orchestra.checks).
+        try:
+            run_checks(cls, {k: v for k, v in comp.options.items()
+                             if k not in RETRIEVER_REFS | STRATEGY_REFS})
+        except OptionError as e:
+            p = path + (e.option,) if e.option in comp.options else path
+            raise ConfigError(f"{located.where(p)}: field {'.'.join(map(str, p))}: {e}") from None
+        except ConfigError as e:
+            raise ConfigError(f"{located.where(path)}: field {'.'.join(map(str, path))}: "
+                              f"{e}") from None
 
     def check_refs(comp: Component, path: tuple, fields: set[str], defined: dict, what: str):
         for opt, value in comp.options.items():
@@ -172,8 +183,14 @@ def check(cfg: PipelineConfig, located: Located, allow_modules: Iterable[str] = 
                 if what == "retriever" and isinstance(n, str) and n not in defined \
                         and n in registry_names("retriever"):
                     continue
-                if not isinstance(n, str) or n not in defined:
-                    p = path + (opt,) + ((i,) if isinstance(value, list) else ())
+                p = path + (opt,) + ((i,) if isinstance(value, list) else ())
+                if not isinstance(n, str):
+                    # YAML reads `strategy: 1` as a number; names (keys) are always text.
+                    raise ConfigError(
+                        f"{located.where(p)}: field {'.'.join(map(str, p))}: expected the name "
+                        f"of a {what}, got the {type(n).__name__} {n!r}; write names in quotes "
+                        f"(\"{n}\") (defined: {', '.join(defined) or 'none'})")
+                if n not in defined:
                     raise ConfigError(
                         f"{located.where(p)}: field {'.'.join(map(str, p))}: {n!r} is not a "
                         f"defined {what} (defined: {', '.join(defined) or 'none'})"

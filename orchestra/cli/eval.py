@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 
@@ -58,12 +59,10 @@ def _depths(text: str | None):
 
 
 def run(args) -> int:
-    from orchestra.cache import stable_hash
     from orchestra.errors import InputError
-    from orchestra.eval.datasets import check_spec, load_dataset, parse_lengths
-    from orchestra.eval.report import fmt, summarize, write_reports
-    from orchestra.eval.runner import Runner, read_results
-    from orchestra.pipeline import Pipeline
+    from orchestra.eval.datasets import check_spec, parse_lengths
+    from orchestra.config import load_config
+    from orchestra.eval.runner import out_dir_lock
 
     lengths = parse_lengths(args.lengths)
     check_spec(args.dataset)
@@ -78,6 +77,23 @@ def run(args) -> int:
     if args.limit < 1:
         raise InputError(f"--limit must be at least 1, got {args.limit}")
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    if args.pipeline:
+        if not Path(args.pipeline).exists():
+            raise InputError(f"{args.pipeline}: no such pipeline file")
+        load_config(args.pipeline)  # a bad file is named before the output folder is touched
+    # Taken before any model loads: a second eval into the same --out stops at once.
+    with nullcontext() if args.report_only else out_dir_lock(args.out):
+        return _evaluate(args, lengths, strategies)
+
+
+def _evaluate(args, lengths, strategies) -> int:
+    from orchestra.cache import stable_hash
+    from orchestra.errors import InputError
+    from orchestra.eval.datasets import load_dataset
+    from orchestra.eval.report import fmt, summarize, write_reports
+    from orchestra.eval.runner import Runner, read_results
+    from orchestra.pipeline import Pipeline
+
     if args.pipeline:
         path = Path(args.pipeline)
         if not path.is_file():
@@ -99,13 +115,12 @@ def run(args) -> int:
                               # every component's every option, defaults included (spec.py)
                               "pipeline_spec": pipe.to_config(full=True)})
     if args.report_only:
-        rows = read_results(runner.results_path, repair=False)
+        rows = runner.current_rows(read_results(runner.results_path, repair=False),
+                                   dataset.samples)
         if not rows:
             raise InputError(f"{runner.results_path}: no results to report yet")
     else:
         rows = runner.run(dataset)
-    wanted = {s.sample_id for s in dataset.samples}
-    rows = [r for r in rows if r["sample_id"] in wanted]
     out = write_reports(rows, args.out, title=f"orchestra eval: {args.dataset}")
     for s in summarize(rows):
         print(f"{s['strategy']:>16}: quality {s['quality']:.2f}, evidence recall "
