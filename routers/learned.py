@@ -353,6 +353,18 @@ def train(rows: Sequence[dict], metric: str | None = None, threshold: float = 0.
 class LearnedRouter(Router):
     name = "learned"
 
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """`orchestra validate` reads the model file as the constructor does (a small JSON
+        file), so a missing or damaged one is named with the pipeline file's line."""
+        from orchestra.errors import OptionError
+
+        if options.get("model") is not None:
+            try:
+                TreeModel.load(options["model"])
+            except (ConfigError, InputError) as e:
+                raise OptionError("model", f"router 'learned': {e}") from None
+
     def __init__(self, strategies, model: str | None = None):
         super().__init__(strategies)
         if model is None:

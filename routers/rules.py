@@ -46,17 +46,30 @@ RANK_SCORES = ("rrf",)
 class RulesRouter(Router):
     name = "rules"
 
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """Value checks shared with `orchestra validate` (orchestra.checks)."""
+        from orchestra.errors import OptionError
+
+        f = options.get("effective_fraction", F.DEFAULT_EFFECTIVE_FRACTION)
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1:
+            raise OptionError("effective_fraction", f"router 'rules': effective_fraction must "
+                                                    f"be in (0, 1], got {f!r}")
+        orders = options.get("orders") or {}
+        if not isinstance(orders, dict):
+            raise OptionError("orders", f"router 'rules': orders must map a case to a list of "
+                                        f"strategy kinds, not {orders!r}")
+        unknown = set(orders) - set(DEFAULT_ORDERS)
+        if unknown:
+            raise OptionError("orders", f"router 'rules': unknown order(s) "
+                                        f"{', '.join(sorted(map(str, unknown)))}; known: "
+                                        f"{', '.join(DEFAULT_ORDERS)}")
+
     def __init__(self, strategies, effective_fraction: float = F.DEFAULT_EFFECTIVE_FRACTION,
                  weak_rel_margin: float = DEFAULT_WEAK_REL_MARGIN,
                  use_retrieval: bool = True, orders: dict[str, list[str]] | None = None):
         super().__init__(strategies)
-        if not 0 < effective_fraction <= 1:
-            raise ConfigError(f"router 'rules': effective_fraction must be in (0, 1], "
-                              f"got {effective_fraction}")
-        unknown = set(orders or {}) - set(DEFAULT_ORDERS)
-        if unknown:
-            raise ConfigError(f"router 'rules': unknown order(s) {', '.join(sorted(unknown))}; "
-                              f"known: {', '.join(DEFAULT_ORDERS)}")
+        self.check_options({"effective_fraction": effective_fraction, "orders": orders})
         self.effective_fraction = effective_fraction
         self.weak_rel_margin = weak_rel_margin
         self.use_retrieval = use_retrieval
