@@ -60,7 +60,6 @@ def as_option_error(error: Exception, options: dict) -> OptionError:
     import re
 
     text = str(error)
-    for name in options:
-        if re.search(rf"\b{re.escape(name)}\b", text):
-            return OptionError(name, text)
-    return OptionError(next(iter(options), ""), text)
+    found = [(m.start(), name) for name in options
+             if (m := re.search(rf"\b{re.escape(name)}\b", text))]
+    return OptionError(min(found)[1] if found else next(iter(options), ""), text)
