@@ -3,9 +3,14 @@
 - LlamaIndex's ordinary RAG: ``VectorStoreIndex.from_documents`` with the same MiniLM embedder,
   its default node parser (SentenceSplitter, 1024-token chunks, 200 overlap), default response
   synthesis (compact) and default ``similarity_top_k=2``.
+- LlamaIndex with chunks its embedder can read (``llamaindex_small``): SentenceSplitter at 200
+  tokens (MiniLM reads 256 word pieces; 1024-token nodes are embedded from their first quarter
+  only), 20 overlap, top 5 (about the prompt size of LangChain's top 6).
 - LangChain: ``RecursiveCharacterTextSplitter`` (1000 characters, 200 overlap, the tutorial
   setting), the same embedder in an ``InMemoryVectorStore``, top-6, ``LongContextReorder``, and a
-  stuffed prompt.
+  stuffed prompt: the tutorial's (``langchain``) or RULER's QA template with the instruction
+  before and after the documents and no system message, so the model's own default applies
+  (``langchain_ruler``, the strongest plain pipeline measured in issue 12).
 Both drive OUR backend through orchestra.integrations (``OrchestraLLM``,
 ``OrchestraChatModel``), so only the orchestration differs. Each peer is wrapped as a strategy
 (``answer(question, corpus) -> Answer`` with evidence spans and a measured Cost), so the
@@ -42,6 +47,13 @@ READER_MAX_TOKENS = 32  # as in benchmarks/pipelines/eval_all.yaml
 LANGCHAIN_PROMPT = (
     "Answer the question based only on the following context:\n\n{context}\n\n"
     "Question: {question}"
+)
+# RULER's QA template (scripts/data/synthetic/constants.py), answer prefix included.
+RULER_PROMPT = (
+    "Answer the question based on the given documents. Only give me the answer and do not "
+    "output any other words.\n\nThe following are given documents.\n\n{context}\n\n"
+    "Answer the question based on the given documents. Only give me the answer and do not "
+    "output any other words.\n\nQuestion: {question} Answer:"
 )
 
 
@@ -88,6 +100,7 @@ class PeerStrategy:
     """A peer framework as a strategy: fresh index per corpus, one query, measured cost."""
 
     name = "peer"
+    kind = None  # routers reach a peer only by its name
     requires = frozenset()
 
     def __init__(self, backend: Backend):
@@ -115,7 +128,8 @@ class PeerStrategy:
 class LlamaIndexDefault(PeerStrategy):
     name = "llamaindex"
 
-    def __init__(self, backend: Backend):
+    def __init__(self, backend: Backend, chunk_size: int | None = None,
+                 chunk_overlap: int | None = None, top_k: int | None = None):
         super().__init__(backend)
         from llama_index.core import Settings
 
@@ -125,20 +139,35 @@ class LlamaIndexDefault(PeerStrategy):
         Settings.tokenizer = backend.tokenizer.offsets
         self.llm = OrchestraLLM(backend=self.backend, max_tokens=READER_MAX_TOKENS)
         self.embed = MiniLMEmbedding()
+        self.chunk_size, self.chunk_overlap, self.top_k = chunk_size, chunk_overlap, top_k
 
     def _query(self, question, corpus):
         from llama_index.core import Document, VectorStoreIndex
+        from llama_index.core.node_parser import SentenceSplitter
 
         docs = [Document(text=d.text, id_=d.id) for d in corpus.documents]
-        index = VectorStoreIndex.from_documents(docs, embed_model=self.embed)
-        response = index.as_query_engine(llm=self.llm).query(question)
+        kw: dict[str, Any] = {}
+        if self.chunk_size:
+            kw["transformations"] = [SentenceSplitter(chunk_size=self.chunk_size,
+                                                      chunk_overlap=self.chunk_overlap or 0)]
+        index = VectorStoreIndex.from_documents(docs, embed_model=self.embed, **kw)
+        qkw = {"similarity_top_k": self.top_k} if self.top_k else {}
+        response = index.as_query_engine(llm=self.llm, **qkw).query(question)
         pieces = [(n.node.ref_doc_id, n.node.get_content(), n.node.start_char_idx)
                   for n in response.source_nodes]
         return str(response), pieces
 
 
+class LlamaIndexSmallChunks(LlamaIndexDefault):
+    name = "llamaindex_small"
+
+    def __init__(self, backend: Backend):
+        super().__init__(backend, chunk_size=200, chunk_overlap=20, top_k=5)
+
+
 class LangChainReorder(PeerStrategy):
     name = "langchain"
+    prompt = LANGCHAIN_PROMPT
 
     def __init__(self, backend: Backend, k: int = 6):
         super().__init__(backend)
@@ -164,11 +193,21 @@ class LangChainReorder(PeerStrategy):
         hits = store.as_retriever(search_kwargs={"k": self.k}).invoke(question)
         hits = LongContextReorder().transform_documents(hits)
         context = "\n\n".join(h.page_content for h in hits)
-        chain = ChatPromptTemplate.from_template(LANGCHAIN_PROMPT) | self.llm | StrOutputParser()
+        # One human message: no system message, so the model's chat template adds its own.
+        chain = ChatPromptTemplate.from_template(self.prompt) | self.llm | StrOutputParser()
         text = chain.invoke({"context": context, "question": question})
         pieces = [(h.metadata["doc_id"], h.page_content, h.metadata.get("start_index"))
                   for h in hits]
         return text, pieces
+
+
+class LangChainRuler(LangChainReorder):
+    name = "langchain_ruler"
+    prompt = RULER_PROMPT
+
+
+PEERS = {"llamaindex": LlamaIndexDefault, "llamaindex_small": LlamaIndexSmallChunks,
+         "langchain": LangChainReorder, "langchain_ruler": LangChainRuler}
 
 
 class PeersPipeline:
@@ -183,6 +222,26 @@ class PeersPipeline:
 
     def run(self, question, corpus):
         return self.pipeline.run(question, corpus)
+
+    def to_config(self):
+        # Row keys hash this: our strategies' settings as the pipeline has them (a changed
+        # setting answers again).
+        return self.pipeline.to_config()
+
+
+def peers_runner(pipeline: PeersPipeline, out: str, systems: list[str], seed: int, info: dict):
+    """The evaluation runner, with a peer's rows keyed by the peer and the model alone: its
+    settings are fixed in this file, so a pipeline whose own settings change (a new profile)
+    reuses the peers' finished answers on the same samples instead of recomputing them."""
+    from orchestra.eval.runner import Runner
+
+    class PeersRunner(Runner):
+        def spec(self, name: str) -> dict:
+            if name in PEERS:
+                return {"peer": name, "model": getattr(pipeline.backend, "model_name", None)}
+            return super().spec(name)
+
+    return PeersRunner(pipeline, out, systems, seed=seed, run_info=info)
 
 
 def table(rows: list[dict]) -> str:
@@ -200,6 +259,30 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def head_to_head(rows: list[dict], reference: str = "langchain_ruler",
+                 ours: Sequence[str] = ("rag", "router")) -> str:
+    """Per question, on the samples both answered: where the reference is right and ours is
+    wrong, and the reverse (RULER's contains, the qa headline)."""
+    lines = []
+    for (dataset, length), rs in group_rows_(rows).items():
+        by = {(r["sample_id"], r["strategy"]): r["quality"] for r in rs}
+        for name in ours:
+            both = [sid for sid, n in by if n == reference and (sid, name) in by]
+            if not both:
+                continue
+            ref_only = sum(by[(sid, reference)] > by[(sid, name)] for sid in both)
+            ours_only = sum(by[(sid, name)] > by[(sid, reference)] for sid in both)
+            lines.append(f"- {dataset} {length}: {reference} right where {name} is wrong on "
+                         f"{ref_only} of {len(both)}, the reverse on {ours_only}")
+    return "\n".join(lines)
+
+
+def group_rows_(rows):
+    from orchestra.eval.report import group_rows
+
+    return group_rows(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pipeline", default=str(Path(__file__).parent / "pipelines" /
@@ -207,8 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dataset", default="niah")
     ap.add_argument("--lengths", default="4000")
     ap.add_argument("--limit", type=int, default=5)
-    ap.add_argument("--systems", default="llamaindex,langchain,rag,router",
-                    help="peers (llamaindex, langchain) and our strategies / router")
+    ap.add_argument("--systems",
+                    default="llamaindex,llamaindex_small,langchain,langchain_ruler,rag,router",
+                    help=f"peers ({', '.join(PEERS)}) and our strategies / router")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)
     ap.add_argument("--report-only", action="store_true",
@@ -217,32 +301,37 @@ def main(argv: list[str] | None = None) -> int:
 
     from orchestra.errors import OrchestraError
     from orchestra.eval.datasets import load_dataset, parse_lengths
-    from orchestra.eval.runner import RESULTS, Runner, read_results
+    from orchestra.eval.runner import RESULTS, read_results
     from orchestra.pipeline import Pipeline
 
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     if args.report_only:
-        print(table([r for r in read_results(Path(args.out) / RESULTS, repair=False)
-                     if r["strategy"] in systems]))
+        rows = _latest([r for r in read_results(Path(args.out) / RESULTS, repair=False)
+                        if r["strategy"] in systems])
+        print(table(rows))
+        print(head_to_head(rows))
         return 0
     try:
         pipe = Pipeline.from_yaml(args.pipeline)
-        peers = {}
-        if "llamaindex" in systems:
-            peers["llamaindex"] = LlamaIndexDefault(pipe.backend)
-        if "langchain" in systems:
-            peers["langchain"] = LangChainReorder(pipe.backend)
+        peers = {name: cls(pipe.backend) for name, cls in PEERS.items() if name in systems}
         ds = load_dataset(args.dataset, pipe.backend.tokenizer, parse_lengths(args.lengths),
                           args.limit, args.seed)
-        runner = Runner(PeersPipeline(pipe, peers), args.out, systems, seed=args.seed,
-                        run_info={"dataset": args.dataset, "seed": args.seed})
+        runner = peers_runner(PeersPipeline(pipe, peers), args.out, systems, args.seed,
+                              {"dataset": args.dataset, "seed": args.seed})
         rows = runner.run(ds)
     except OrchestraError as e:
         print(f"peers: error: {e}", file=sys.stderr)
         return 2
     wanted = {s.sample_id for s in ds.samples}
-    print(table([r for r in rows if r["sample_id"] in wanted and r["strategy"] in systems]))
+    rows = [r for r in rows if r["sample_id"] in wanted and r["strategy"] in systems]
+    print(table(rows))
+    print(head_to_head(rows))
     return 0
+
+
+def _latest(rows: list[dict]) -> list[dict]:
+    """The last row per (sample, system): a rerun with other settings appends, never edits."""
+    return list({(r["sample_id"], r["strategy"]): r for r in rows}.values())
 
 
 if __name__ == "__main__":
