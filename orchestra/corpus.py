@@ -20,6 +20,9 @@ from orchestra.backends.base import Tokenizer
 from orchestra.errors import InputError
 
 SUPPORTED_SUFFIXES = (".txt", ".md")
+CHUNK_BOUNDARIES = ("tokens", "structure")
+# Paragraphs, lines, sentence ends, words, characters: the splitter tries each in turn.
+_STRUCTURE_SEPARATORS = [r"\n\s*\n", r"\n", r"(?<=[.!?])\s+", r"\s+", ""]
 
 
 @dataclass(frozen=True)
@@ -236,10 +239,21 @@ class Corpus:
     def chunks(self) -> list[Chunk]:
         return self.chunk(self.default_chunk_tokens, self.default_overlap)
 
-    def chunk(self, chunk_tokens: int | None = None, overlap: int | None = None) -> list[Chunk]:
+    def chunk(self, chunk_tokens: int | None = None, overlap: int | None = None,
+              boundaries: str = "tokens") -> list[Chunk]:
+        """Chunks of at most ``chunk_tokens`` tokens. ``boundaries="tokens"``: fixed windows
+        sliding by ``chunk_tokens - overlap``; ``"structure"``: cut at paragraph breaks, then
+        lines, then sentence ends, then words (the smallest that fits), with up to ``overlap``
+        tokens repeated between neighbours. Either way a chunk's text is exactly
+        ``document.text[start:end]``."""
         chunk_tokens = self.default_chunk_tokens if chunk_tokens is None else chunk_tokens
         overlap = self.default_overlap if overlap is None else overlap
         check_chunking(chunk_tokens, overlap)
+        if boundaries not in CHUNK_BOUNDARIES:
+            raise InputError(f"chunk boundaries must be one of {', '.join(CHUNK_BOUNDARIES)}, "
+                             f"got {boundaries!r}")
+        if boundaries == "structure":
+            return self._structured(chunk_tokens, overlap)
         key = (chunk_tokens, overlap)
         if key not in self._chunkings:
             chunks: list[Chunk] = []
@@ -264,6 +278,23 @@ class Corpus:
             self._by_id.update({c.id: c for c in chunks})
         return self._chunkings[key]
 
+    def _structured(self, chunk_tokens: int, overlap: int) -> list[Chunk]:
+        key = ("structure", chunk_tokens, overlap)
+        if key not in self._chunkings:
+            chunks: list[Chunk] = []
+            for doc in self.documents:
+                for i, (c0, c1) in enumerate(structured_spans(doc.text, chunk_tokens, overlap,
+                                                              self.tokenizer.count)):
+                    text = doc.text[c0:c1]
+                    chunks.append(Chunk(
+                        id=_chunk_id(doc.id, c0, c1, text), doc_id=doc.id, index=i,
+                        order=len(chunks), start=c0, end=c1, text=text,
+                        n_tokens=self.tokenizer.count(text),
+                    ))
+            self._chunkings[key] = chunks
+            self._by_id.update({c.id: c for c in chunks})
+        return self._chunkings[key]
+
     def get_chunk(self, chunk_id: str) -> Chunk:
         return self._by_id[chunk_id]
 
@@ -277,3 +308,30 @@ class Corpus:
 
     def __repr__(self) -> str:
         return f"Corpus({len(self.documents)} documents)"
+
+
+def structured_spans(text: str, chunk_tokens: int, overlap: int,
+                     count) -> list[tuple[int, int]]:
+    """(start, end) character spans of structure-aware chunks of ``text``.
+
+    LangChain's RecursiveCharacterTextSplitter does the splitting (a well-kept implementation
+    of "largest unit that fits"); it returns stripped strings, so we locate each one in the
+    text, searching from the previous chunk's start, which makes the offsets exact.
+    """
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+    splitter = RecursiveCharacterTextSplitter(
+        separators=_STRUCTURE_SEPARATORS, is_separator_regex=True, keep_separator="end",
+        chunk_size=chunk_tokens, chunk_overlap=overlap, length_function=count,
+        strip_whitespace=True)
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    for piece in splitter.split_text(text):
+        start = text.find(piece, pos)
+        if start < 0:  # cannot happen for substrings; refuse rather than cite a wrong span
+            raise InputError("structure-aware chunking lost a chunk's position in its document")
+        spans.append((start, start + len(piece)))
+        pos = start + 1
+    if not spans:  # whitespace only: one chunk, as token windows give
+        spans.append((0, len(text)))
+    return spans

@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Iterable, Sequence
 import numpy as np
 
 from orchestra.cache import atomic_file, cache_dir, stable_hash
-from orchestra.corpus import Chunk, Corpus, check_chunking
+from orchestra.corpus import CHUNK_BOUNDARIES, Chunk, Corpus, check_chunking
 from orchestra.errors import ConfigError, InputError
 from orchestra.spec import Component
 
@@ -99,7 +99,9 @@ class Retriever(Component, ABC):
                 raise as_option_error(e, given) from None
 
     def __init__(self, backend: Any = None, chunk_tokens: int | None = None,
-                 overlap: int | None = None, cache: bool = True):
+                 overlap: int | None = None, cache: bool = True, chunking: str = "tokens"):
+        """``chunking``: ``tokens`` (fixed windows) or ``structure`` (cut at paragraph, line,
+        sentence, then word boundaries; at most ``chunk_tokens`` each); see Corpus.chunk."""
         # ``backend`` is accepted so a pipeline can build every component the same way.
         type(self).check_options({"chunk_tokens": chunk_tokens, "overlap": overlap})
         self.backend = backend
@@ -107,6 +109,10 @@ class Retriever(Component, ABC):
             chunk_tokens or self.default_chunk_tokens,
             self.default_overlap if overlap is None else overlap, f"retriever {self.name!r}",
             ConfigError)
+        if chunking not in CHUNK_BOUNDARIES:
+            raise ConfigError(f"retriever {self.name!r}: chunking must be one of "
+                              f"{', '.join(CHUNK_BOUNDARIES)}, not {chunking!r}")
+        self.chunking = chunking
         self.cache = bool(cache)
         self.chunks: list[Chunk] | None = None
         self.corpus: Corpus | None = None
@@ -122,7 +128,7 @@ class Retriever(Component, ABC):
         with self._lock:
             if corpus is self.corpus:
                 return self
-            chunks = corpus.chunk(self.chunk_tokens, self.overlap)
+            chunks = corpus.chunk(self.chunk_tokens, self.overlap, self.chunking)
             key = self.cache_key(corpus, chunks)
             if key == self._key:
                 self.corpus = corpus
@@ -154,7 +160,7 @@ class Retriever(Component, ABC):
         """The settings an index depends on (cache key): the spec with the chunking in effect;
         ``cache`` itself does not matter."""
         s = {k: v for k, v in self.spec().items() if k != "cache"}
-        s.update(chunk_tokens=self.chunk_tokens, overlap=self.overlap)
+        s.update(chunk_tokens=self.chunk_tokens, overlap=self.overlap, chunking=self.chunking)
         return s
 
     def cache_key(self, corpus: Corpus, chunks: Sequence[Chunk]) -> str:

@@ -56,7 +56,8 @@ class GraphRetriever(Retriever):
             raise ConfigError("retriever 'graph' uses its seed retriever's chunking; set "
                               "chunk_tokens/overlap on the seed")
         super().__init__(backend, chunk_tokens=self.seed.chunk_tokens,
-                         overlap=self.seed.overlap, cache=cache)
+                         overlap=self.seed.overlap, cache=cache,
+                         chunking=getattr(self.seed, "chunking", "tokens"))
         if not 0 < alpha < 1:
             raise ConfigError(f"retriever 'graph': alpha must be in (0, 1), got {alpha}")
         if seed_k < 1 or hops < 0 or max_df < 2 or max_nodes < 1:

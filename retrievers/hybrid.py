@@ -20,28 +20,32 @@ class HybridRetriever(Retriever):
 
     def __init__(self, backend=None, retrievers: Sequence[Any] | None = None,
                  weights: Sequence[float] | None = None, rrf_k: int = 60, depth: int = 50,
-                 chunk_tokens: int | None = None, overlap: int | None = None, cache: bool = True):
+                 chunk_tokens: int | None = None, overlap: int | None = None, cache: bool = True,
+                 chunking: str | None = None):
         specs = list(retrievers) if retrievers is not None else ["dense", "bm25"]
         if not specs:
             raise ConfigError("retriever 'hybrid' needs at least one retriever to fuse")
         members = []
         for s in specs:
-            if isinstance(s, (str, dict)) and (chunk_tokens or overlap is not None):
+            if isinstance(s, (str, dict)) and (chunk_tokens or overlap is not None or chunking):
                 s = {"type": s} if isinstance(s, str) else dict(s)
                 if chunk_tokens:
                     s.setdefault("chunk_tokens", chunk_tokens)
                 if overlap is not None:
                     s.setdefault("overlap", overlap)
+                if chunking:
+                    s.setdefault("chunking", chunking)
             members.append(make_retriever(s, backend))
-        chunkings = {(getattr(m, "chunk_tokens", None), getattr(m, "overlap", None))
-                     for m in members}
+        chunkings = {(getattr(m, "chunk_tokens", None), getattr(m, "overlap", None),
+                      getattr(m, "chunking", "tokens")) for m in members}
         if len(chunkings) > 1:
+            how = ", ".join(f"{m.name}: {c[0]}/{c[1]}/{c[2]}" for m, c in zip(members, [
+                (m.chunk_tokens, m.overlap, getattr(m, "chunking", "tokens")) for m in members]))
             raise ConfigError(
-                "retriever 'hybrid': the fused retrievers chunk differently "
-                f"({', '.join(f'{m.name}: {m.chunk_tokens}/{m.overlap}' for m in members)}); "
-                "give them the same chunk_tokens and overlap")
-        ct, ov = next(iter(chunkings))
-        super().__init__(backend, chunk_tokens=ct, overlap=ov, cache=cache)
+                f"retriever 'hybrid': the fused retrievers chunk differently ({how}); "
+                "give them the same chunk_tokens, overlap and chunking")
+        ct, ov, ch = next(iter(chunkings))
+        super().__init__(backend, chunk_tokens=ct, overlap=ov, cache=cache, chunking=ch)
         if weights is None:
             weights = [1.0] * len(members)
         if len(weights) != len(members) or any(w < 0 for w in weights):

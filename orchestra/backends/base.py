@@ -40,6 +40,10 @@ class GenerationRequest(BaseModel):
     temperature: float = Field(default=0.0, ge=0.0)  # 0 means greedy
     stop: list[str] = Field(default_factory=list)
     seed: int | None = None
+    # Decoding guards against the loops small readers fall into ("the invention of the
+    # invention of ..."): 1.0 and 0 mean off. Backends that cannot apply one refuse it.
+    repetition_penalty: float = Field(default=1.0, ge=1.0, le=2.0)
+    no_repeat_ngram_size: int = Field(default=0, ge=0)
 
     @classmethod
     def user(cls, content: str, system: str | None = None, **kw) -> "GenerationRequest":

@@ -197,7 +197,8 @@ class TransformersBackend(HFTokenizerBackend):
         # Requests sharing sampling settings run together, in batches of batch_size.
         groups: dict[tuple, list[int]] = {}
         for i, r in enumerate(requests):
-            groups.setdefault((r.max_tokens, r.temperature, tuple(r.stop), r.seed), []).append(i)
+            groups.setdefault((r.max_tokens, r.temperature, tuple(r.stop), r.seed,
+                                r.repetition_penalty, r.no_repeat_ngram_size), []).append(i)
         with self.lock:
             for idx in groups.values():
                 for s in range(0, len(idx), self.batch_size):
@@ -240,6 +241,7 @@ class TransformersBackend(HFTokenizerBackend):
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if r0.stop:
             kwargs.update(stop_strings=list(r0.stop), tokenizer=self.hf_tokenizer)
+        kwargs.update(decoding_guards(r0))
         with torch.inference_mode():
             out = self.model.generate(**enc, **kwargs, **generate_kw)
         new = out[:, enc["input_ids"].shape[1] :].tolist()

@@ -307,6 +307,13 @@ class OpenAIBackend(Backend):
             body["stop"] = list(req.stop)
         if req.seed is not None:
             body["seed"] = req.seed
+        if req.repetition_penalty != 1.0:
+            # Not in OpenAI's API; vLLM, llama.cpp and TGI servers accept it as an extra field.
+            body["repetition_penalty"] = req.repetition_penalty
+        if req.no_repeat_ngram_size:
+            raise ConfigError("the openai backend cannot send no_repeat_ngram_size "
+                              f"({req.no_repeat_ngram_size}): chat-completion servers have no "
+                              "such field; set it to 0 or use repetition_penalty")
         t0 = time.perf_counter()
         data = self._call_json("POST", self.base_url + "/chat/completions", body)
         seconds = time.perf_counter() - t0

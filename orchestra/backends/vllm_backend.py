@@ -21,7 +21,7 @@ from orchestra.backends.base import (
     check_requests,
 )
 from orchestra.backends.local import HFTokenizerBackend, model_dir
-from orchestra.errors import BackendError, ContextOverflowError
+from orchestra.errors import BackendError, ConfigError, ContextOverflowError
 
 INSTALL_MESSAGE = (
     "the vllm backend needs vLLM, which is not installed here: install it with "
@@ -40,6 +40,12 @@ def sampling_kwargs(request: GenerationRequest) -> dict[str, Any]:
         kw["stop"] = list(request.stop)
     if request.seed is not None:
         kw["seed"] = request.seed
+    if request.repetition_penalty != 1.0:
+        kw["repetition_penalty"] = request.repetition_penalty
+    if request.no_repeat_ngram_size:
+        # vLLM's sampler has no n-gram ban; dropping it silently would change the answers.
+        raise ConfigError("the vllm backend cannot apply no_repeat_ngram_size "
+                          f"({request.no_repeat_ngram_size}); set it to 0 or use repetition_penalty")
     return kw
 
 

@@ -23,8 +23,17 @@ from typing import Any, ClassVar, NamedTuple
 
 from orchestra.backends.base import Backend, GenerationRequest, Message
 from orchestra.corpus import Corpus
-from orchestra.errors import CapabilityError, InputError
-from orchestra.prompts import DEFAULTS, check_template
+from orchestra.errors import CapabilityError, ConfigError, InputError
+from orchestra.prompts import (
+    DEFAULTS,
+    PASSAGE_FORMATS,
+    DECLINE_TEMPLATES,
+    SYSTEM_PROMPTS,
+    READER_TEMPLATES,
+    check_choice,
+    check_template,
+    format_passages,
+)
 from orchestra.spec import Component
 from orchestra.types import Answer, Cost, Evidence, Trace
 
@@ -84,15 +93,6 @@ class Strategy(Component, ABC):
             )
         self.backend = backend
         self.max_tokens = max_tokens
-        self.prompts = dict(DEFAULTS)
-        for k, v in (prompts or {}).items():
-            if k not in self.prompts:
-                raise InputError(f"unknown prompt {k!r}; known: {', '.join(sorted(self.prompts))}")
-            self.prompts[k] = v
-        check_template(self.prompts["reader"], {"context", "question"}, "prompt 'reader'")
-        check_template(self.prompts["reader_may_decline"], {"context", "question"},
-                       "prompt 'reader_may_decline'")
-
         Strategy.check_options.__func__(type(self), {
             "reader_template": reader_template, "reader_system": reader_system,
             "passage_format": passage_format, "repetition_penalty": repetition_penalty,
@@ -102,18 +102,18 @@ class Strategy(Component, ABC):
         self.passage_format = passage_format
         self.repetition_penalty = float(repetition_penalty)
         self.no_repeat_ngram_size = no_repeat_ngram_size
-    def answer(self, question: str, corpus: Corpus, *, may_decline: bool = False) -> Answer:
-        """The Answer (its cost's wall_seconds is this call's time). ``may_decline`` (only where
-        ``can_decline``) lets the reader reply "unanswerable"."""
-        question = check_question(question)
-        t0 = time.perf_counter()
-        if may_decline:
-            if not self.can_decline:
-                raise CapabilityError(f"strategy {self.name!r} cannot decline (may_decline)")
-            ans = self._answer(question, corpus, may_decline=True)
-        else:
-            ans = self._answer(question, corpus)
-        ans.cost.wall_seconds = time.perf_counter() - t0
+        self.prompts = dict(DEFAULTS)
+        self.prompts.update(reader=READER_TEMPLATES[reader_template],
+                            reader_may_decline=DECLINE_TEMPLATES[reader_template],
+                            reader_system=SYSTEM_PROMPTS[reader_system])
+        for k, v in (prompts or {}).items():
+            if k not in self.prompts:
+                raise InputError(f"unknown prompt {k!r}; known: {', '.join(sorted(self.prompts))}")
+            self.prompts[k] = v
+        check_template(self.prompts["reader"], {"context", "question"}, "prompt 'reader'")
+        check_template(self.prompts["reader_may_decline"], {"context", "question"},
+                       "prompt 'reader_may_decline'")
+
     @classmethod
     def check_options(cls, options: dict) -> None:
         """Checks on option values that need no backend (orchestra.checks): the constructor and
@@ -166,11 +166,23 @@ class Strategy(Component, ABC):
                 f"{needed + self.max_tokens} tokens before any document text, but the model's "
                 f"window is {window} tokens; shorten the question")
 
+    def answer(self, question: str, corpus: Corpus, *, may_decline: bool = False) -> Answer:
+        """The Answer (its cost's wall_seconds is this call's time). ``may_decline`` (only where
+        ``can_decline``) lets the reader reply "unanswerable"."""
+        question = check_question(question)
+        self.check_room(question)
+        t0 = time.perf_counter()
+        if may_decline:
+            if not self.can_decline:
+                raise CapabilityError(f"strategy {self.name!r} cannot decline (may_decline)")
+            ans = self._answer(question, corpus, may_decline=True)
+        else:
+            ans = self._answer(question, corpus)
+        ans.cost.wall_seconds = time.perf_counter() - t0
         return ans
 
     @abstractmethod
     def _answer(self, question: str, corpus: Corpus) -> Answer:
-        self.check_room(question)
         """Answer a checked question (strategies that ``can_decline`` take ``may_decline``)."""
 
     def fits(self, corpus: Corpus, question: str = "") -> Fit:
@@ -181,16 +193,33 @@ class Strategy(Component, ABC):
         """Measurements a router may decide from, without a model call (default: none)."""
         return {}
 
+    def reading_options(self) -> dict[str, Any]:
+        """The reader's framing and decoding knobs (every strategy that reads has them)."""
+        return {"reader_template": self.reader_template, "reader_system": self.reader_system,
+                "passage_format": self.passage_format,
+                "repetition_penalty": self.repetition_penalty,
+                "no_repeat_ngram_size": self.no_repeat_ngram_size}
+
+    def format_context(self, chunks) -> str:
+        """Retrieved or packed chunks as the reader's {context}, in ``passage_format``."""
+        return format_passages(chunks, style=self.passage_format)
+
     # -- helpers shared by strategies -------------------------------------------------------
     def reader_request(self, context: str, question: str, may_decline: bool = False,
                        max_tokens: int | None = None) -> GenerationRequest:
         template = self.prompts["reader_may_decline" if may_decline else "reader"]
-        return GenerationRequest(
-            messages=[Message(role="system", content=self.prompts["reader_system"]),
-                      Message(role="user", content=template.format(context=context,
-                                                                    question=question))],
-            max_tokens=max_tokens or self.max_tokens,
-        )
+        system = self.prompts["reader_system"]
+        # An empty system prompt sends none: the chat template then adds the model's own.
+        messages = [Message(role="system", content=system)] if system else []
+        messages.append(Message(role="user", content=template.format(context=context,
+                                                                     question=question)))
+        return GenerationRequest(messages=messages, max_tokens=max_tokens or self.max_tokens,
+                                 **self.decoding())
+
+    def decoding(self) -> dict[str, Any]:
+        """GenerationRequest fields for the decoding guards."""
+        return {"repetition_penalty": self.repetition_penalty,
+                "no_repeat_ngram_size": self.no_repeat_ngram_size}
 
     def read(self, context: str, question: str, chunks, trace: Trace,
              may_decline: bool = False, step: str = "read") -> Answer:
