@@ -41,8 +41,15 @@ _DECLINE = re.compile(
 def declined(answer: Answer) -> bool:
     """Whether the reader said the passages lack the answer ("unanswerable", or a plain
     "The text does not mention ..." at the start of its reply)."""
+    from orchestra.short_answer import short_answer
+
     text = answer.text.strip()
-    return answer.unanswerable or UNANSWERABLE in text.lower()[:40] or bool(_DECLINE.match(text))
+    # Small readers wrap the decline too ('The answer to the question is: "unanswerable"'):
+    # the reply's short answer, preamble and quotes removed, is checked as well.
+    short = short_answer(text).strip()
+    return (answer.unanswerable or UNANSWERABLE in text.lower()[:40]
+            or UNANSWERABLE in short.lower()[:len(UNANSWERABLE) + 4]
+            or bool(_DECLINE.match(text)) or bool(_DECLINE.match(short)))
 
 
 class SelfRouter(Router):

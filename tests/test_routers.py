@@ -285,6 +285,10 @@ def test_self_route_without_rag_reads_directly_and_without_fallback_keeps_the_re
     ("The passages do not contain the answer", True), ("There is no information about it.", True),
     ("The special magic number for Seattle is 879274.", False),
     ("The text says the answer is 42; it does not mention more.", False),
+    # replies of the embedded reader on ruler_qa:test (4k) under RULER's template
+    ('The answer to the question is: "unanswerable"', True),
+    ("The answer to this question is: The text does not mention the area.", True),
+    ('The answer to the question is: "The area of the modern city is 517 km2"', False),
 ])
 def test_declines_are_recognised_in_plain_words(text, expected):
     from orchestra.routers.self_route import declined
