@@ -680,14 +680,14 @@ def test_d4_dense_index_with_nan_vectors_is_rebuilt(tmp_path, monkeypatch):
     (["--strategy", "full_context", "--truncation", "head", "-q", "Why " + "really " * 9000 + "?"],
      ["the question is too long", "window is 8192 tokens"]),
     (["--strategy", "chain_of_agents", "--max-tokens", "100000", "-q", "How old is Alice?"],
-     ["max_tokens 100000", "8192-token window"]),
+     ["max_tokens 100000", "8192-token window", "lower max_tokens"]),
 ], ids=["C-2/P-1 a question over the window", "P-2 max_tokens over the window"])
 def test_real_model_names_the_sizes(tmp_path, argv, expect):
     """The embedded model's own window and tokenizer (each run loads the model once)."""
     (tmp_path / "a.txt").write_text("Alice is 30 years old.")
     # The user's cache (the converted model is there), not the row's empty one.
     cache = os.environ.get("ORCHESTRA_CACHE") or str(Path.home() / ".cache" / "orchestra")
-    proc = run_cli(["ask", "--docs", "a.txt", "--no-stream", *argv], tmp_path,
+    proc = run_cli(["ask", "--docs", "a.txt", *argv], tmp_path,
                    {"ORCHESTRA_CACHE": cache}, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     (line,) = [ln for ln in proc.stderr.splitlines() if "error:" in ln]
