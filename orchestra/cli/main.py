@@ -29,10 +29,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_default_showwarning = warnings.showwarning
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    # One line per warning (a cache rebuilt, a cache not writable), not Python's two with
-    # the source line: these are for the user, not a developer.
-    print(f"orchestra: warning: {message}", file=file or sys.stderr)
+    # orchestra's own warnings (a cache rebuilt, a cache not writable) in one line, not Python's
+    # two with the source line: they are for the user. Other libraries' keep their form.
+    if getattr(category, "__module__", "").startswith("orchestra."):
+        print(f"orchestra: warning: {message}", file=file or sys.stderr)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
 
 
 def main(argv: list[str] | None = None) -> int:

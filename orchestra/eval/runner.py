@@ -24,7 +24,7 @@ from typing import Any, Iterable, Sequence
 
 from tqdm.auto import tqdm
 
-from orchestra.cache import atomic_file, stable_hash
+from orchestra.cache import CacheWarning, atomic_file, stable_hash
 from orchestra.corpus import Corpus
 from orchestra.errors import InputError, OrchestraError
 from orchestra.eval import metrics
@@ -167,7 +167,8 @@ class Runner:
             except ValueError as e:
                 # Our own record, cut short by an older crash: the rows are keyed by content, so
                 # nothing depends on it; rewrite it rather than block every later resume.
-                warnings.warn(f"{path} is unreadable ({e}); writing it again", stacklevel=3)
+                warnings.warn(f"{path} is unreadable ({e}); writing it again", CacheWarning,
+                              stacklevel=3)
                 old = None
         if old is not None:
             for key in ("dataset", "seed"):
