@@ -123,6 +123,15 @@ class TransformersBackend(HFTokenizerBackend):
         positive_int(options, "batch_size", "transformers backend")
         positive_int(options, "context_window", "transformers backend")
         positive_int(options, "threads", "transformers backend")
+        model = options.get("model")
+        if model not in (None, "embedded"):  # a folder or a cached hub id: found, not loaded
+            if not isinstance(model, str):
+                raise OptionError("model", f"transformers backend: model must be 'embedded', a "
+                                           f"folder or a hub id, not {model!r}")
+            try:
+                model_dir(model)
+            except BackendError as e:
+                raise OptionError("model", f"transformers backend: {e}") from None
 
     def __init__(
         self,

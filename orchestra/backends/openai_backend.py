@@ -147,6 +147,15 @@ class OpenAIBackend(Backend):
         non_negative_int(options, "max_retries", "openai backend")
         positive_int(options, "concurrency", "openai backend")
         positive_int(options, "context_window", "openai backend")
+        tok = options.get("tokenizer")
+        if tok not in (None, "embedded"):  # a local tokenizer folder: found, not loaded
+            from orchestra.backends.local import model_dir
+
+            try:
+                model_dir(str(tok), what="tokenizer", error=ConfigError,
+                          needs=("tokenizer.json", "tokenizer_config.json"))
+            except ConfigError as e:
+                raise OptionError("tokenizer", f"openai backend: {e}") from None
 
     # -- HTTP -----------------------------------------------------------------------------
     def _send(self, method: str, url: str, body: dict | None):
