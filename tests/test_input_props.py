@@ -19,7 +19,8 @@ from orchestra.config import PipelineConfig, check, load_config, load_config_tex
 from orchestra.errors import OrchestraError
 from orchestra.eval.datasets import Dataset, user_jsonl
 
-SETTINGS = settings(max_examples=150, deadline=timedelta(seconds=2),
+# database=None: no example store written into the working tree; each run draws afresh.
+SETTINGS = settings(max_examples=150, deadline=timedelta(seconds=2), database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture,
                                            HealthCheck.too_slow])
 
