@@ -36,8 +36,10 @@ def haystack(tokenizer, n_tokens: int) -> Document:
     essays = DATA / "needle_haystack" / "PaulGrahamEssays"
     if not essays.is_dir():
         sys.exit(f"essays not found at {essays} (set ORCHESTRA_DATA)")
-    text, _ = insert_needles(cut_to_tokens(tokenizer, essays_text(essays), n_tokens),
-                             [(depth, sentence) for depth, (sentence, _) in NEEDLES.items()])
+    hay = cut_to_tokens(tokenizer, essays_text(essays, strip=False), n_tokens)
+    text, _ = insert_needles(hay,
+                             [(depth, sentence) for depth, (sentence, _) in NEEDLES.items()],
+                             after=True)  # the sentence after each depth, as measured
     return Document("essays", text)
 
 

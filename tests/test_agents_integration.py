@@ -19,10 +19,11 @@ QUESTION = "What are the first magic number and the second magic number?"
 
 def haystack(essays_dir, tokenizer, n_tokens: int) -> Document:
     """The essays (sorted by name) cut to ``n_tokens`` tokens, needles at sentence ends."""
-    text = essays_text(essays_dir)
+    text = essays_text(essays_dir, strip=False)
     assert len(tokenizer.offsets(text)) > n_tokens, "the essays are shorter than asked for"
     text, _ = insert_needles(cut_to_tokens(tokenizer, text, n_tokens),
-                             [(depth, sentence) for depth, (sentence, _) in NEEDLES.items()])
+                             [(depth, sentence) for depth, (sentence, _) in NEEDLES.items()],
+                             after=True)  # the sentence after each depth, as measured
     return Document("essays", text)
 
 

@@ -35,10 +35,12 @@ def magic_question(city: str) -> str:
     return f"What is the special magic number for {city}?"
 
 
-def essays_text(folder: str | Path) -> str:
-    """The folder's .txt essays in name order, joined by blank lines."""
+def essays_text(folder: str | Path, strip: bool = True) -> str:
+    """The folder's .txt essays in name order, joined by blank lines (``strip=False``: each
+    file's text as it is, trailing newlines included, as the agents' measurements read it)."""
     files = sorted(Path(folder).glob("*.txt"))
-    texts = [t for t in (f.read_text(encoding="utf-8").strip() for f in files) if t]
+    texts = [t for t in (f.read_text(encoding="utf-8") for f in files) if t.strip()]
+    texts = [t.strip() for t in texts] if strip else texts
     if not texts:
         raise InputError(f"{folder}: no .txt essays to build a haystack from")
     return "\n\n".join(texts)
@@ -50,24 +52,30 @@ def cut_to_tokens(tokenizer, text: str, tokens: int) -> str:
     return text[: offs[tokens][0]].rstrip() if tokens < len(offs) else text
 
 
-def sentence_start(text: str, pos: int) -> int:
-    """The start of the sentence at or before ``pos`` (needles go between sentences)."""
+def sentence_start(text: str, pos: int, after: bool = False) -> int:
+    """The start of the sentence at or before ``pos`` (needles go between sentences); with
+    ``after``, of the first sentence after ``pos`` (the end when there is none)."""
+    if after:
+        cut = text.find(". ", pos)
+        return len(text) if cut < 0 else cut + 2
     if pos <= 0:
         return 0
     cut = max(text.rfind(". ", 0, pos), text.rfind("\n", 0, pos))
     return 0 if cut < 0 else cut + (2 if text[cut] == "." else 1)
 
 
-def insert_needles(hay: str, needles: Sequence[tuple[float, str]]) -> tuple[str, list[int]]:
+def insert_needles(hay: str, needles: Sequence[tuple[float, str]],
+                   after: bool = False) -> tuple[str, list[int]]:
     """``hay`` with each (depth, sentence) put at the sentence start nearest before ``depth``
-    (a fraction of ``hay``'s length); the needles' character starts, in the order given."""
+    (a fraction of ``hay``'s length), or with ``after`` the next one after it; the needles'
+    character starts, in the order given."""
     text = hay
     at: dict[int, int] = {}
     # From the deepest: earlier offsets hold while later ones move.
     for i, (depth, sentence) in sorted(enumerate(needles), key=lambda t: -t[1][0]):
         if not 0.0 <= depth <= 1.0:
             raise InputError(f"needle depth {depth} is outside [0, 1]")
-        pos = sentence_start(text, int(len(hay) * depth))
+        pos = sentence_start(text, int(len(hay) * depth), after)
         text = text[:pos] + sentence + " " + text[pos:]
         at = {j: (s + len(sentence) + 1 if s >= pos else s) for j, s in at.items()}
         at[i] = pos
