@@ -161,16 +161,16 @@ def test_cli_on_the_embedded_model_writes_three_outputs_and_resumes(tmp_path, ca
     data_path("needle_haystack")
     out = tmp_path / "niah"
     args = ["eval", "--dataset", "niah", "--lengths", "1500", "--limit", "1", "--depths", "0.5",
-            "--strategies", "full,router", "--out", str(out), "--no-progress"]
+            "--strategies", "full_context,router", "--out", str(out), "--no-progress"]
     assert main(args) == 0
     rows = {r["strategy"]: r for r in read_results(out / "results.jsonl")}
-    assert set(rows) == {"full", "router"}
-    full = rows["full"]
+    assert set(rows) == {"full_context", "router"}
+    full = rows["full_context"]
     assert full["cost"]["prompt_tokens"] > 1400 and full["cost"]["model_calls"] == 1
     assert full["evidence_recall"] == 1.0  # full context saw the needle
     assert rows["router"]["route"]["router"] != "fixed" or rows["router"]["route"]["strategy"]
     assert rows["router"]["cost"]["model_calls"] >= 1
-    assert (out / "report.md").read_text().count("| full |") == 1
+    assert (out / "report.md").read_text().count("| full_context |") == 1
     assert (out / "quality_vs_cost.png").stat().st_size > 10_000
     # run.json records every component's full spec (orchestra/spec.py), defaults included
     spec = json.loads((out / "run.json").read_text())["pipeline_spec"]

@@ -190,9 +190,8 @@ class Runner:
         retriever settings it reads with; the whole pipeline for the router."""
         try:
             cfg = self.pipeline.to_config()
-        except Exception:  # a pipeline-like object without a config: its strategies' options
-            cfg = {"strategies": {n: getattr(s, "options", dict)()
-                                  for n, s in self.pipeline.strategies.items()}}
+        except Exception:  # a pipeline-like object without a config: its strategies' specs
+            cfg = {"strategies": {n: s.spec() for n, s in self.pipeline.strategies.items()}}
         if name == ROUTER:
             return cfg
         return {k: cfg.get(k) for k in ("backend", "corpus", "retrievers")} | {
