@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from orchestra.backends.base import Tokenizer
 from orchestra.errors import InputError
+from orchestra.files import read_text_file
 
 SUPPORTED_SUFFIXES = (".txt", ".md")
 CHUNK_BOUNDARIES = ("tokens", "structure")
@@ -68,30 +68,12 @@ def _chunk_id(doc_id: str, start: int, end: int, text: str) -> str:
 
 def read_document(path: Path, doc_id: str | None = None) -> Document:
     """A .txt/.md regular file as a Document; anything else is refused naming the file."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file or directory") from None
-    except OSError as e:
-        raise InputError(f"{path}: cannot be read ({e.strerror})") from None
-    if not stat.S_ISREG(st.st_mode):
-        # A FIFO or device would block or never end; only regular files are read.
-        raise InputError(f"{path}: not a regular file; give a .txt or .md file or a directory")
-    if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+    if path.exists() and path.is_file() and path.suffix.lower() not in SUPPORTED_SUFFIXES:
         raise InputError(
             f"{path}: unsupported file type {path.suffix or '(none)'!r}; "
             f"supported: {', '.join(SUPPORTED_SUFFIXES)}"
         )
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise InputError(f"{path}: cannot be read ({e.strerror})") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise InputError(
-            f"{path}: not UTF-8 text (invalid byte at offset {e.start}); convert it to UTF-8"
-        ) from None
+    text = read_text_file(path, InputError, "a .txt or .md file or a directory")
     nul = text.find("\x00")
     if nul >= 0:  # UTF-8 text never holds NUL bytes; this is a binary file
         raise InputError(f"{path}: a binary file, not text (a NUL byte at character {nul}); "

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from orchestra.errors import ConfigError
+from orchestra.files import read_text_file
 
 MAX_FILE_BYTES = 1 << 20  # pipeline files are a few hundred bytes; 1 MiB is generous
 MAX_DEPTH = 64  # nesting levels; PyYAML's composer recurses once per level
@@ -113,26 +113,7 @@ def load_located(text: str, source: str) -> Located:
 
 def load_file(path: str | Path) -> Located:
     path = Path(path)
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot be read ({e.strerror})") from None
-    if not stat.S_ISREG(st.st_mode):
-        what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-        raise ConfigError(f"{path}: {what}; give a pipeline YAML file")
-    if st.st_size > MAX_FILE_BYTES:
-        raise ConfigError(f"{path}: {st.st_size} bytes, more than a pipeline file may hold "
-                          f"({MAX_FILE_BYTES})")
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot be read ({e.strerror})") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not UTF-8 text (invalid byte at offset {e.start})") from None
+    text = read_text_file(path, ConfigError, "a pipeline file", max_bytes=MAX_FILE_BYTES)
     return load_located(text, str(path))
 
 
