@@ -29,6 +29,9 @@ RULER_START = "Answer the question based on the given documents."
 PARAMS = ["reorder", "reader_template", "max_tokens"]
 
 PIPELINE = {
+    # The generic profile: the SmolLM2 profile already holds RULER's template, which would
+    # leave nothing for the planted search to find.
+    "profile": "generic",
     "backend": {"type": "transformers", "model": "embedded"},
     "retrievers": {"lex": {"type": "bm25"}},
     "strategies": {"rag": {"type": "rag", "retriever": "lex", "top_k_tokens": 768}},
