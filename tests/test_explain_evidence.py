@@ -215,4 +215,9 @@ def test_ask_prints_evidence_as_file_lines_on_the_shipped_document(embedded, cap
     out = capsys.readouterr().out
     lines = [LOCATION.match(line) for line in out.split("evidence:\n", 1)[1].splitlines()]
     assert lines and all(lines), out
-    assert any("dedicate a portion of that field" in m.group(4) for m in lines)
+    # Each printed line is one evidence span: its lines, then the start of its text.
+    assert [(int(m.group(2)), int(m.group(3))) for m in lines] == [
+        (ev["line_start"], ev["line_end"]) for ev in data["evidence"]]
+    for m, ev in zip(lines, data["evidence"]):
+        start = " ".join(text[ev["start"]:ev["end"]].split())
+        assert start.startswith(m.group(4).rstrip("…").strip())
