@@ -405,29 +405,41 @@ def suggest(trial: Any, the_plan: Plan) -> dict[str, str]:
     return out
 
 
+def chosen(comp, labels: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The values drawn for one component: its own options (custom prompts under "prompts")
+    and, when a retriever was drawn, that retriever's type and settings. KEEP (the choice that
+    leaves the pipeline's value alone) is left out."""
+    mine: dict[str, Any] = {}
+    retr: dict[str, Any] | None = None
+    for e in comp.entries:
+        label = labels.get(param_name(comp, e))
+        if label is None:
+            continue
+        value = e.values()[label]
+        head, _, rest = e.option.partition(".")
+        if e.name == "retriever":
+            retr = {"type": value}
+        elif head == "retriever" and rest:
+            if retr is not None and value is not KEEP:
+                retr[rest] = value
+        elif value is KEEP:
+            continue
+        elif head == "prompts" and rest:
+            mine.setdefault("prompts", {})[rest] = value
+        else:
+            mine[e.option] = value
+    return mine, retr
+
+
 def apply(data: dict, the_plan: Plan, labels: dict[str, str]) -> dict:
     """A copy of the pipeline ``data`` with the chosen values written in."""
     data = copy.deepcopy(data)
     for comp in the_plan.components:
         section = data["router"] if comp.kind == "router" else data["strategies"][comp.name]
-        retr: dict[str, Any] | None = None
-        for e in comp.entries:
-            label = labels.get(param_name(comp, e))
-            if label is None:
-                continue
-            value = e.values()[label]
-            head, _, rest = e.option.partition(".")
-            if e.name == "retriever":
-                retr = {"type": value}
-            elif head == "retriever" and rest:
-                if retr is not None and value is not KEEP:
-                    retr[rest] = value
-            elif value is KEEP:  # DEFAULT: the pipeline's own value stays
-                continue
-            elif head == "prompts" and rest:
-                section.setdefault("prompts", {})[rest] = value
-            else:
-                section[e.option] = value
+        mine, retr = chosen(comp, labels)
+        if "prompts" in mine:
+            section.setdefault("prompts", {}).update(mine.pop("prompts"))
+        section.update(mine)
         if retr is not None:
             rname = f"{comp.name}_retriever"
             if retr["type"] == "hybrid":
@@ -449,25 +461,7 @@ def profile_values(data: dict, the_plan: Plan, labels: dict[str, str]) -> tuple[
         if comp.kind != "strategy":
             notes.append(f"{comp.name}: router settings are not part of a profile")
             continue
-        mine: dict[str, Any] = {}
-        retr: dict[str, Any] | None = None
-        for e in comp.entries:
-            label = labels.get(param_name(comp, e))
-            if label is None:
-                continue
-            value = e.values()[label]
-            head, _, rest = e.option.partition(".")
-            if e.name == "retriever":
-                retr = {"type": value}
-            elif head == "retriever" and rest:
-                if retr is not None and value is not KEEP:
-                    retr[rest] = value
-            elif value is KEEP:
-                continue
-            elif head == "prompts" and rest:
-                mine.setdefault("prompts", {})[rest] = value
-            else:
-                mine[e.option] = value
+        mine, retr = chosen(comp, labels)
         if retr is not None:
             rtype = retr.pop("type")
             if rtype == "hybrid":
