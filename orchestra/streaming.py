@@ -25,11 +25,12 @@ Strategies stream through ``stream_read`` (``Strategy.read`` calls it): outside 
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import queue
 import threading
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Literal, Union
+from typing import Any, AsyncIterator, Callable, Iterator, Literal, Union
 
 from pydantic import BaseModel, Field
 
@@ -267,3 +268,50 @@ def _complete(sink: Sink, answer: Answer) -> list[BaseModel]:
         out.append(TokenEvent(text=answer.text[len(sink.sent):]))
     out.append(AnswerEvent(answer=answer))
     return out
+
+
+async def iterate_in_thread(make: Callable[[], Iterator[Any]]) -> AsyncIterator[Any]:
+    """Items of a blocking iterator, produced on its own thread (with this context's
+    ContextVars). Leaving early stops the producer at its next item and closes the
+    iterator there, which cancels the generation behind it."""
+    loop = asyncio.get_running_loop()
+    q: asyncio.Queue = asyncio.Queue()
+    done = object()
+    stop = threading.Event()
+
+    def put(item: Any) -> None:
+        try:
+            loop.call_soon_threadsafe(q.put_nowait, item)
+        except RuntimeError:  # the loop is gone (shutdown)
+            pass
+
+    def produce() -> None:
+        try:
+            it = make()
+            try:
+                for item in it:
+                    if stop.is_set():
+                        break
+                    put(item)
+            finally:
+                close = getattr(it, "close", None)
+                if close is not None:
+                    close()
+        except BaseException as e:  # noqa: BLE001  (re-raised on the loop)
+            put(e)
+        finally:
+            put(done)
+
+    ctx = contextvars.copy_context()
+    threading.Thread(target=ctx.run, args=(produce,), name="orchestra-serve-stream",
+                     daemon=True).start()
+    try:
+        while True:
+            item = await q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()

@@ -13,8 +13,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 from typing import Any, AsyncIterator, Iterator, Optional
 
 try:
@@ -47,6 +45,7 @@ from orchestra.integrations._stream import stream_one
 from orchestra.integrations.langchain_steps import LangChainSteps
 from orchestra.integrations.retriever_adapter import ExternalRetriever
 from orchestra.spec import entry
+from orchestra.streaming import iterate_in_thread
 
 __all__ = [
     "OrchestraChatModel", "PipelineRunnable", "PipelineInput", "as_runnable", "lc_documents",
@@ -270,7 +269,7 @@ class PipelineRunnable(Runnable):
                           run_manager: AsyncCallbackManagerForChainRun) -> AsyncIterator[Any]:
         sync_manager = run_manager.get_sync()  # the listener runs on the reading thread
         async for value in inputs:
-            async for item in _in_thread(lambda v=value: self._events(v, sync_manager)):
+            async for item in iterate_in_thread(lambda v=value: self._events(v, sync_manager)):
                 yield item
 
     async def astream(self, input: Any, config: Optional[RunnableConfig] = None,
@@ -306,37 +305,6 @@ class PipelineRunnable(Runnable):
             return []
         return self._batch_with_config(self._batch, inputs, config,
                                        return_exceptions=return_exceptions, run_type="chain")
-
-
-async def _in_thread(make: Any) -> AsyncIterator[Any]:
-    """Items of a blocking iterator, produced on a worker thread (the event loop stays free).
-    Hand-written: LangChain has no public helper that drains a sync iterator into an async
-    one while keeping one thread (and one context) for the whole iteration."""
-    loop = asyncio.get_running_loop()
-    q: asyncio.Queue = asyncio.Queue()
-    done = object()
-    ctx = contextvars.copy_context()
-
-    def pump():
-        try:
-            for item in make():
-                loop.call_soon_threadsafe(q.put_nowait, item)
-        except BaseException as e:  # noqa: BLE001  (re-raised in the consumer)
-            loop.call_soon_threadsafe(q.put_nowait, e)
-        finally:
-            loop.call_soon_threadsafe(q.put_nowait, done)
-
-    worker = loop.run_in_executor(None, ctx.run, pump)
-    try:
-        while True:
-            item = await q.get()
-            if item is done:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        await worker
 
 
 def as_runnable(pipeline, documents=None, output: str = "text") -> PipelineRunnable:

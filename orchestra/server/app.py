@@ -22,11 +22,9 @@ the batch worker or the event loop), and one log line for a client that leaves e
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import hmac
 import json
 import logging
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -42,6 +40,7 @@ from orchestra.errors import OrchestraError
 from orchestra.server.batcher import Batcher
 from orchestra.server.corpora import Corpora
 from orchestra.server.metrics import Metrics
+from orchestra.streaming import iterate_in_thread
 from orchestra.server.requests import (
     ApiError,
     check_fields,
@@ -186,53 +185,6 @@ async def read_json(request: Request, settings: ServeSettings) -> dict:
     if not isinstance(data, dict):
         raise ApiError(400, "the body must be a JSON object")
     return data
-
-
-async def iterate_in_thread(make: Callable[[], Iterator[Any]]) -> AsyncIterator[Any]:
-    """Items of a blocking iterator, produced on its own thread (with this context's
-    ContextVars). Leaving early stops the producer at its next item and closes the
-    iterator there, which cancels the generation behind it."""
-    loop = asyncio.get_running_loop()
-    q: asyncio.Queue = asyncio.Queue()
-    done = object()
-    stop = threading.Event()
-
-    def put(item: Any) -> None:
-        try:
-            loop.call_soon_threadsafe(q.put_nowait, item)
-        except RuntimeError:  # the loop is gone (shutdown)
-            pass
-
-    def produce() -> None:
-        try:
-            it = make()
-            try:
-                for item in it:
-                    if stop.is_set():
-                        break
-                    put(item)
-            finally:
-                close = getattr(it, "close", None)
-                if close is not None:
-                    close()
-        except BaseException as e:  # noqa: BLE001  (re-raised on the loop)
-            put(e)
-        finally:
-            put(done)
-
-    ctx = contextvars.copy_context()
-    threading.Thread(target=ctx.run, args=(produce,), name="orchestra-serve-stream",
-                     daemon=True).start()
-    try:
-        while True:
-            item = await q.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
 
 
 def stream_error(e: Exception) -> ApiError:
