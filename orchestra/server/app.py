@@ -87,6 +87,14 @@ class Gate:
         self.n -= 1
         self.metrics.in_flight.set(self.n)
 
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` on a worker thread while holding a place in the queue."""
+        self.enter()
+        try:
+            return await anyio.to_thread.run_sync(fn, *args)
+        finally:
+            self.leave()
+
 
 class BodyLimit:
     """ASGI middleware: refuse a body over the cap (or a bad Content-Length) from its header,
@@ -307,11 +315,7 @@ def _pipeline_routes(app, pipeline, name, settings, gate, metrics, corpora: Corp
     window = pipeline.backend.context_window
 
     async def register(docs, warm: bool):
-        gate.enter()
-        try:
-            return await anyio.to_thread.run_sync(corpora.build, docs, warm)
-        finally:
-            gate.leave()
+        return await gate.run(corpora.build, docs, warm)
 
     @app.post("/v1/corpora", status_code=201)
     async def create_corpus(request: Request):
@@ -468,14 +472,10 @@ def _pipeline_routes(app, pipeline, name, settings, gate, metrics, corpora: Corp
         entry, docs = resolve_docs(body.get("corpus_id"), body.get("documents"), "")
         strategy = check_strategy(body.get("strategy"))
         overrides = sampling(body, window)
-        gate.enter()
         if not body.get("stream"):
-            try:
-                ans = await anyio.to_thread.run_sync(run_answer, entry, docs, question,
-                                                     strategy, overrides)
-            finally:
-                gate.leave()
+            ans = await gate.run(run_answer, entry, docs, question, strategy, overrides)
             return answer_json(ans, entry)
+        gate.enter()  # left by guarded_stream when the stream ends
 
         async def events() -> AsyncIterator[bytes]:
             try:
@@ -512,13 +512,8 @@ def _pipeline_routes(app, pipeline, name, settings, gate, metrics, corpora: Corp
         overrides = sampling(body, window)
         rid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
-        gate.enter()
         if not body.get("stream"):
-            try:
-                ans = await anyio.to_thread.run_sync(run_answer, entry, docs, question,
-                                                     strategy, overrides)
-            finally:
-                gate.leave()
+            ans = await gate.run(run_answer, entry, docs, question, strategy, overrides)
             return {
                 "id": rid, "object": "chat.completion", "created": created, "model": name,
                 "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
@@ -526,6 +521,7 @@ def _pipeline_routes(app, pipeline, name, settings, gate, metrics, corpora: Corp
                 "usage": _usage(ans),
                 "orchestra": _extras(ans, entry),
             }
+        gate.enter()  # left by guarded_stream when the stream ends
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
         def chunk(delta: dict, finish: str | None = None, **extra) -> bytes:
@@ -685,11 +681,7 @@ def _model_routes(app, backend: Backend, name, settings, gate, metrics, batcher:
                 out["offsets"] = [list(o) for o in offsets]
             return out
 
-        gate.enter()
-        try:
-            return await anyio.to_thread.run_sync(work)
-        finally:
-            gate.leave()
+        return await gate.run(work)
 
 
 def _result_usage(res: GenerationResult) -> dict:
