@@ -68,6 +68,9 @@ DECLINE_TEMPLATES = {
     "question_first": QUESTION_FIRST.replace("\n\nQuestion: {question} Answer:",
                                              f" {_DECLINE}\n\nQuestion: {{question}} Answer:"),
 }
+# How a strategy that may decline is asked to (Strategy's ``decline``): "explicit" reads with
+# the DECLINE_TEMPLATES prompt, "implicit" with the ordinary reader prompt.
+DECLINE_MODES = ("explicit", "implicit")
 # "default": no system message, so the model's chat template supplies its own (SmolLM2: "You
 # are a helpful AI assistant named SmolLM, ..."), as a plain LangChain or RULER run does.
 SYSTEM_PROMPTS = {

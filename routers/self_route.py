@@ -1,7 +1,10 @@
 """Self-Route (Li et al., 2024): answer with RAG first, letting the model decline.
 
-The first strategy (RAG by default) reads with ``may_decline=True``: the reader is told it may
-reply "unanswerable" when the retrieved passages lack the answer. An answer is accepted as is;
+The first strategy (RAG by default) reads with ``may_decline=True``: with its ``decline:
+explicit`` the reader is told it may reply "unanswerable" when the retrieved passages lack the
+answer; with ``decline: implicit`` it reads with its ordinary prompt and only a decline in its
+own words ("The text does not mention ...") escalates (small readers answer less often when told
+they may decline; the SmolLM2 profile reads implicitly). An answer is accepted as is;
 a declined one escalates to the first usable ``fallback`` strategy: full context when the corpus
 fits the window, else KV pages or agents (the default order). The failed attempt's cost is the
 cost of routing: it is in ``answer.route.cost`` and added to ``answer.cost``, so a Self-Route

@@ -139,6 +139,30 @@ def test_may_decline_uses_the_decline_prompt_and_sets_unanswerable():
     assert not ans2.unanswerable and "does not contain" not in b.requests[1].messages[-1].content
 
 
+def test_implicit_decline_reads_with_the_reader_prompt_and_self_route_hears_plain_words():
+    from orchestra.routers.self_route import SelfRouter
+    from orchestra.strategies.full_context import FullContext
+
+    b = ScriptedBackend(["The text does not mention the gulls.", "4217", "4217"])
+    rag = _rag(b, decline="implicit")
+    corpus = _corpus(b, filler=5)  # small enough for full context to be the fallback
+    q = "How many gulls did the keeper count?"
+    router = SelfRouter({"rag": rag, "full_context": FullContext(b)})
+    ans = router.route_and_answer(q, corpus, b)
+    first = b.requests[0].messages[-1].content
+    assert "unanswerable" not in first and "does not contain" not in first
+    assert ans.route.signals["declined"] and ans.route.strategy == "full_context"
+    # a reply in the reader's own words is kept: the same prompt as a plain rag read
+    ans2 = router.route_and_answer(q, corpus, b)
+    assert ans2.text == "4217" and ans2.route.signals == {"first": "rag", "declined": False}
+    assert b.requests[2].messages == rag.reader_request(
+        rag.format_context([c.chunk for c in rag.retrieve(q, corpus)]), q).messages
+    with pytest.raises(ConfigError, match="never be used"):
+        _rag(b, decline="implicit", prompts={"reader_may_decline": "{context} {question}"})
+    with pytest.raises(ConfigError, match="decline must be one of explicit, implicit"):
+        _rag(b, decline="sometimes")
+
+
 def test_budget_smaller_than_one_chunk_is_refused_clearly():
     b = ScriptedBackend()
     with pytest.raises(ConfigError, match=r"top_k_tokens=10 is smaller than one chunk.*40"):

@@ -27,6 +27,7 @@ from orchestra.errors import CapabilityError, ConfigError, InputError
 from orchestra.prompts import (
     DEFAULTS,
     PASSAGE_FORMATS,
+    DECLINE_MODES,
     DECLINE_TEMPLATES,
     SYSTEM_PROMPTS,
     READER_TEMPLATES,
@@ -78,12 +79,17 @@ class Strategy(Component, ABC):
                  prompts: dict[str, str] | None = None, *,
                  reader_template: str = "orchestra", reader_system: str = "orchestra",
                  passage_format: str = "plain", repetition_penalty: float = 1.0,
-                 no_repeat_ngram_size: int = 0):
+                 no_repeat_ngram_size: int = 0, decline: str = "explicit"):
         """``reader_template`` / ``reader_system`` name entries of orchestra.prompts'
         READER_TEMPLATES / SYSTEM_PROMPTS (``reader_system="default"``: no system message, the
         model's own); ``prompts`` overrides either with literal text. ``passage_format``:
         plain, numbered or titled passages. ``repetition_penalty`` (1.0 = off, up to 2.0) and
-        ``no_repeat_ngram_size`` (0 = off) guard the reader's decoding against loops."""
+        ``no_repeat_ngram_size`` (0 = off) guard the reader's decoding against loops.
+        ``decline`` (strategies that may decline, for Self-Route): ``explicit`` asks the reader
+        to reply "unanswerable" when its passages lack the answer (the ``reader_may_decline``
+        prompt); ``implicit`` reads with the ordinary ``reader`` prompt and a decline is only
+        what the reader says in its own words ("The text does not mention ..."). A small
+        reader told it may decline answers less often (benchmarks/README.md)."""
         Strategy.check_options({"max_tokens": max_tokens, "prompts": prompts})
         missing = self.requires - backend.capabilities
         if missing:
@@ -96,7 +102,8 @@ class Strategy(Component, ABC):
         Strategy.check_options.__func__(type(self), {
             "reader_template": reader_template, "reader_system": reader_system,
             "passage_format": passage_format, "repetition_penalty": repetition_penalty,
-            "no_repeat_ngram_size": no_repeat_ngram_size})
+            "no_repeat_ngram_size": no_repeat_ngram_size, "decline": decline})
+        self.decline = decline
         self.reader_template = reader_template
         self.reader_system = reader_system
         self.passage_format = passage_format
@@ -110,6 +117,12 @@ class Strategy(Component, ABC):
             if k not in self.prompts:
                 raise InputError(f"unknown prompt {k!r}; known: {', '.join(sorted(self.prompts))}")
             self.prompts[k] = v
+        if decline == "implicit":
+            if "reader_may_decline" in (prompts or {}):
+                raise ConfigError("decline: implicit reads with the 'reader' prompt, so the "
+                                  "'reader_may_decline' prompt given would never be used; drop "
+                                  "one of them")
+            self.prompts["reader_may_decline"] = self.prompts["reader"]
         check_template(self.prompts["reader"], {"context", "question"}, "prompt 'reader'")
         check_template(self.prompts["reader_may_decline"], {"context", "question"},
                        "prompt 'reader_may_decline'")
@@ -124,6 +137,7 @@ class Strategy(Component, ABC):
         where = f"strategy {cls.name!r}"
         positive_int(options, "max_tokens", where)
         for name, choices in (("reader_template", tuple(READER_TEMPLATES)),
+                              ("decline", DECLINE_MODES),
                               ("reader_system", tuple(SYSTEM_PROMPTS)),
                               ("passage_format", PASSAGE_FORMATS)):
             if name in options:
@@ -198,7 +212,7 @@ class Strategy(Component, ABC):
         return {"reader_template": self.reader_template, "reader_system": self.reader_system,
                 "passage_format": self.passage_format,
                 "repetition_penalty": self.repetition_penalty,
-                "no_repeat_ngram_size": self.no_repeat_ngram_size}
+                "no_repeat_ngram_size": self.no_repeat_ngram_size, "decline": self.decline}
 
     def format_context(self, chunks) -> str:
         """Retrieved or packed chunks as the reader's {context}, in ``passage_format``."""
@@ -219,7 +233,7 @@ class Strategy(Component, ABC):
     def decoding(self) -> dict[str, Any]:
         """GenerationRequest fields for the decoding guards."""
         return {"repetition_penalty": self.repetition_penalty,
-                "no_repeat_ngram_size": self.no_repeat_ngram_size}
+                "no_repeat_ngram_size": self.no_repeat_ngram_size, "decline": self.decline}
 
     def read(self, context: str, question: str, chunks, trace: Trace,
              may_decline: bool = False, step: str = "read") -> Answer:

@@ -183,9 +183,11 @@ SPACE: list[Entry] = [
           group="reader"),
     # Self-Route: the first strategy's decline template (the reader template brings its own
     # by default) and the router's decline detector
+    Entry("decline", "strategy", "decline", _names("orchestra.prompts", "DECLINE_MODES"),
+          group="self_route"),
     Entry("decline_template", "strategy", "prompts.reader_may_decline",
           _texts("orchestra.prompts", "DECLINE_TEMPLATES", "READER_MAY_DECLINE_TEMPLATES"),
-          group="self_route"),
+          when=lambda v: v.get("decline") != "implicit", group="self_route"),
     Entry("decline_detector", "router", "decline_detector",
           _names("orchestra.routers.self_route", "DECLINE_DETECTORS"), group="self_route"),
     # agents (chain-of-agents, map-reduce)
