@@ -223,10 +223,10 @@ class PeersPipeline:
     def run(self, question, corpus):
         return self.pipeline.run(question, corpus)
 
-    def to_config(self):
-        # Row keys hash this: our strategies' settings as the pipeline has them (a changed
-        # setting answers again).
-        return self.pipeline.to_config()
+    def to_config(self, full: bool = False):
+        # Row keys hash this (full): our strategies' settings as the pipeline has them,
+        # profile values included (a changed setting answers again).
+        return self.pipeline.to_config(full=full)
 
 
 def peers_runner(pipeline: PeersPipeline, out: str, systems: list[str], seed: int, info: dict):

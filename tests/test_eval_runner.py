@@ -200,3 +200,33 @@ def test_evidence_recall_is_not_claimed_for_option_tasks(tmp_path):
     assert rows[0]["evidence_recall"] is None
     assert report.summarize(rows)[0]["evidence_recall"] is None
     assert "| n/a |" in report.render_markdown(rows)
+
+
+def test_a_changed_profile_answers_again_with_the_same_pipeline_file(tmp_path):
+    """Rows are keyed by every option the strategy was built with, the profile's included: a
+    pipeline file that stays the same while its profile changes must not reuse old answers."""
+    import yaml
+
+    from orchestra.registry import register
+
+    register("backend", "scripted", "orchestra.backends.scripted:ScriptedBackend")
+    profile = tmp_path / "mine.yaml"
+    pipe = tmp_path / "pipe.yaml"
+    pipe.write_text("profile: mine.yaml\nbackend: {type: scripted, replies: []}\n"
+                    "strategies: {full: {type: full_context}}\n"
+                    "router: {type: fixed, strategy: full}\n")
+
+    def run(max_tokens):
+        profile.write_text(yaml.safe_dump({"family": "mine", "strategies": {
+            "full_context": {"max_tokens": max_tokens}}}))
+        pipeline = Pipeline.from_yaml(pipe)
+        pipeline.backend._fn = _reply  # a function cannot be written in YAML
+        assert pipeline.strategies["full"].max_tokens == max_tokens
+        before = len(pipeline.backend.requests)  # pipelines may share one backend
+        Runner(pipeline, tmp_path / "out", ["full"], progress=False).run(_samples(2))
+        return pipeline.backend.requests[before:]
+
+    assert len(run(24)) == 2
+    assert run(24) == []  # same settings: the rows are reused
+    again = run(40)  # only the profile changed
+    assert len(again) == 2 and {r.max_tokens for r in again} == {40}

@@ -59,7 +59,7 @@ def test_the_backend_family_picks_the_default_profile(tmp_path, monkeypatch):
                                       "strategies": {"rag": {"reorder": "edges_last"}}})
     write(tmp_path / "generic.yaml", {"family": "generic"})
     monkeypatch.setattr(P, "HERE", tmp_path)
-    P._load_path.cache_clear()
+    P._load_stamped.cache_clear()
     try:
         text = "strategies: {rag: {type: rag, retriever: bm25}}\n"
         small, _ = load_config_text(text)  # no backend section: the embedded model
@@ -69,7 +69,7 @@ def test_the_backend_family_picks_the_default_profile(tmp_path, monkeypatch):
         named, _ = load_config_text(text + "profile: generic\n")
         assert build(named).strategies["rag"].reorder == "document_order"
     finally:
-        P._load_path.cache_clear()
+        P._load_stamped.cache_clear()
 
 
 def test_bad_profiles_are_refused_naming_file_and_field(tmp_path, capsys):

@@ -189,7 +189,9 @@ class Runner:
         """What answers for ``name``: the strategy's settings with the backend, corpus and
         retriever settings it reads with; the whole pipeline for the router."""
         try:
-            cfg = self.pipeline.to_config()
+            # Every option, defaults and the model profile's values included: a pipeline file
+            # that stays the same while its profile changes must answer again.
+            cfg = self.pipeline.to_config(full=True)
         except Exception:  # a pipeline-like object without a config: its strategies' specs
             cfg = {"strategies": {n: s.spec() for n, s in self.pipeline.strategies.items()}}
         if name == ROUTER:

@@ -26,6 +26,7 @@ the profile file and the field.
 from __future__ import annotations
 
 import re
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -53,8 +54,19 @@ def builtin_names() -> list[str]:
     return sorted(p.stem for p in HERE.glob("*.yaml"))
 
 
-@lru_cache(maxsize=32)
 def _load_path(path: str) -> Profile:
+    # Keyed by the file's mtime and size too: an edited profile is read again (a notebook or a
+    # server process lives across edits).
+    try:
+        st = os.stat(path)
+        stamp = (st.st_mtime_ns, st.st_size)
+    except OSError:
+        stamp = None  # load_file names the problem
+    return _load_stamped(path, stamp)
+
+
+@lru_cache(maxsize=32)
+def _load_stamped(path: str, stamp) -> Profile:
     from orchestra.yaml_lines import load_file
 
     located = load_file(path)
