@@ -114,12 +114,47 @@ class Grounder:
         return sum(g in self.trigrams for g in grams) / len(grams) >= self.min_overlap
 
 
+def is_decline(sentence: str) -> bool:
+    """NO_INFO, or a decline in the reader's own words ("The text does not mention ...")."""
+    from orchestra.prompts import DECLINE_WORDS
+
+    return is_no_info(sentence) or bool(DECLINE_WORDS.match(sentence))
+
+
+class Aligner:
+    """Maps a reply sentence to the source sentence sharing the most content terms with it.
+
+    A small worker asked to copy often paraphrases ("The civil disobedience shown in Antigone was
+    a protest ...") instead; the sentence of its chunk it was paraphrasing is usually the one
+    sharing the most content words with the reply, so that sentence, copied verbatim, becomes
+    the note. Terms are bm25's (stopwords dropped, stemmed), so "conflicts" meets "conflict".
+    """
+
+    def __init__(self, source: str, min_terms: int = 2):
+        from orchestra.retrievers.bm25 import terms
+
+        self._terms = terms
+        self.min_terms = min_terms
+        self.sentences = [(t, set(terms(t))) for t in sentences(source)]
+
+    def __call__(self, sentence: str) -> str | None:
+        want = set(self._terms(sentence))
+        best, score = None, 0
+        for text, have in self.sentences:
+            n = len(want & have)
+            if n > score:
+                best, score = text, n
+        return best if score >= self.min_terms else None
+
+
 def parse_reply(text: str, chunks: list[Chunk], source: str, min_overlap: float | None,
-                earlier: Iterable[Note] = ()) -> Parsed:
+                earlier: Iterable[Note] = (), align: bool = False) -> Parsed:
     """Turn a worker (or reduce) reply into a Note, or say why it is dropped.
 
     ``min_overlap=None`` turns grounding off (for abstractive uses such as summaries).
     ``earlier`` notes receive this chunk's citation when the reply only repeats them.
+    ``align``: a sentence the source does not support is replaced by the source sentence it
+    shares the most content terms with (``Aligner``), rather than dropped; declines are not.
     """
     text = (text or "").strip()
     if not text:
@@ -128,11 +163,18 @@ def parse_reply(text: str, chunks: list[Chunk], source: str, min_overlap: float 
         return Parsed(None, "garbled")
     kept, dropped = [], []
     grounder = Grounder(source, min_overlap) if min_overlap is not None else None
+    aligner = None
     for s in sentences(text):
-        if is_no_info(s) or is_garbled(s) or (grounder and not grounder.supports(s)):
+        if is_no_info(s) or is_garbled(s):
             dropped.append(s)
-        else:
+        elif grounder is None or grounder.supports(s):
             kept.append(s)
+        elif align and not is_decline(s):
+            aligner = aligner or Aligner(source)
+            found = aligner(s)
+            (kept if found else dropped).append(found or s)
+        else:
+            dropped.append(s)
     if not kept:
         reason = "no_information" if is_no_info(text) else "ungrounded"
         return Parsed(None, reason, dropped)

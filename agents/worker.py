@@ -16,8 +16,9 @@ from orchestra.corpus import Chunk
 
 class Worker:
     def __init__(self, backend: Backend, prompts: dict[str, str], max_tokens: int,
-                 min_overlap: float | None):
+                 min_overlap: float | None, align: bool = False):
         self.backend = backend
+        self.align = align
         self.prompts = prompts
         self.max_tokens = max_tokens
         self.min_overlap = min_overlap
@@ -42,7 +43,8 @@ class Worker:
               earlier: Sequence[Note] = ()) -> Parsed:
         """The reply as a note citing the chunks it came from (of several packed: those whose
         text supports one of its sentences, so evidence stays as narrow as the reading allows)."""
-        parsed = parse_reply(result.text, list(chunks), text, self.min_overlap, earlier)
+        parsed = parse_reply(result.text, list(chunks), text, self.min_overlap, earlier,
+                             align=self.align)
         if parsed.note is not None and len(chunks) > 1:
             parsed.note.chunks = supporting(parsed.note.text, chunks, self.min_overlap)
         return parsed

@@ -6,6 +6,7 @@ last also lets prefix caches (vLLM) reuse a document across questions.
 
 from __future__ import annotations
 
+import re
 from string import Formatter
 
 from orchestra.errors import ConfigError
@@ -27,6 +28,15 @@ READER_MAY_DECLINE = (
     f"reply exactly \"{UNANSWERABLE}\".\n"
     "Question: {question}"
 )
+
+# Small readers often decline in their own words instead of the exact "unanswerable".
+DECLINE_WORDS = re.compile(
+    r"^\W*(unanswerable|not answerable|"
+    r"(the |this )?(given )?(text|passage|document|context)s? (does|do) not (contain|mention|"
+    r"say|provide|include|specify|state)|"
+    r"there is no (information|mention)|no (information|answer) (is )?(given|provided|found)|"
+    r"(it|this) is not (mentioned|stated|provided)|(i )?cannot (answer|be determined))",
+    re.I)
 
 DEFAULTS = {
     "reader_system": READER_SYSTEM,

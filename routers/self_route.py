@@ -16,12 +16,11 @@ Pipeline calls ``route_and_answer``, which reads while deciding.
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
 from orchestra.errors import ConfigError, ContextOverflowError
-from orchestra.prompts import UNANSWERABLE
+from orchestra.prompts import DECLINE_WORDS as _DECLINE, UNANSWERABLE
 from orchestra.types import Answer, Cost, Route
 
 from orchestra.routers import features as F
@@ -31,14 +30,6 @@ from orchestra.routers.base import Pick, Router, first_feasible, since
 DEFAULT_FALLBACK = [kinds.FULL, kinds.PAGES, kinds.AGENTS]
 
 
-# Small readers often decline in their own words instead of the exact "unanswerable".
-_DECLINE = re.compile(
-    r"^\W*(unanswerable|not answerable|"
-    r"(the |this )?(given )?(text|passage|document|context)s? (does|do) not (contain|mention|"
-    r"say|provide|include|specify|state)|"
-    r"there is no (information|mention)|no (information|answer) (is )?(given|provided|found)|"
-    r"(it|this) is not (mentioned|stated|provided)|(i )?cannot (answer|be determined))",
-    re.I)
 
 
 def declined(answer: Answer) -> bool:

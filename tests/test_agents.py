@@ -152,6 +152,32 @@ def test_grounding_can_be_turned_off_for_abstractive_notes():
     assert not free.unanswerable and len(free.evidence) == 2
 
 
+def test_aligned_notes_copy_the_sentence_a_paraphrase_came_from():
+    source = ("The mill stood by the river for a century. Antigone defies Creon and chooses to "
+              "obey her conscience rather than human law. The bakery opened at dawn.")
+    reply = "The civil disobedience in Antigone is shown when she defies King Creon."
+    dropped = parse_reply(reply, [], source, 0.5)
+    assert dropped.note is None and dropped.reason == "ungrounded"
+    kept = parse_reply(reply, [], source, 0.5, align=True)
+    assert kept.note.text == ("Antigone defies Creon and chooses to obey her conscience rather "
+                              "than human law.")
+    # declines and replies sharing under two content terms with any sentence stay dropped
+    for text in ("The text does not mention Antigone or Creon.", "The answer is 1471."):
+        assert parse_reply(text, [], source, 0.5, align=True).note is None
+    # through the strategy: the note and the evidence are the copied sentence's chunk
+    b = ScriptedBackend(lambda r: reply if "Copy the sentences" in user_text(r) else "ok",
+                        context_window=4096)
+    corpus = corpus_with(b, {1: source}, n_parts=3)
+    ans = MapReduce(b, chunk_tokens=80, overlap=0, align_notes=True, progress=False).answer(
+        "How is civil disobedience shown in Antigone?", corpus)
+    assert "obey her conscience rather than human law" in user_text(b.requests[-1])
+    assert [corpus.document(e.doc_id).text[e.start:e.end] for e in ans.evidence] == [
+        c.text for c in MapReduce(b, chunk_tokens=80, overlap=0).chunks(corpus)
+        if "Antigone" in c.text]
+    with pytest.raises(ConfigError, match="align_notes must be true or false"):
+        MapReduce(b, align_notes="yes")
+
+
 def test_grounder_requires_numbers_and_trigrams():
     g = Grounder("It said: the first magic number is 482913. Nothing else.", 0.5)
     assert g.supports("The first magic number is 482913.")

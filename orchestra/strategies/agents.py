@@ -9,7 +9,8 @@
   fit the manager's window (agents/manager.py), then the manager answers.
 
 Both keep worker notes extractive and grounded (agents/notes.py): a worker copies sentences, a
-sentence its chunk does not support is dropped, and a worker that finds nothing replies
+sentence its chunk does not support is dropped (or, with ``align_notes``, replaced by the chunk's
+sentence it paraphrased), and a worker that finds nothing replies
 ``NO RELEVANT INFORMATION`` and is dropped before the manager reads. Evidence is the chunks whose
 notes survived; Cost counts every backend call. Agents get the backend; they load no model.
 
@@ -90,6 +91,9 @@ class _AgentStrategy(Strategy):
                                where, ConfigError)
             except ConfigError as e:
                 raise as_option_error(e, given) from None
+        if not isinstance(options.get("align_notes", False), bool):
+            raise OptionError("align_notes", f"{where}: align_notes must be true or false, "
+                                             f"not {options['align_notes']!r}")
         positive_int(options, "note_tokens", where)
         positive_int(options, "worker_max_tokens", where)
         m = options.get("min_overlap", 0.5)
@@ -107,12 +111,17 @@ class _AgentStrategy(Strategy):
     def __init__(self, backend, chunk_tokens: int = 1000, note_tokens: int = 256,
                  prompts: dict[str, str] | None = None, *, worker_max_tokens: int = 48,
                  overlap: int = 32, min_overlap: float | None = 0.5,
-                 progress: bool | None = None, **strategy_kw):
+                 align_notes: bool = False, progress: bool | None = None, **strategy_kw):
+        """``align_notes``: a worker sentence its chunk does not support becomes the chunk's
+        sentence sharing the most content terms with it (agents/notes.py, ``Aligner``) instead
+        of being dropped: notes stay verbatim text of the document when a small worker
+        paraphrases instead of copying."""
         agent_over, reader_over = split_prompts(prompts)
         super().__init__(backend, prompts=reader_over, **strategy_kw)
         self.check_options({"chunk_tokens": chunk_tokens, "overlap": overlap,
                             "note_tokens": note_tokens, "worker_max_tokens": worker_max_tokens,
-                            "min_overlap": min_overlap})
+                            "min_overlap": min_overlap, "align_notes": align_notes})
+        self.align_notes = align_notes
         self.chunk_tokens, self.overlap = check_chunking(chunk_tokens, overlap,
                                                          f"strategy {self.name!r}", ConfigError)
         self.note_tokens = _positive_int("note_tokens", note_tokens)
@@ -127,7 +136,8 @@ class _AgentStrategy(Strategy):
         self.min_overlap = min_overlap
         self.progress = progress
         self.agent_prompts = agent_prompts(agent_over)
-        self.worker = Worker(backend, self.agent_prompts, self.worker_max_tokens, min_overlap)
+        self.worker = Worker(backend, self.agent_prompts, self.worker_max_tokens, min_overlap,
+                             align=align_notes)
         self.manager = Manager(backend, self.agent_prompts, self.max_tokens, self.note_tokens,
                                min_overlap)
         self.check_budget("")  # a budget that cannot work is a configuration error, found early

@@ -193,6 +193,8 @@ SPACE: list[Entry] = [
     # agents (chain-of-agents, map-reduce)
     Entry("worker_prompt", "strategy", "prompts.worker", WORKER_PROMPTS, group="agents"),
     Entry("manager_prompt", "strategy", "prompts.manager", MANAGER_PROMPTS, group="agents"),
+    Entry("align_notes", "strategy", "align_notes", {"off": False, "on": True},
+          group="agents"),
     Entry("note_tokens", "strategy", "note_tokens", _ints(128, 256, 384), group="agents"),
     Entry("worker_max_tokens", "strategy", "worker_max_tokens", _ints(32, 48, 96),
           group="agents"),
