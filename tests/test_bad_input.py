@@ -99,6 +99,18 @@ CLI_ROWS = [
     Row("C-1 run: max_tokens 0", ["run", "p.yaml", "--text", "t", "-q", "q?", *ALLOW],
         ["p.yaml:4: field strategies.full.max_tokens", "positive integer, not 0"],
         files={"p.yaml": pipeline("full: {type: full_context,\n         max_tokens: 0}")}),
+    # The reading options added for issue 12: an unknown choice, and a prompt never used.
+    Row("decline: an unknown mode", ["validate", "p.yaml", *ALLOW],
+        ["p.yaml:4: field strategies.rag.decline", "one of explicit, implicit, not 'maybe'"],
+        files={"p.yaml": pipeline("rag: {type: rag, retriever: bm25,\n        decline: maybe}")}),
+    Row("decline: implicit with a reader_may_decline prompt", ["run", "p.yaml", "--text", "t",
+                                                               "-q", "q?", *ALLOW],
+        ["field strategies.rag.prompts", "'reader_may_decline' prompt given would never be used"],
+        files={"p.yaml": pipeline("rag: {type: rag, retriever: bm25, decline: implicit,\n"
+                                  "        prompts: {reader_may_decline: '{context} {question}'}}")}),
+    Row("align_notes: not a boolean", ["validate", "p.yaml", *ALLOW],
+        ["field strategies.coa.align_notes", "must be true or false, not 'yes'"],
+        files={"p.yaml": pipeline("coa: {type: chain_of_agents, align_notes: 'yes'}")}),
     # C-2, P-1: a question longer than the window is named as the problem, with both sizes.
     Row("C-2 run: a long question, full_context with truncation head",
         ["run", "p.yaml", "--text", "Alice is 30.", "-q", LONG_QUESTION, *ALLOW],

@@ -154,6 +154,10 @@ class Strategy(Component, ABC):
             raise OptionError("no_repeat_ngram_size", f"{where}: no_repeat_ngram_size must be an "
                                                       f"integer >= 0 (0 = off), not {nr!r}")
         prompts = options.get("prompts")
+        if options.get("decline") == "implicit" and "reader_may_decline" in (prompts or {}):
+            raise OptionError("prompts", f"{where}: decline: implicit reads with the 'reader' "
+                                         "prompt, so the 'reader_may_decline' prompt given would "
+                                         "never be used; drop one of them")
         if prompts is None:
             return
         if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
