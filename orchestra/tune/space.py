@@ -187,7 +187,8 @@ SPACE: list[Entry] = [
           group="self_route"),
     Entry("decline_template", "strategy", "prompts.reader_may_decline",
           _texts("orchestra.prompts", "DECLINE_TEMPLATES", "READER_MAY_DECLINE_TEMPLATES"),
-          when=lambda v: v.get("decline") != "implicit", group="self_route"),
+          # only beside an explicit decline drawn here: a profile may read implicitly
+          when=lambda v: v.get("decline") == "explicit", group="self_route"),
     Entry("decline_detector", "router", "decline_detector",
           _names("orchestra.routers.self_route", "DECLINE_DETECTORS"), group="self_route"),
     # agents (chain-of-agents, map-reduce)
