@@ -36,7 +36,6 @@ VARIANTS = ("rag", "gold_only", "top1", "answer_prefix", "explicit_decline")
 
 def read(rag, variant: str, sample, corpus) -> tuple[str, int]:
     """The reply and its prompt tokens for one variant."""
-    from orchestra.backends.base import GenerationRequest
     from orchestra.prompts import DECLINE_TEMPLATES
 
     backend = rag.backend

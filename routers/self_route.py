@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from orchestra.errors import ConfigError, ContextOverflowError
-from orchestra.prompts import DECLINE_WORDS as _DECLINE, UNANSWERABLE
+from orchestra.prompts import DECLINE_WORDS, UNANSWERABLE
 from orchestra.types import Answer, Cost, Route
 
 from orchestra.routers import features as F
@@ -28,8 +28,6 @@ from orchestra.routers import kinds
 from orchestra.routers.base import Pick, Router, first_feasible, since
 
 DEFAULT_FALLBACK = [kinds.FULL, kinds.PAGES, kinds.AGENTS]
-
-
 
 
 def declined(answer: Answer) -> bool:
@@ -43,7 +41,7 @@ def declined(answer: Answer) -> bool:
     short = short_answer(text).strip()
     return (answer.unanswerable or UNANSWERABLE in text.lower()[:40]
             or UNANSWERABLE in short.lower()[:len(UNANSWERABLE) + 4]
-            or bool(_DECLINE.match(text)) or bool(_DECLINE.match(short)))
+            or bool(DECLINE_WORDS.match(text)) or bool(DECLINE_WORDS.match(short)))
 
 
 class SelfRouter(Router):

@@ -25,8 +25,8 @@ the profile file and the field.
 
 from __future__ import annotations
 
-import re
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any

@@ -90,7 +90,7 @@ class Strategy(Component, ABC):
         prompt); ``implicit`` reads with the ordinary ``reader`` prompt and a decline is only
         what the reader says in its own words ("The text does not mention ..."). A small
         reader told it may decline answers less often (benchmarks/README.md)."""
-        Strategy.check_options({"max_tokens": max_tokens, "prompts": prompts})
+        Strategy.check_options({"max_tokens": max_tokens})
         missing = self.requires - backend.capabilities
         if missing:
             raise CapabilityError(
@@ -102,7 +102,8 @@ class Strategy(Component, ABC):
         Strategy.check_options.__func__(type(self), {
             "reader_template": reader_template, "reader_system": reader_system,
             "passage_format": passage_format, "repetition_penalty": repetition_penalty,
-            "no_repeat_ngram_size": no_repeat_ngram_size, "decline": decline})
+            "no_repeat_ngram_size": no_repeat_ngram_size, "decline": decline,
+            "prompts": prompts})
         self.decline = decline
         self.reader_template = reader_template
         self.reader_system = reader_system
@@ -117,11 +118,7 @@ class Strategy(Component, ABC):
             if k not in self.prompts:
                 raise InputError(f"unknown prompt {k!r}; known: {', '.join(sorted(self.prompts))}")
             self.prompts[k] = v
-        if decline == "implicit":
-            if "reader_may_decline" in (prompts or {}):
-                raise ConfigError("decline: implicit reads with the 'reader' prompt, so the "
-                                  "'reader_may_decline' prompt given would never be used; drop "
-                                  "one of them")
+        if decline == "implicit":  # check_options refused a reader_may_decline beside it
             self.prompts["reader_may_decline"] = self.prompts["reader"]
         check_template(self.prompts["reader"], {"context", "question"}, "prompt 'reader'")
         check_template(self.prompts["reader_may_decline"], {"context", "question"},
@@ -211,13 +208,6 @@ class Strategy(Component, ABC):
         """Measurements a router may decide from, without a model call (default: none)."""
         return {}
 
-    def reading_options(self) -> dict[str, Any]:
-        """The reader's framing and decoding knobs (every strategy that reads has them)."""
-        return {"reader_template": self.reader_template, "reader_system": self.reader_system,
-                "passage_format": self.passage_format,
-                "repetition_penalty": self.repetition_penalty,
-                "no_repeat_ngram_size": self.no_repeat_ngram_size, "decline": self.decline}
-
     def format_context(self, chunks) -> str:
         """Retrieved or packed chunks as the reader's {context}, in ``passage_format``."""
         return format_passages(chunks, style=self.passage_format)
@@ -237,7 +227,7 @@ class Strategy(Component, ABC):
     def decoding(self) -> dict[str, Any]:
         """GenerationRequest fields for the decoding guards."""
         return {"repetition_penalty": self.repetition_penalty,
-                "no_repeat_ngram_size": self.no_repeat_ngram_size, "decline": self.decline}
+                "no_repeat_ngram_size": self.no_repeat_ngram_size}
 
     def read(self, context: str, question: str, chunks, trace: Trace,
              may_decline: bool = False, step: str = "read") -> Answer:
