@@ -20,7 +20,8 @@ from orchestra.strategies.full_context import FullContext
 from orchestra.types import Answer, Trace
 from orchestra.routers import features as F
 from orchestra.eval.results import read_results
-from orchestra.routers.learned import LearnedRouter, TreeModel, train
+from orchestra.routers.learned import LearnedRouter
+from orchestra.routers.tree import TreeModel, train
 from orchestra.routers.llm import LLMRouter, parse_choice
 from orchestra.routers.rules import RulesRouter
 from orchestra.routers.self_route import SelfRouter
@@ -342,7 +343,7 @@ def test_learned_labels_cheapest_correct_strategy():
     rows = synthetic_rows(1, noise=0.0)
     for r in rows:
         r["scores"]["contains"] = 1.0  # all correct: the cheapest wins
-    from orchestra.routers.learned import labelled_questions
+    from orchestra.routers.labels import labelled_questions
 
     _, labels, _, _ = labelled_questions(rows)
     cheapest = min(rows, key=lambda r: r["cost"]["prompt_tokens"])["strategy_type"]

@@ -85,7 +85,8 @@ def test_rules_choose_by_size_kind_and_retrieval(embedded, strategies, haystack,
 
 def test_learned_router_routes_real_corpora(embedded, strategies, haystack, short, tmp_path):
     from orchestra.routers.features import compute_features
-    from orchestra.routers.learned import LearnedRouter, train_file
+    from orchestra.routers.learned import LearnedRouter
+    from orchestra.routers.tree import train_file
     from test_routers import synthetic_rows
 
     # Rows in the eval runner's format; the features of the real corpora must land on the

@@ -22,7 +22,8 @@ from orchestra.retrievers.dense import DenseRetriever
 from orchestra.retrievers.graph import GraphRetriever
 from orchestra.retrievers.hybrid import HybridRetriever
 from orchestra.routers.fixed import FixedRouter
-from orchestra.routers.learned import LearnedRouter, train
+from orchestra.routers.learned import LearnedRouter
+from orchestra.routers.tree import train
 from orchestra.routers.llm import LLMRouter
 from orchestra.routers.rules import RulesRouter
 from orchestra.routers.self_route import SelfRouter

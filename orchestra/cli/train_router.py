@@ -29,7 +29,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from orchestra.routers.learned import train_file
+    from orchestra.routers.tree import train_file
 
     if not 0 <= args.holdout < 1:
         from orchestra.errors import InputError
