@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     from transformers import AutoTokenizer
 
     from orchestra.backends.embedded import embedded_model_dir
-    from orchestra.backends.hf import HFTokenizer
+    from orchestra.backends.local import HFTokenizer
     from orchestra.retrievers.bm25 import BM25Retriever
     from orchestra.retrievers.dense import DenseRetriever
     from orchestra.retrievers.graph import GraphRetriever

@@ -27,6 +27,7 @@ from orchestra.checks import run_checks
 from orchestra.errors import ConfigError, OptionError
 from orchestra.registry import names as registry_names
 from orchestra.registry import resolve
+from orchestra.spec import parameters
 from orchestra.yaml_lines import Located, load_file, load_located
 
 CONFIG_VERSION = 1
@@ -144,8 +145,8 @@ def check(cfg: PipelineConfig, located: Located, allow_modules: Iterable[str] = 
             raise ConfigError(f"{located.where(path + ('type',))}: field "
                               f"{'.'.join(map(str, path))}.type: {e}") from None
 
-    def check_options(cls, comp: Component, path: tuple, skip_first: int) -> None:
-        allowed, open_kw = accepted_options(cls, skip_first)
+    def check_options(cls, comp: Component, path: tuple) -> None:
+        allowed, open_kw = parameters(cls)
         hints = option_types(cls)
         for opt, value in comp.options.items():
             where = f"{located.where(path + (opt,))}: field {'.'.join(map(str, path))}.{opt}"
@@ -196,10 +197,10 @@ def check(cfg: PipelineConfig, located: Located, allow_modules: Iterable[str] = 
                         f"defined {what} (defined: {', '.join(defined) or 'none'})"
                     )
 
-    check_options(cls_for("backend", cfg.backend, ("backend",)), cfg.backend, ("backend",), 0)
+    check_options(cls_for("backend", cfg.backend, ("backend",)), cfg.backend, ("backend",))
     for name, comp in cfg.retrievers.items():
         path = ("retrievers", name)
-        check_options(cls_for("retriever", comp, path), comp, path, 0)
+        check_options(cls_for("retriever", comp, path), comp, path)
         if "backend" in comp.options:
             raise ConfigError(f"{located.where(path + ('backend',))}: field "
                               f"{'.'.join(path)}.backend: components share the pipeline's backend")
@@ -207,10 +208,10 @@ def check(cfg: PipelineConfig, located: Located, allow_modules: Iterable[str] = 
                                                 if k != name}, "retriever")
     for name, comp in cfg.strategies.items():
         path = ("strategies", name)
-        check_options(cls_for("strategy", comp, path), comp, path, 1)
+        check_options(cls_for("strategy", comp, path), comp, path)
         check_refs(comp, path, RETRIEVER_REFS, cfg.retrievers, "retriever")
     path = ("router",)
-    check_options(cls_for("router", cfg.router, path), cfg.router, path, 1)
+    check_options(cls_for("router", cfg.router, path), cfg.router, path)
     check_refs(cfg.router, path, STRATEGY_REFS, cfg.strategies, "strategy")
 
 
@@ -227,14 +228,3 @@ def option_types(cls) -> dict[str, Any]:
             continue
     hints.pop("return", None)
     return hints
-
-
-def accepted_options(cls, skip_first: int = 0) -> tuple[set[str], bool]:
-    """Keyword names ``cls(...)`` accepts, following **kwargs up the MRO: the parameters a
-    spec is derived from (orchestra.spec.parameters; the backend a pipeline hands a component,
-    or a router's strategies, are not options). Returns (names, whether arbitrary keywords are
-    accepted). ``skip_first`` is kept for callers; spec.CONTEXT names what is skipped."""
-    from orchestra.spec import parameters
-
-    params, open_kw = parameters(cls)
-    return set(params), open_kw

@@ -196,7 +196,7 @@ class Corpus:
     # -- sizes ----------------------------------------------------------------------------
     def doc_tokens(self, doc: Document) -> int:
         if doc.id not in self._doc_tokens:
-            self._doc_tokens[doc.id] = len(self._token_offsets(doc))
+            self._doc_tokens[doc.id] = len(self.token_offsets(doc))
         return self._doc_tokens[doc.id]
 
     @property
@@ -240,7 +240,7 @@ class Corpus:
         if key not in self._chunkings:
             chunks: list[Chunk] = []
             for doc in self.documents:
-                offs = self._token_offsets(doc)
+                offs = self.token_offsets(doc)
                 step = chunk_tokens - overlap
                 starts = range(0, max(len(offs) - overlap, 1), step)
                 for i, t0 in enumerate(starts):
@@ -280,7 +280,8 @@ class Corpus:
     def get_chunk(self, chunk_id: str) -> Chunk:
         return self._by_id[chunk_id]
 
-    def _token_offsets(self, doc: Document) -> list[tuple[int, int]]:
+    def token_offsets(self, doc: Document) -> list[tuple[int, int]]:
+        """The (start, end) character span of each of ``doc``'s tokens (measured once)."""
         if doc.id not in self._offsets:
             self._offsets[doc.id] = self.tokenizer.offsets(doc.text)
         return self._offsets[doc.id]

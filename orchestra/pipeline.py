@@ -317,7 +317,7 @@ def _resolve_refs(options: dict, fields: set[str], build) -> dict:
 
 
 def _applicable(type_name: str, options: dict) -> dict:
-    from orchestra.config import accepted_options
+    from orchestra.spec import parameters
 
-    names, open_kw = accepted_options(resolve("strategy", type_name), 1)
+    names, open_kw = parameters(resolve("strategy", type_name))
     return {k: v for k, v in options.items() if open_kw or k in names}

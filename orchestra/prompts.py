@@ -111,8 +111,8 @@ def check_template(template: str, required: set[str], name: str = "template") ->
     return template
 
 
-def format_passages(chunks, with_ids: bool = False, style: str = "plain") -> str:
-    """Passages joined for a reader prompt; optional ids let agents cite them.
+def format_passages(chunks, style: str = "plain") -> str:
+    """Passages joined for a reader prompt.
 
     ``style``: ``plain`` (blank lines between passages), ``numbered`` ("Document 1:" ..., as
     RULER writes its QA documents) or ``titled`` (each passage under its document's id).
@@ -120,9 +120,7 @@ def format_passages(chunks, with_ids: bool = False, style: str = "plain") -> str
     parts = []
     for n, c in enumerate(chunks, 1):
         text = c.text.strip()
-        if with_ids:
-            text = f"[{c.id}]\n{text}"
-        elif style == "numbered":
+        if style == "numbered":
             text = f"Document {n}:\n{text}"
         elif style == "titled":
             text = f"Title: {c.doc_id}\n{text}"

@@ -151,6 +151,13 @@ class Retriever(Component, ABC):
                 return []
             return self._retrieve(question.strip(), min(k, len(self.chunks)))
 
+    def exclusive(self) -> threading.RLock:
+        """The retriever's lock, for a caller whose index() and retrieve() must see the same
+        corpus (``with retriever.exclusive(): ...``): a shared retriever indexing another
+        corpus in between would answer from the wrong documents. Re-entrant: index() and
+        retrieve() take it too."""
+        return self._lock
+
     @property
     def is_indexed(self) -> bool:
         return self.chunks is not None

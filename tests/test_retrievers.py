@@ -31,7 +31,7 @@ def smol_tokenizer():
     from transformers import AutoTokenizer
 
     from orchestra.backends.embedded import embedded_model_dir
-    from orchestra.backends.hf import HFTokenizer
+    from orchestra.backends.local import HFTokenizer
 
     return HFTokenizer(AutoTokenizer.from_pretrained(embedded_model_dir()))
 

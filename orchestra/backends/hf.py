@@ -20,37 +20,11 @@ from orchestra.backends.base import (
     GenerationRequest,
     GenerationResult,
     Message,
-    Tokenizer,
     apply_stop,
     check_requests,
 )
 from orchestra.backends.local import HFTokenizerBackend, model_dir
 from orchestra.errors import BackendError, ContextOverflowError
-
-
-class HFTokenizer(Tokenizer):
-    def __init__(self, tok: Any):
-        if not getattr(tok, "is_fast", False):
-            raise BackendError("a fast (Rust) tokenizer is required for character offsets")
-        self.hf = tok
-
-    def count(self, text: str) -> int:
-        return len(self.hf(text, add_special_tokens=False)["input_ids"])
-
-    def offsets(self, text: str) -> list[tuple[int, int]]:
-        enc = self.hf(text, add_special_tokens=False, return_offsets_mapping=True)
-        return [tuple(o) for o in enc["offset_mapping"]]
-
-    def encode(self, text: str) -> list[int]:
-        return self.hf(text, add_special_tokens=False)["input_ids"]
-
-    def chat_text(self, messages: Sequence[Message | dict]) -> str:
-        """The prompt text the model sees: the chat template with the assistant's turn opened."""
-        msgs = [m.model_dump() if isinstance(m, Message) else dict(m) for m in messages]
-        return self.hf.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-
-    def count_chat(self, messages: Sequence[Message | dict]) -> int:
-        return self.count(self.chat_text(messages))
 
 
 def decoding_guards(request: GenerationRequest) -> dict[str, Any]:

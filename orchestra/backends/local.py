@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from orchestra.backends.base import Backend, Message
+from orchestra.backends.base import Backend, Message, Tokenizer
 from orchestra.errors import BackendError
 
 
@@ -46,6 +46,31 @@ def model_dir(model: str, what: str = "model", needs: Sequence[str] = ("config.j
         "run time: fetch it beforehand (huggingface-cli download) or use 'embedded'")
 
 
+class HFTokenizer(Tokenizer):
+    def __init__(self, tok: Any):
+        if not getattr(tok, "is_fast", False):
+            raise BackendError("a fast (Rust) tokenizer is required for character offsets")
+        self.hf = tok
+
+    def count(self, text: str) -> int:
+        return len(self.hf(text, add_special_tokens=False)["input_ids"])
+
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        enc = self.hf(text, add_special_tokens=False, return_offsets_mapping=True)
+        return [tuple(o) for o in enc["offset_mapping"]]
+
+    def encode(self, text: str) -> list[int]:
+        return self.hf(text, add_special_tokens=False)["input_ids"]
+
+    def chat_text(self, messages: Sequence[Message | dict]) -> str:
+        """The prompt text the model sees: the chat template with the assistant's turn opened."""
+        msgs = [m.model_dump() if isinstance(m, Message) else dict(m) for m in messages]
+        return self.hf.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+
+    def count_chat(self, messages: Sequence[Message | dict]) -> int:
+        return self.count(self.chat_text(messages))
+
+
 class HFTokenizerBackend(Backend):
     """A backend whose prompts are counted and templated by a local Hugging Face tokenizer:
     the window, the tokenizer, chat text and prompt counts live here once. Subclasses call
@@ -54,8 +79,6 @@ class HFTokenizerBackend(Backend):
     hf_tokenizer: Any
 
     def _use_tokenizer(self, hf_tokenizer: Any, window: int) -> None:
-        from orchestra.backends.hf import HFTokenizer
-
         self.hf_tokenizer = hf_tokenizer
         self._tokenizer = HFTokenizer(hf_tokenizer)
         self._window = int(window)

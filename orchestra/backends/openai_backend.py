@@ -30,9 +30,15 @@ from orchestra.backends.base import (
     Tokenizer,
     check_requests,
 )
+from orchestra.backends.openai_http import (
+    RETRY_STATUS,
+    Retryable,
+    chat_body,
+    error_message,
+    retry_after,
+    with_retries,
+)
 from orchestra.errors import BackendError, ConfigError, OptionError
-
-RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
 class ServerTokenizer(Tokenizer):
@@ -158,6 +164,11 @@ class OpenAIBackend(Backend):
                 raise OptionError("tokenizer", f"openai backend: {e}") from None
 
     # -- HTTP -----------------------------------------------------------------------------
+    @property
+    def http(self):
+        """The httpx client requests go through (its timeouts, connection limit, key)."""
+        return self._client
+
     def _send(self, method: str, url: str, body: dict | None):
         """One request whose reply must arrive whole within ``timeout`` seconds.
 
@@ -189,32 +200,34 @@ class OpenAIBackend(Backend):
                                f"{start!r}); is base_url an OpenAI-compatible server?") from None
 
     def _call(self, method: str, url: str, body: dict | None = None):
+        """The reply, retried as orchestra/backends/openai_http.py says; a refusal (4xx other
+        than 408/429) at once, the last cause after the last attempt."""
         import httpx
 
-        attempts = self.max_retries + 1
-        cause = ""
-        for attempt in range(attempts):
-            wait = min(self.max_backoff, self.backoff * (2 ** attempt))
+        def attempt():
             try:
                 r = self._send(method, url, body)
             except httpx.TimeoutException:
-                cause = f"no reply within the {self.timeout:g} s timeout"
+                raise Retryable(f"no reply within the {self.timeout:g} s timeout") from None
             except httpx.TransportError as e:
-                cause = f"could not connect ({e or type(e).__name__}); is the server running?"
-            else:
-                if r.status_code < 400:
-                    return r
-                message = _error_message(r)
-                if r.status_code not in RETRY_STATUS:
-                    raise BackendError(f"openai backend: {method} {url} was refused with HTTP "
-                                       f"{r.status_code}: {message}")
-                cause = f"HTTP {r.status_code}: {message}"
-                wait = min(self.max_backoff, _retry_after(r) or wait)
-            if attempt + 1 < attempts:
-                time.sleep(wait)
-        raise BackendError(f"openai backend: {method} {url} failed after {attempts} "
-                           f"attempt{'s' if attempts > 1 else ''} ({self.max_retries} "
-                           f"retr{'ies' if self.max_retries != 1 else 'y'}): {cause}")
+                raise Retryable(f"could not connect ({e or type(e).__name__}); is the server "
+                                "running?") from None
+            if r.status_code < 400:
+                return r
+            message = error_message(r)
+            if r.status_code not in RETRY_STATUS:
+                raise BackendError(f"openai backend: {method} {url} was refused with HTTP "
+                                   f"{r.status_code}: {message}")
+            raise Retryable(f"HTTP {r.status_code}: {message}", retry_after(r))
+
+        try:
+            return with_retries(attempt, self.max_retries, self.backoff, self.max_backoff)
+        except Retryable as e:
+            attempts = self.max_retries + 1
+            raise BackendError(f"openai backend: {method} {url} failed after {attempts} "
+                               f"attempt{'s' if attempts > 1 else ''} ({self.max_retries} "
+                               f"retr{'ies' if self.max_retries != 1 else 'y'}): "
+                               f"{e.cause}") from None
 
     def _models(self) -> list[dict]:
         reply = self._call_json("GET", self.base_url + "/models")
@@ -236,7 +249,8 @@ class OpenAIBackend(Backend):
         raise BackendError(f"openai backend: model {self.model!r} is not served at "
                            f"{self.base_url}; it serves {', '.join(str(m.get('id')) for m in models)}")
 
-    def _model_name(self) -> str:
+    def model_name(self) -> str:
+        """The served model's id (the first the server lists when none was given)."""
         if self.model is None:
             self.model = str(self._model_entry()["id"])
         return self.model
@@ -274,7 +288,7 @@ class OpenAIBackend(Backend):
             return self._tok.count_chat(messages)
         msgs = [m.model_dump() if isinstance(m, Message) else dict(m) for m in messages]
         self.tokenizer  # fails clearly when the server cannot count
-        body = {"model": self._model_name(), "messages": msgs, "add_generation_prompt": True}
+        body = {"model": self.model_name(), "messages": msgs, "add_generation_prompt": True}
         data = self._call_json("POST", self.root_url + "/tokenize", body)
         try:
             return int(data["count"]) if "count" in data else len(data["tokens"])
@@ -284,7 +298,7 @@ class OpenAIBackend(Backend):
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         requests = check_requests(requests)
-        self._model_name()
+        self.model_name()
         if len(requests) == 1:
             return [self._generate_one(requests[0])]
         with self._lock:
@@ -306,23 +320,7 @@ class OpenAIBackend(Backend):
 
     # -- implementation -------------------------------------------------------------------
     def _generate_one(self, req: GenerationRequest) -> GenerationResult:
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": [m.model_dump() for m in req.messages],
-            "max_tokens": req.max_tokens,
-            "temperature": req.temperature,
-        }
-        if req.stop:
-            body["stop"] = list(req.stop)
-        if req.seed is not None:
-            body["seed"] = req.seed
-        if req.repetition_penalty != 1.0:
-            # Not in OpenAI's API; vLLM, llama.cpp and TGI servers accept it as an extra field.
-            body["repetition_penalty"] = req.repetition_penalty
-        if req.no_repeat_ngram_size:
-            raise ConfigError("the openai backend cannot send no_repeat_ngram_size "
-                              f"({req.no_repeat_ngram_size}): chat-completion servers have no "
-                              "such field; set it to 0 or use repetition_penalty")
+        body = chat_body(self.model, req)
         t0 = time.perf_counter()
         data = self._call_json("POST", self.base_url + "/chat/completions", body)
         seconds = time.perf_counter() - t0
@@ -361,7 +359,7 @@ class OpenAIBackend(Backend):
                          needs=("tokenizer.json", "tokenizer_config.json"))
         from transformers import AutoTokenizer
 
-        from orchestra.backends.hf import HFTokenizer
+        from orchestra.backends.local import HFTokenizer
 
         self._hf = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self._tok = HFTokenizer(self._hf)
@@ -386,21 +384,3 @@ class OpenAIBackend(Backend):
         if r is None or r.status_code >= 400:
             self._call("POST", url, body)  # retries, then raises with the cause
         return ServerTokenizer(self)
-
-
-def _error_message(r) -> str:
-    try:
-        data = r.json()
-        err = data.get("error", data) if isinstance(data, dict) else data
-        msg = err.get("message", err) if isinstance(err, dict) else err
-        return str(msg)[:300]
-    except ValueError:
-        return (r.text or r.reason_phrase or "")[:300]
-
-
-def _retry_after(r) -> float | None:
-    value = r.headers.get("Retry-After")
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None

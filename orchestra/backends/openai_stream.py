@@ -3,100 +3,132 @@ events (httpx's streaming response; each ``data:`` line is one chunk).
 
 Token counts come from the final usage chunk (``stream_options.include_usage``, which vLLM,
 llama.cpp and ``orchestra serve`` send); a server without it is counted with the backend's
-tokenizer. Failures before the first token are retried as ``generate`` retries them; a stream
-is not retried once it has started (its tokens are already out).
+tokenizer. Failures before the first token are retried as ``generate`` retries them
+(orchestra/backends/openai_http.py); a stream is not retried once it has started (its tokens
+are already out).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
-from typing import Any, Iterator
+from contextlib import ExitStack
+from typing import TYPE_CHECKING, Any, Iterator
 
 from orchestra.backends.base import GenerationRequest, GenerationResult, check_requests
-from orchestra.errors import BackendError, ConfigError
+from orchestra.backends.openai_http import (
+    RETRY_STATUS,
+    Retryable,
+    chat_body,
+    error_message,
+    retry_after,
+    with_retries,
+)
+from orchestra.errors import BackendError
+
+if TYPE_CHECKING:
+    from orchestra.backends.openai_backend import OpenAIBackend
 
 
-def chat_body(backend: Any, req: GenerationRequest) -> dict[str, Any]:
-    """The chat-completions body for ``req`` (the fields the backend's generate sends)."""
-    body: dict[str, Any] = {"model": backend._model_name(),
-                            "messages": [m.model_dump() for m in req.messages],
-                            "max_tokens": req.max_tokens, "temperature": req.temperature}
-    if req.stop:
-        body["stop"] = list(req.stop)
-    if req.seed is not None:
-        body["seed"] = req.seed
-    if getattr(req, "repetition_penalty", 1.0) != 1.0:
-        body["repetition_penalty"] = req.repetition_penalty
-    if getattr(req, "no_repeat_ngram_size", 0):
-        raise ConfigError("the openai backend cannot send no_repeat_ngram_size "
-                          f"({req.no_repeat_ngram_size}); set it to 0 or use "
-                          "repetition_penalty")
-    return body
+def _chunks(r, url: str) -> Iterator[dict[str, Any]]:
+    """The stream's chunks, up to ``[DONE]``; a line that is not JSON or an error chunk is a
+    BackendError naming the URL."""
+    for line in r.iter_lines():
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        try:
+            chunk = json.loads(data)
+        except json.JSONDecodeError:
+            raise BackendError(f"openai backend: the stream from {url} sent a line "
+                               f"that is not JSON: {data[:120]}") from None
+        if isinstance(chunk.get("error"), dict):
+            raise BackendError(f"openai backend: the stream from {url} failed: "
+                               f"{chunk['error'].get('message')}")
+        yield chunk
 
 
-def stream_chat(backend: Any, request: GenerationRequest) -> Iterator[str | GenerationResult]:
+def _has_text(chunk: dict) -> bool:
+    return any((c.get("delta") or {}).get("content") for c in chunk.get("choices") or [])
+
+
+def _cause(e: Exception, timeout: float) -> str:
+    import httpx
+
+    if isinstance(e, httpx.TimeoutException):
+        return f"stalled past the {timeout:g} s timeout"
+    return f"could not connect or was cut ({e or type(e).__name__})"
+
+
+def _open(backend: "OpenAIBackend", url: str, body: dict, attempts: int
+          ) -> tuple[ExitStack, list[dict], Iterator[dict]]:
+    """One attempt: the stream opened and read up to its first piece of text. Returns what
+    holds the connection open, the chunks read so far and the rest of the stream."""
+    import httpx
+
+    stack = ExitStack()
+    try:
+        r = stack.enter_context(backend.http.stream("POST", url, json=body))
+        if r.status_code >= 400:
+            r.read()
+            message = f"openai backend: POST {url} (stream) was refused with HTTP " \
+                      f"{r.status_code}: {error_message(r)}"
+            if r.status_code not in RETRY_STATUS:
+                raise BackendError(message)
+            raise Retryable(message, retry_after(r))
+        chunks = _chunks(r, url)
+        head = []
+        for chunk in chunks:
+            head.append(chunk)
+            if _has_text(chunk):
+                break
+        return stack, head, chunks
+    except (httpx.TimeoutException, httpx.TransportError) as e:
+        stack.close()
+        raise Retryable(f"openai backend: the stream from {url} {_cause(e, backend.timeout)} "
+                        f"after {attempts} attempt{'s' if attempts > 1 else ''}") from None
+    except BaseException:
+        stack.close()
+        raise
+
+
+def stream_chat(backend: "OpenAIBackend", request: GenerationRequest
+                ) -> Iterator[str | GenerationResult]:
     """Connection errors, timeouts, 429 and 5xx before the first token are retried like
     ``generate`` (``max_retries``, backoff, Retry-After); once tokens flow, a failure is a
     BackendError (they cannot be taken back)."""
     import httpx
 
-    from orchestra.backends.openai_backend import RETRY_STATUS, _error_message, _retry_after
-
     [request] = check_requests([request])
-    body = {**chat_body(backend, request), "stream": True,
+    body = {**chat_body(backend.model_name(), request), "stream": True,
             "stream_options": {"include_usage": True}}
     url = backend.base_url + "/chat/completions"
     t0 = time.perf_counter()
+    try:
+        stack, head, rest = with_retries(
+            lambda: _open(backend, url, body, backend.max_retries + 1),
+            backend.max_retries, backend.backoff, backend.max_backoff)
+    except Retryable as e:
+        raise BackendError(e.cause) from None
     text, finish, usage = "", "stop", None
-    attempts = backend.max_retries + 1
-    for attempt in range(attempts):
-        wait = min(backend.max_backoff, backend.backoff * (2 ** attempt))
-        started = False
+    with stack:
         try:
-            with backend._client.stream("POST", url, json=body) as r:
-                if r.status_code >= 400:
-                    r.read()
-                    message = f"HTTP {r.status_code}: {_error_message(r)}"
-                    if r.status_code not in RETRY_STATUS or attempt + 1 == attempts:
-                        raise BackendError(f"openai backend: POST {url} (stream) was refused "
-                                           f"with {message}")
-                    time.sleep(min(backend.max_backoff, _retry_after(r) or wait))
-                    continue
-                for line in r.iter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        break
-                    try:
-                        chunk = json.loads(data)
-                    except json.JSONDecodeError:
-                        raise BackendError(f"openai backend: the stream from {url} sent a line "
-                                           f"that is not JSON: {data[:120]}") from None
-                    if isinstance(chunk.get("error"), dict):
-                        raise BackendError(f"openai backend: the stream from {url} failed: "
-                                           f"{chunk['error'].get('message')}")
-                    if chunk.get("usage"):
-                        usage = chunk["usage"]
-                    for choice in chunk.get("choices") or []:
-                        piece = (choice.get("delta") or {}).get("content")
-                        if piece:
-                            started = True
-                            text += piece
-                            yield piece
-                        if choice.get("finish_reason"):
-                            finish = "length" if choice["finish_reason"] == "length" else "stop"
-            break
+            for chunk in itertools.chain(head, rest):
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                for choice in chunk.get("choices") or []:
+                    piece = (choice.get("delta") or {}).get("content")
+                    if piece:
+                        text += piece
+                        yield piece
+                    if choice.get("finish_reason"):
+                        finish = "length" if choice["finish_reason"] == "length" else "stop"
         except (httpx.TimeoutException, httpx.TransportError) as e:
-            cause = (f"stalled past the {backend.timeout:g} s timeout"
-                     if isinstance(e, httpx.TimeoutException)
-                     else f"could not connect or was cut ({e or type(e).__name__})")
-            if started or attempt + 1 == attempts:
-                raise BackendError(f"openai backend: the stream from {url} {cause}"
-                                   + ("" if started else f" after {attempts} attempt"
-                                      f"{'s' if attempts > 1 else ''}")) from None
-            time.sleep(wait)
+            raise BackendError(f"openai backend: the stream from {url} "
+                               f"{_cause(e, backend.timeout)}") from None
     if usage and "prompt_tokens" in usage and "completion_tokens" in usage:
         n_prompt, n_gen = int(usage["prompt_tokens"]), int(usage["completion_tokens"])
     else:

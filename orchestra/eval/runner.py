@@ -30,6 +30,7 @@ from orchestra.errors import InputError, OrchestraError
 from orchestra.eval import metrics
 from orchestra.eval.datasets import Dataset, Sample
 from orchestra.eval.results import read_results  # noqa: F401  (the one reader; also used here)
+from orchestra.routers.features import compute_features
 from orchestra.types import Answer, Cost, Route
 
 log = logging.getLogger(__name__)
@@ -40,27 +41,12 @@ RUN_INFO = "run.json"
 
 
 def fix_seeds(seed: int) -> None:
+    import numpy as np
+    import torch
+
     random.seed(seed)
-    try:
-        import numpy as np
-
-        np.random.seed(seed)
-    except ImportError:  # pragma: no cover - numpy is a dependency
-        pass
-    try:
-        import torch
-
-        torch.manual_seed(seed)
-    except ImportError:  # pragma: no cover
-        pass
-
-
-def _features_fn():
-    try:
-        from orchestra.routers.features import compute_features
-    except ImportError:
-        return None
-    return compute_features
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 LOCK = ".lock"
@@ -133,7 +119,6 @@ class Runner:
         self.progress = progress
         self.strategies = self._resolve(strategies)
         self.run_info = {**(run_info or {}), "seed": seed}
-        self._features = _features_fn()
         self._feature_cache: dict[str, dict] = {}  # per sample: features do not depend on the route
         self._spec_hash: dict[str, str] = {}
 
@@ -299,20 +284,14 @@ class Runner:
         return type_name(s) if s is not None else None
 
     def _compute_features(self, sample: Sample, corpus: Corpus) -> dict:
-        if self._features is None:
-            return {}
         if sample.sample_id not in self._feature_cache:
             self._feature_cache[sample.sample_id] = self._features_of(sample, corpus)
         return self._feature_cache[sample.sample_id]
 
     def _features_of(self, sample: Sample, corpus: Corpus) -> dict:
         try:
-            try:
-                out = self._features(sample.question, corpus, self.backend,
-                                     strategies=self.pipeline.strategies)
-            except TypeError:  # an older signature without strategies
-                out = self._features(sample.question, corpus, self.backend)
-            return dict(out)
+            return dict(compute_features(sample.question, corpus, self.backend,
+                                         strategies=self.pipeline.strategies))
         except Exception as e:  # features are auxiliary: never lose an evaluation row to them
             log.warning("orchestra.routers.features.compute_features failed: %s", e)
             return {}

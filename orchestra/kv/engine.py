@@ -95,7 +95,6 @@ class PagedEngine:
             pos = torch.arange(self.window, device=self.device)[None]
             cos, sin = self.inner.rotary_emb(torch.zeros(1, dtype=self.dtype, device=self.device), pos)
         self.cos, self.sin = cos[0], sin[0]  # [window, head_dim]
-        self.aggregate = "max"  # over a KV group's query heads (and a chunk's queries)
         # Pages are scored as if they sat this far behind the query: about where they will be put.
         self.score_distance = min(self.window - 1,
                                   cfg.local + (cfg.top_pages * cfg.page_size) // 2)
@@ -325,7 +324,7 @@ class PagedEngine:
             page_logit = torch.einsum("hgtd,hpd->hgtp", qs, kv.kmean[li, :, :m].float()) * self.scale
         # Each query head's share of attention over pages; a page counts by its best head/token.
         share = page_logit.softmax(-1)
-        share = share.amax(dim=(1, 2)) if self.aggregate == "max" else share.sum(dim=(1, 2))
+        share = share.amax(dim=(1, 2))  # over a KV group's query heads and a chunk's queries
         if votes is not None:
             votes.total += share.sum(0).float().cpu()
             votes.calls += 1

@@ -88,8 +88,8 @@ def _load_stamped(path: str, stamp) -> Profile:
 
 def _check(prof: Profile, located) -> None:
     """Every type registered and every option one its constructor takes."""
-    from orchestra.config import accepted_options
     from orchestra.registry import resolve
+    from orchestra.spec import parameters
 
     for kind, section in (("strategy", prof.strategies), ("retriever", prof.retrievers)):
         key = "strategies" if kind == "strategy" else "retrievers"
@@ -102,7 +102,7 @@ def _check(prof: Profile, located) -> None:
             if not isinstance(options, dict):
                 raise ConfigError(f"{where}: profile field {key}.{type_name}: expected a "
                                   f"mapping of options, got {options!r}")
-            names, open_kw = accepted_options(cls, 1 if kind == "strategy" else 0)
+            names, open_kw = parameters(cls)
             for opt in options:
                 if opt not in names and not open_kw:
                     raise ConfigError(

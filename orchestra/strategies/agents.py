@@ -65,7 +65,7 @@ def _positive_int(name: str, value: Any) -> int:
     return value
 
 
-class _AgentStrategy(Strategy):
+class AgentStrategy(Strategy):
     kind = AGENTS
     carries_notes = False  # whether worker prompts include earlier notes
 
@@ -235,7 +235,7 @@ class _AgentStrategy(Strategy):
                       cost=ledger.cost, trace=ledger.trace)
 
 
-class ChainOfAgents(_AgentStrategy):
+class ChainOfAgents(AgentStrategy):
     name = "chain_of_agents"
     carries_notes = True
 
@@ -274,7 +274,7 @@ class ChainOfAgents(_AgentStrategy):
         return kept
 
 
-class MapReduce(_AgentStrategy):
+class MapReduce(AgentStrategy):
     name = "map_reduce"
 
     def _answer(self, question: str, corpus: Corpus) -> Answer:

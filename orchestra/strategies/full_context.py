@@ -81,7 +81,7 @@ class FullContext(Strategy):
 
     def _truncate(self, corpus: Corpus, budget: int, sep_tokens: int) -> list[tuple[str, int, int]]:
         # Work on a flat list of (doc, token offsets); keep tokens from the head, the tail or both.
-        docs = [(d, corpus._token_offsets(d)) for d in corpus.documents]
+        docs = [(d, corpus.token_offsets(d)) for d in corpus.documents]
         budget -= sep_tokens * (len(docs) - 1)
         if self.truncation == "head":
             return _take(docs, budget)

@@ -239,10 +239,6 @@ class KVPages(Strategy):
             cost.prefill_seconds += time.perf_counter() - t0
         return handle.baselines[key]
 
-    def answer_many(self, questions: list[str], corpus: Corpus) -> list[Answer]:
-        """Several questions over one corpus: one prefill, then one decode per question."""
-        return [self.answer(q, corpus) for q in questions]
-
     def _evidence(self, corpus: Corpus, handle, page_reads: dict[int, int]) -> list[Evidence]:
         """What the reader saw of the document: every page it read (adjacent pages merged, the
         score being the share of reads) and the local window, which every step reads."""

@@ -130,7 +130,9 @@ class RAG(Strategy):
         per = getattr(self.retriever, "chunk_tokens", None) or 128
         # Index and search under the retriever's lock: a shared retriever indexing another
         # corpus in between would answer from the wrong documents.
-        with getattr(self.retriever, "_lock", None) or nullcontext():
+        # A duck-typed retriever (an adapter) without exclusive() is used as it is.
+        exclusive = getattr(self.retriever, "exclusive", None)
+        with exclusive() if exclusive is not None else nullcontext():
             t0 = time.perf_counter()
             self.retriever.index(corpus)
             t_index = time.perf_counter() - t0

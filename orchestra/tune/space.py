@@ -3,7 +3,7 @@
 Each ``Entry`` names a constructor option (``reorder``), a key of a strategy's ``prompts``
 mapping (``prompts.reader``) or an option of the retriever a strategy reads with
 (``retriever.chunk_tokens``), and the values to try. Whether an entry applies to a component is
-read from the component's constructor signature (``orchestra.config.accepted_options``), so an
+read from the component's constructor signature (``orchestra.spec.parameters``), so an
 option a strategy does not (yet) accept is skipped with a note instead of producing a pipeline
 that does not validate. Value lists that grow with the code (reorder policies, prompt template
 libraries) are read when the space is planned.
@@ -20,7 +20,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from orchestra.config import accepted_options
+from orchestra.spec import parameters
 from orchestra.errors import ConfigError
 from orchestra.registry import resolve
 
@@ -239,21 +239,18 @@ def _prompt_keys(cls) -> set[str]:
     """The prompt names a strategy class's ``prompts`` mapping takes."""
     from orchestra.prompts import DEFAULTS as READER
 
-    keys = set(READER)
-    try:
-        from orchestra.strategies.agents import _AgentStrategy
-        from orchestra.agents.prompts import DEFAULTS as AGENT
+    from orchestra.agents.prompts import DEFAULTS as AGENT
+    from orchestra.strategies.agents import AgentStrategy
 
-        if isinstance(cls, type) and issubclass(cls, _AgentStrategy):
-            keys |= set(AGENT)
-    except ImportError:  # pragma: no cover - agents ship with orchestra
-        pass
+    keys = set(READER)
+    if isinstance(cls, type) and issubclass(cls, AgentStrategy):
+        keys |= set(AGENT)
     return keys
 
 
-def _accepts(cls, option: str, skip_first: int) -> bool | None:
+def _accepts(cls, option: str) -> bool | None:
     """Whether ``cls(...)`` takes ``option`` (None: it takes any keyword, so we cannot tell)."""
-    names, open_kw = accepted_options(cls, skip_first)
+    names, open_kw = parameters(cls)
     if option in names:
         return True
     return None if open_kw else False
@@ -265,10 +262,10 @@ def _applies(entry: Entry, cls, comp_type: str, router_type: str) -> tuple[bool,
     if len(entry.values()) < 2:
         return False, "there is nothing to choose from (yet)"
     for req in entry.requires:
-        if not _accepts(cls, req, 1):
+        if not _accepts(cls, req):
             return False, f"{comp_type} takes no {req!r} option"
     if head == "prompts" and rest:
-        if not _accepts(cls, "prompts", 1):
+        if not _accepts(cls, "prompts"):
             return False, f"{comp_type} takes no prompts"
         if rest not in _prompt_keys(cls):
             return False, f"{comp_type} has no prompt {rest!r}"
@@ -276,14 +273,14 @@ def _applies(entry: Entry, cls, comp_type: str, router_type: str) -> tuple[bool,
             return False, "the router is not self_route"
         return True, ""
     if head == "retriever" and rest:
-        if not _accepts(cls, "retriever", 1):
+        if not _accepts(cls, "retriever"):
             return False, f"{comp_type} takes no retriever"
         takers = [t for t in RETRIEVER_TYPES
-                  if _accepts(resolve("retriever", t), rest, 0)]
+                  if _accepts(resolve("retriever", t), rest)]
         if not takers:
             return False, f"no retriever ({', '.join(RETRIEVER_TYPES)}) takes {rest!r} (yet)"
         return True, ""
-    ok = _accepts(cls, entry.option, 1)
+    ok = _accepts(cls, entry.option)
     if ok is None:
         return False, (f"{comp_type} takes any keyword, so whether it reads {entry.option!r} "
                        "cannot be told from its signature")
@@ -305,7 +302,7 @@ def _relevant(entry: Entry, cls, name: str, router: dict) -> bool:
     strategy belongs to, and it is not an alternative name of an entry that applied."""
     if entry.quiet:
         return False
-    takes = accepted_options(cls, 1)[0]
+    takes = parameters(cls)[0]
     if entry.group in ("retrieval", "chunking"):
         return "retriever" in takes
     if entry.group == "agents":
@@ -401,8 +398,8 @@ def suggest(trial: Any, the_plan: Plan) -> dict[str, str]:
                 continue
             if e.option.startswith("retriever.") and e.name != "retriever":
                 rtype = drawn.get("retriever")
-                if rtype and not _accepts(resolve("retriever", rtype), e.option.split(".", 1)[1],
-                                          0):
+                if rtype and not _accepts(resolve("retriever", rtype),
+                                          e.option.split(".", 1)[1]):
                     continue
             label = trial.suggest_categorical(param_name(comp, e), list(values))
             out[param_name(comp, e)] = label
