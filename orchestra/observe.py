@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 # What a step is, for observers that type their events (LangChain run types, span kinds).
 ROUTE, RETRIEVAL, MODEL, PREFILL, STEP = "route", "retrieval", "model", "prefill", "step"
-KINDS = (ROUTE, RETRIEVAL, MODEL, PREFILL, STEP)
+STEP_KINDS = (ROUTE, RETRIEVAL, MODEL, PREFILL, STEP)
 
 # Steps recorded before kinds existed, by name; a step given an explicit kind keeps it.
 _KIND_BY_NAME = {

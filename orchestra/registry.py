@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator
 
 from orchestra.errors import ConfigError
 
-KINDS = ("backend", "retriever", "strategy", "router")
+COMPONENT_KINDS = ("backend", "retriever", "strategy", "router")
 
 _BUILTIN: dict[str, dict[str, str]] = {
     "backend": {
@@ -51,14 +51,15 @@ _BUILTIN: dict[str, dict[str, str]] = {
     },
 }
 
-_extra: dict[str, dict[str, Any]] = {k: {} for k in KINDS}
+_extra: dict[str, dict[str, Any]] = {k: {} for k in COMPONENT_KINDS}
 _entry_points_loaded = False
 
 
 def register(kind: str, name: str, target: Any | None = None):
     """Register ``target`` (a class or 'module:Class') as ``kind``/``name``; usable as decorator."""
-    if kind not in KINDS:
-        raise ConfigError(f"unknown component kind {kind!r}; kinds: {', '.join(KINDS)}")
+    if kind not in COMPONENT_KINDS:
+        raise ConfigError(f"unknown component kind {kind!r}; kinds: "
+                          f"{', '.join(COMPONENT_KINDS)}")
 
     def deco(obj):
         _extra[kind][name] = obj
@@ -74,7 +75,7 @@ def _load_entry_points() -> None:
     _entry_points_loaded = True
     for ep in entry_points(group="orchestra.components"):
         kind, _, name = ep.name.partition(".")
-        if kind in KINDS and name:
+        if kind in COMPONENT_KINDS and name:
             _extra[kind].setdefault(name, ep.value)
 
 
@@ -139,7 +140,7 @@ def import_allowed(path: str, what: str) -> Any:
 def resolve(kind: str, type_name: str, allow_modules: Iterable[str] = ()) -> Any:
     """The class for ``type_name``: a registered name, or an allowed ``module:Class`` path."""
     _load_entry_points()
-    if kind not in KINDS:
+    if kind not in COMPONENT_KINDS:
         raise ConfigError(f"unknown component kind {kind!r}")
     if type_name in _extra[kind]:
         obj = _extra[kind][type_name]

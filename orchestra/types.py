@@ -43,7 +43,7 @@ class TraceStep(BaseModel):
     name: str
     seconds: float = 0.0
     detail: dict[str, Any] = Field(default_factory=dict)
-    # route, retrieval, model, prefill or step (orchestra.observe.KINDS): how observers type it.
+    # route, retrieval, model, prefill or step (orchestra.observe.STEP_KINDS): how observers type it.
     kind: str = "step"
 
 

@@ -106,7 +106,7 @@ def test_every_registered_type_survives_to_yaml_and_back(tiny_llama_dir, tmp_pat
     # spec against a stand-in; openai below; the LangChain/LlamaIndex adapters wrap a foreign
     # retriever, named in a file by its factory's import path: test_integrations.py).
     # The types the project registers (other tests register stand-ins of their own).
-    builtin = {kind: set(registry._BUILTIN[kind]) for kind in registry.KINDS}
+    builtin = {kind: set(registry._BUILTIN[kind]) for kind in registry.COMPONENT_KINDS}
     assert seen["backend"] | {"vllm", "openai"} == builtin["backend"]
     assert seen["retriever"] | {"langchain", "llama_index"} >= builtin["retriever"]
     for kind in ("strategy", "router"):
