@@ -168,7 +168,11 @@ def test_cli_on_the_embedded_model_writes_three_outputs_and_resumes(tmp_path, ca
     full = rows["full_context"]
     assert full["cost"]["prompt_tokens"] > 1400 and full["cost"]["model_calls"] == 1
     assert full["evidence_recall"] == 1.0  # full context saw the needle
-    assert rows["router"]["route"]["router"] != "fixed" or rows["router"]["route"]["strategy"]
+    # The default pipeline routes through self_route, to one of its own strategies.
+    route = rows["router"]["route"]
+    assert route["router"] == "self_route" and route["reason"]
+    assert route["strategy"] in {"rag", "full_context", "kv_pages", "chain_of_agents",
+                                 "map_reduce"}
     assert rows["router"]["cost"]["model_calls"] >= 1
     assert (out / "report.md").read_text().count("| full_context |") == 1
     assert (out / "quality_vs_cost.png").stat().st_size > 10_000
