@@ -10,6 +10,11 @@ or tasks do not see each other's steps) or process-wide with ``add_global`` (Ope
 spans, registered on first use when ``opentelemetry-api`` is installed: orchestra/telemetry.py).
 A listener is any object with ``step_started(step) -> token`` and
 ``step_ended(step, token, error)``; a listener that raises is logged and never breaks a run.
+
+Work that belongs to no answer's trace (a retriever index built or read back from its cache,
+a document prefilled into KV pages: done once, reused by later answers) is reported with
+``work(name, **detail)`` to the listeners that define ``work_done(name, detail)``; the server
+counts corpus reuse this way.
 """
 
 from __future__ import annotations
@@ -110,6 +115,23 @@ def ended(handles: list[tuple[Any, Any]], step: Any, error: BaseException | None
         except Exception:
             log.warning("step listener %r failed on end of %s", listener, step.name,
                         exc_info=True)
+
+
+# Names of the work reported with ``work``.
+INDEX_BUILT, INDEX_LOADED, KV_PREFILLED = "index_built", "index_loaded", "kv_prefilled"
+
+
+def work(name: str, **detail: Any) -> None:
+    """Tell the listeners that define ``work_done`` that ``name`` was done (once-per-corpus
+    work that is no step of an answer: INDEX_BUILT, INDEX_LOADED, KV_PREFILLED)."""
+    for listener in active():
+        done = getattr(listener, "work_done", None)
+        if done is None:
+            continue
+        try:
+            done(name, detail)
+        except Exception:
+            log.warning("work listener %r failed on %s", listener, name, exc_info=True)
 
 
 def emit(step: Any) -> None:

@@ -164,6 +164,11 @@ class Pipeline:
         # Reuse the same Corpus object for the same texts so chunkings and indexes are shared.
         return self._corpora.setdefault(corpus.hash, corpus)
 
+    def forget(self, corpus: Corpus) -> None:
+        """Drop ``corpus`` from the reuse table ``corpus()`` keeps (a server forgets documents
+        sent with one request once answered)."""
+        self._corpora.pop(corpus.hash, None)
+
     def run(self, question: str, documents, strategy: str | None = None) -> Answer:
         """The Answer; ``strategy`` (a name in this pipeline) reads that way, skipping the
         router."""

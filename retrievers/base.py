@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Iterable, Sequence
 
 import numpy as np
 
+from orchestra import observe
 from orchestra.cache import atomic_file, cache_dir, stable_hash
 from orchestra.corpus import CHUNK_BOUNDARIES, Chunk, Corpus, check_chunking
 from orchestra.errors import ConfigError, InputError
@@ -82,6 +83,8 @@ class Retriever(Component, ABC):
     default_chunk_tokens: ClassVar[int] = 128
     default_overlap: ClassVar[int] = 16
     persistent: ClassVar[bool] = True
+    # False for a retriever whose index is its members' (hybrid): it reports no index work.
+    builds_index: ClassVar[bool] = True
 
     @classmethod
     def check_options(cls, options: dict) -> None:
@@ -190,12 +193,14 @@ class Retriever(Component, ABC):
                     raise ValueError("it belongs to another corpus or settings")
                 self._load_state(state, chunks)
                 self.loaded_from_cache = True
+                self._report(observe.INDEX_LOADED)
                 log.info("loaded %s index from %s", self.name, path)
                 return
             except Exception as e:  # any unreadable file is rebuilt, never trusted
                 warnings.warn(f"{self.name} index file {path} is corrupt or partial ({e}); "
                               "rebuilding it", IndexCacheWarning, stacklevel=3)
         self._build(chunks, corpus)
+        self._report(observe.INDEX_BUILT)
         if path is not None:
             state = self._state()
             if state is not None:
@@ -203,6 +208,10 @@ class Retriever(Component, ABC):
                                    "format": INDEX_FORMAT})
                 with atomic_file(path) as f:
                     np.savez(f, __meta__=np.array(meta), **state)
+
+    def _report(self, what: str) -> None:
+        if self.builds_index:
+            observe.work(what, retriever=self.name)
 
     # -- for subclasses ----------------------------------------------------------------------
     @abstractmethod

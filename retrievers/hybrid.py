@@ -17,6 +17,7 @@ class HybridRetriever(Retriever):
     name = "hybrid"
     score_kind = "rrf"
     persistent = False  # each member persists its own index
+    builds_index = False  # and reports its own index work
 
     def __init__(self, backend=None, retrievers: Sequence[Any] | None = None,
                  weights: Sequence[float] | None = None, rrf_k: int = 60, depth: int = 50,

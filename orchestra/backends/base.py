@@ -52,6 +52,29 @@ class GenerationRequest(BaseModel):
         return cls(messages=msgs, **kw)
 
 
+class GenerationSettings(BaseModel):
+    """A caller's own reply settings for one answer (a served request's ``max_tokens``,
+    ``temperature``, ``seed`` and ``stop``); a field left None keeps the strategy's own.
+    ``Pipeline.run(..., generation=...)`` passes them through the router to the strategy,
+    which sizes its prompt for ``max_tokens`` and applies them to its final read."""
+
+    model_config = {"frozen": True}
+
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0.0)
+    seed: int | None = None
+    stop: list[str] | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """The GenerationRequest fields given (those not None)."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+    def apply(self, request: "GenerationRequest") -> "GenerationRequest":
+        """``request`` with the given fields in place of its own."""
+        given = self.fields()
+        return request.model_copy(update=given) if given else request
+
+
 class GenerationResult(BaseModel):
     text: str
     prompt_tokens: int

@@ -5,29 +5,26 @@ it chunks the documents with the backend's tokenizer, indexes them in every retr
 pipeline's strategies use and prefills them for KV-page strategies, so questions pay only for
 retrieval and decoding.
 
-Reuse is observable: the pipeline's retrievers' ``_build`` (where chunks are embedded or
-BM25-indexed) and ``_load_state`` (an index read back from the disk cache) and the KV
-readers' ``prefill`` are wrapped, per instance, to count calls for the
-corpus being worked on (a ContextVar set around each request's work). The counts show in
-``GET /v1/corpora/{id}`` and in /metrics; the integration tests assert they do not grow.
-Wrapping instances here keeps the retriever and strategy classes free of server concerns.
+Reuse is observable: retrievers report an index built or read back from the disk cache, and
+KV-page strategies a document prefilled, through ``orchestra.observe.work``. A ``WorkCounter``
+listening around a request's work (``counting(entry)``) adds them to that corpus's counts and
+to /metrics; ``GET /v1/corpora/{id}`` shows them and the integration tests assert they do not
+grow.
 """
 
 from __future__ import annotations
 
-import contextvars
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
+from orchestra import observe
 from orchestra.corpus import Corpus, Document
 from orchestra.errors import OrchestraError
+from orchestra.server.errors import ServiceError
 from orchestra.server.metrics import Metrics
-from orchestra.server.requests import ApiError
-
-_current: contextvars.ContextVar["CorpusEntry | None"] = contextvars.ContextVar(
-    "orchestra_corpus", default=None)
 
 
 @dataclass
@@ -54,13 +51,43 @@ class CorpusEntry:
         }
 
 
+class WorkCounter:
+    """An observe listener: the index builds and loads and the KV prefills of the work it
+    watches, counted for a corpus entry (if any) and in the metrics."""
+
+    def __init__(self, entry: CorpusEntry | None, metrics: Metrics):
+        self.entry = entry
+        self.metrics = metrics
+
+    def step_started(self, step: Any) -> None:
+        return None
+
+    def step_ended(self, step: Any, token: Any, error: BaseException | None) -> None:
+        pass
+
+    def work_done(self, name: str, detail: dict) -> None:
+        e = self.entry
+        if name == observe.INDEX_BUILT:
+            self.metrics.index_builds.labels(detail.get("retriever", "?")).inc()
+            if e is not None:
+                e.index_builds += 1
+        elif name == observe.INDEX_LOADED and e is not None:
+            e.index_loads += 1
+        elif name == observe.KV_PREFILLED:
+            self.metrics.kv_prefills.inc()
+            if e is not None:
+                e.kv_prefills += 1
+
+
 def _retrievers(pipeline) -> list[Any]:
     """Every retriever object the pipeline's strategies can index with (members of hybrids
     included), each once."""
+    from orchestra.retrievers.base import Retriever
+
     seen: dict[int, Any] = {}
 
     def add(r: Any) -> None:
-        if r is None or isinstance(r, str) or id(r) in seen or not hasattr(r, "_build"):
+        if not isinstance(r, Retriever) or id(r) in seen:
             return
         seen[id(r)] = r
         for m in getattr(r, "retrievers", None) or []:
@@ -73,17 +100,10 @@ def _retrievers(pipeline) -> list[Any]:
     return list(seen.values())
 
 
-def _prefiller(strategy: Any) -> Any:
-    """What prefills for a KV-page strategy (its PagedReader), or None for other strategies."""
-    for attr in ("reader", "engine"):
-        target = getattr(strategy, attr, None)
-        if hasattr(strategy, "prefill") and hasattr(target, "prefill"):
-            return target
-    return None
-
-
 def _kv_strategies(pipeline) -> list[tuple[str, Any]]:
-    return [(n, s) for n, s in pipeline.strategies.items() if _prefiller(s) is not None]
+    from orchestra.strategies.kv_pages import KVPages
+
+    return [(n, s) for n, s in pipeline.strategies.items() if isinstance(s, KVPages)]
 
 
 class Corpora:
@@ -95,46 +115,16 @@ class Corpora:
         self.max_corpora = max_corpora
         self._entries: dict[str, CorpusEntry] = {}
         self._lock = threading.Lock()
-        self._instrument()
         for _, s in _kv_strategies(pipeline):
             # Keep every registered corpus prefilled (and one more for documents sent inline).
-            s.max_handles = max(getattr(s, "max_handles", 1), max_corpora + 1)
+            s.max_handles = max(s.max_handles, max_corpora + 1)
 
-    def _instrument(self) -> None:
-        for r in _retrievers(self.pipeline):
-            if getattr(r, "retrievers", None):
-                continue  # a hybrid fuses its members' indexes; it builds nothing itself
-            build = r._build
-
-            def counted_build(*a, _build=build, _name=r.name, **kw):
-                entry = _current.get()
-                if entry is not None:
-                    entry.index_builds += 1
-                self.metrics.index_builds.labels(_name).inc()
-                return _build(*a, **kw)
-
-            r._build = counted_build
-            load = r._load_state
-
-            def counted_load(*a, _load=load, **kw):
-                entry = _current.get()
-                if entry is not None:
-                    entry.index_loads += 1
-                return _load(*a, **kw)
-
-            r._load_state = counted_load
-        for _, s in _kv_strategies(self.pipeline):
-            target = _prefiller(s)
-            prefill = target.prefill
-
-            def counted_prefill(*a, _prefill=prefill, **kw):
-                entry = _current.get()
-                if entry is not None:
-                    entry.kv_prefills += 1
-                self.metrics.kv_prefills.inc()
-                return _prefill(*a, **kw)
-
-            target.prefill = counted_prefill
+    @contextmanager
+    def counting(self, entry: CorpusEntry | None) -> Iterator[None]:
+        """Count the index and prefill work done in this block (this context) for ``entry``
+        and the metrics."""
+        with observe.listening(WorkCounter(entry, self.metrics)):
+            yield
 
     # -- registry -----------------------------------------------------------------------------
     def build(self, docs: list[tuple[str, str]], warm: bool = True) -> tuple[CorpusEntry, bool]:
@@ -145,16 +135,14 @@ class Corpora:
             if existing is not None:
                 return existing, False
             if len(self._entries) >= self.max_corpora:
-                raise ApiError(409, f"this server keeps at most {self.max_corpora} corpora "
-                                    "(--max-corpora); DELETE /v1/corpora/{id} one first")
+                raise ServiceError(f"this server keeps at most {self.max_corpora} corpora "
+                                   "(--max-corpora); DELETE /v1/corpora/{id} one first",
+                                   "conflict")
             entry = CorpusEntry(id=corpus.hash[:16], corpus=corpus)
             self._entries[entry.id] = entry
         if warm:
-            token = _current.set(entry)
-            try:
+            with self.counting(entry):
                 self._warm(entry)
-            finally:
-                _current.reset(token)
         return entry, True
 
     def corpus_of(self, docs: list[tuple[str, str]]) -> Corpus:
@@ -162,17 +150,16 @@ class Corpora:
         documents = [Document(id=name, text=text, source=name) for name, text in docs]
         corpus = self.pipeline.corpus(documents)
         if corpus.n_tokens > self.max_request_tokens:
-            raise ApiError(413, f"the documents have {corpus.n_tokens} tokens; this server "
-                                f"takes at most {self.max_request_tokens} per request "
-                                "(--max-request-tokens)")
+            raise ServiceError(f"the documents have {corpus.n_tokens} tokens; this server "
+                               f"takes at most {self.max_request_tokens} per request "
+                               "(--max-request-tokens)", "too_large")
         return corpus
 
     def _warm(self, entry: CorpusEntry) -> None:
         corpus = entry.corpus
         corpus.chunks  # the default chunking, memoised on the Corpus
         for r in _retrievers(self.pipeline):
-            with r._lock:
-                r.index(corpus)
+            r.index(corpus)  # under the retriever's own lock
             entry.warm[f"retriever {r.name}"] = "indexed"
         for name, s in _kv_strategies(self.pipeline):
             try:
@@ -186,26 +173,21 @@ class Corpora:
         unless they are a registered corpus."""
         with self._lock:
             if corpus.hash[:16] not in self._entries:
-                self.pipeline._corpora.pop(corpus.hash, None)
+                self.pipeline.forget(corpus)
 
     def get(self, corpus_id: str) -> CorpusEntry:
         entry = self._entries.get(corpus_id)
         if entry is None:
-            raise ApiError(404, f"no corpus {corpus_id!r} (POST /v1/corpora registers one; "
-                                "GET /v1/corpora lists them)", "not_found_error")
+            raise ServiceError(f"no corpus {corpus_id!r} (POST /v1/corpora registers one; "
+                               "GET /v1/corpora lists them)", "not_found")
         return entry
 
     def delete(self, corpus_id: str) -> CorpusEntry:
         entry = self.get(corpus_id)
         with self._lock:
             self._entries.pop(corpus_id, None)
-            self.pipeline._corpora.pop(entry.corpus.hash, None)
+            self.pipeline.forget(entry.corpus)
         return entry
 
     def all(self) -> list[CorpusEntry]:
         return list(self._entries.values())
-
-    @staticmethod
-    def working_on(entry: CorpusEntry | None):
-        """Attribute index builds and prefills in this context to ``entry``."""
-        return _current.set(entry)

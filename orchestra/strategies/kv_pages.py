@@ -19,6 +19,7 @@ import time
 import warnings
 from collections import OrderedDict
 
+from orchestra import observe
 from orchestra.backends.base import KV_PAGES, Message
 from orchestra.cache import cache_dir, stable_hash
 from orchestra.corpus import Corpus
@@ -159,6 +160,7 @@ class KVPages(Strategy):
                        for a, b in char_spans]
             t0 = time.perf_counter()
             kv = self.reader.prefill(ids, progress=progress)
+            observe.work(observe.KV_PREFILLED, strategy=self.name, tokens=len(ids))
             handle = PrefilledDocument(kv=kv, token_ids=ids, fingerprint=self.fingerprint,
                                        key=key, char_offsets=offsets)
             self._baseline(handle, Cost())  # part of the document's one-time work, and saved
