@@ -115,10 +115,10 @@ class Grounder:
 
 
 def is_decline(sentence: str) -> bool:
-    """NO_INFO, or a decline in the reader's own words ("The text does not mention ...")."""
-    from orchestra.prompts import DECLINE_WORDS
+    """NO_INFO, or a worded decline ("The text does not mention ..."; orchestra.declines)."""
+    from orchestra.declines import declined
 
-    return is_no_info(sentence) or bool(DECLINE_WORDS.match(sentence))
+    return is_no_info(sentence) or declined(sentence)
 
 
 class Aligner:

@@ -229,7 +229,38 @@ class PeersPipeline:
         return self.pipeline.to_config(full=full)
 
 
-def peers_runner(pipeline: PeersPipeline, out: str, systems: list[str], seed: int, info: dict):
+class ReadMemo:
+    """Reads already made in this run, reused for the same reader input (the same messages and
+    decoding settings, so the same token ids; greedy, so the same reply). The default router's
+    first RAG read is, token for token, LangChain-RULER's read (tests/test_parity.py), so it is
+    computed once. A reused read's recorded seconds are added back to the reusing row's wall
+    seconds (``reused_seconds`` in the row), so every system's seconds stay what its reads cost.
+    """
+
+    def __init__(self, backend: Backend):
+        self.backend, self._generate = backend, backend.generate
+        self.results: dict[tuple, GenerationResult] = {}
+        self.reused_seconds = 0.0
+        backend.generate = self.generate
+
+    @staticmethod
+    def key(r: GenerationRequest) -> tuple:
+        return (tuple((m.role, m.content) for m in r.messages), r.max_tokens, r.temperature,
+                tuple(r.stop), r.seed, r.repetition_penalty, r.no_repeat_ngram_size)
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        keys = [self.key(r) for r in requests]
+        todo = [i for i, k in enumerate(keys) if k not in self.results]
+        if todo:
+            for i, res in zip(todo, self._generate([requests[i] for i in todo])):
+                self.results[keys[i]] = res
+        hits = set(range(len(requests))) - set(todo)
+        self.reused_seconds += sum(self.results[keys[i]].seconds for i in hits)
+        return [self.results[k].model_copy() for k in keys]
+
+
+def peers_runner(pipeline: PeersPipeline, out: str, systems: list[str], seed: int, info: dict,
+                 memo: ReadMemo | None = None):
     """The evaluation runner, with a peer's rows keyed by the peer and the model alone: its
     settings are fixed in this file, so a pipeline whose own settings change (a new profile)
     reuses the peers' finished answers on the same samples instead of recomputing them."""
@@ -240,6 +271,15 @@ def peers_runner(pipeline: PeersPipeline, out: str, systems: list[str], seed: in
             if name in PEERS:
                 return {"peer": name, "model": getattr(pipeline.backend, "model_name", None)}
             return super().spec(name)
+
+        def evaluate(self, sample, name):
+            if memo is None:
+                return super().evaluate(sample, name)
+            memo.reused_seconds = 0.0
+            row = super().evaluate(sample, name)
+            row["cost"]["wall_seconds"] += memo.reused_seconds
+            row["reused_seconds"] = memo.reused_seconds
+            return row
 
     return PeersRunner(pipeline, out, systems, seed=seed, run_info=info)
 
@@ -295,6 +335,10 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"peers ({', '.join(PEERS)}) and our strategies / router")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--reuse-reads", action="store_true",
+                    help="compute a read once when two systems give the model the same input "
+                         "(the router's first read is LangChain-RULER's); its seconds are "
+                         "counted for both")
     ap.add_argument("--report-only", action="store_true",
                     help="answer nothing: print the table from the rows already in --out")
     args = ap.parse_args(argv)
@@ -313,11 +357,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         pipe = Pipeline.from_yaml(args.pipeline)
+        memo = ReadMemo(pipe.backend) if args.reuse_reads else None
         peers = {name: cls(pipe.backend) for name, cls in PEERS.items() if name in systems}
         ds = load_dataset(args.dataset, pipe.backend.tokenizer, parse_lengths(args.lengths),
                           args.limit, args.seed)
         runner = peers_runner(PeersPipeline(pipe, peers), args.out, systems, args.seed,
-                              {"dataset": args.dataset, "seed": args.seed})
+                              {"dataset": args.dataset, "seed": args.seed}, memo)
         rows = runner.run(ds)
     except OrchestraError as e:
         print(f"peers: error: {e}", file=sys.stderr)

@@ -20,7 +20,9 @@ from orchestra.errors import InputError
 from orchestra.files import read_text_file
 
 SUPPORTED_SUFFIXES = (".txt", ".md")
-CHUNK_BOUNDARIES = ("tokens", "structure")
+# "characters": LangChain's RecursiveCharacterTextSplitter as a plain LangChain pipeline runs it
+# (its default separators, sizes counted in characters), so orchestra can read exactly as one.
+CHUNK_BOUNDARIES = ("tokens", "structure", "characters")
 # Paragraphs, lines, sentence ends, words, characters: the splitter tries each in turn.
 _STRUCTURE_SEPARATORS = [r"\n\s*\n", r"\n", r"(?<=[.!?])\s+", r"\s+", ""]
 
@@ -226,7 +228,8 @@ class Corpus:
         """Chunks of at most ``chunk_tokens`` tokens. ``boundaries="tokens"``: fixed windows
         sliding by ``chunk_tokens - overlap``; ``"structure"``: cut at paragraph breaks, then
         lines, then sentence ends, then words (the smallest that fits), with up to ``overlap``
-        tokens repeated between neighbours. Either way a chunk's text is exactly
+        tokens repeated between neighbours; ``"characters"``: LangChain's default recursive
+        splitter with ``chunk_tokens`` and ``overlap`` counted in characters (character_spans). Either way a chunk's text is exactly
         ``document.text[start:end]``."""
         chunk_tokens = self.default_chunk_tokens if chunk_tokens is None else chunk_tokens
         overlap = self.default_overlap if overlap is None else overlap
@@ -234,8 +237,8 @@ class Corpus:
         if boundaries not in CHUNK_BOUNDARIES:
             raise InputError(f"chunk boundaries must be one of {', '.join(CHUNK_BOUNDARIES)}, "
                              f"got {boundaries!r}")
-        if boundaries == "structure":
-            return self._structured(chunk_tokens, overlap)
+        if boundaries in ("structure", "characters"):
+            return self._structured(chunk_tokens, overlap, boundaries)
         key = (chunk_tokens, overlap)
         if key not in self._chunkings:
             chunks: list[Chunk] = []
@@ -260,13 +263,15 @@ class Corpus:
             self._by_id.update({c.id: c for c in chunks})
         return self._chunkings[key]
 
-    def _structured(self, chunk_tokens: int, overlap: int) -> list[Chunk]:
-        key = ("structure", chunk_tokens, overlap)
+    def _structured(self, chunk_tokens: int, overlap: int, boundaries: str) -> list[Chunk]:
+        key = (boundaries, chunk_tokens, overlap)
         if key not in self._chunkings:
             chunks: list[Chunk] = []
             for doc in self.documents:
-                for i, (c0, c1) in enumerate(structured_spans(doc.text, chunk_tokens, overlap,
-                                                              self.tokenizer.count)):
+                spans = (character_spans(doc.text, chunk_tokens, overlap)
+                         if boundaries == "characters" else
+                         structured_spans(doc.text, chunk_tokens, overlap, self.tokenizer.count))
+                for i, (c0, c1) in enumerate(spans):
                     text = doc.text[c0:c1]
                     chunks.append(Chunk(
                         id=_chunk_id(doc.id, c0, c1, text), doc_id=doc.id, index=i,
@@ -291,6 +296,24 @@ class Corpus:
 
     def __repr__(self) -> str:
         return f"Corpus({len(self.documents)} documents)"
+
+
+def character_spans(text: str, chunk_chars: int, overlap: int) -> list[tuple[int, int]]:
+    """(start, end) spans of LangChain's RecursiveCharacterTextSplitter as a tutorial runs it:
+    its default separators, ``chunk_chars``/``overlap`` counted in characters (len), and its own
+    ``add_start_index`` offsets, so each chunk is exactly the ``page_content`` and
+    ``start_index`` LangChain gives (what benchmarks/peers.py's LangChain systems read)."""
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+    splitter = RecursiveCharacterTextSplitter(chunk_size=chunk_chars, chunk_overlap=overlap,
+                                              add_start_index=True)
+    spans = []
+    for d in splitter.create_documents([text]):
+        start = d.metadata["start_index"]
+        if start < 0 or text[start:start + len(d.page_content)] != d.page_content:
+            raise InputError("character chunking lost a chunk's position in its document")
+        spans.append((start, start + len(d.page_content)))
+    return spans or [(0, len(text))]
 
 
 def structured_spans(text: str, chunk_tokens: int, overlap: int,

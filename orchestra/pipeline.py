@@ -36,11 +36,11 @@ if TYPE_CHECKING:
 # examples/pipelines/embedded.yaml holds the same (a test keeps them equal).
 DEFAULT_PIPELINE = {
     "backend": {"type": "transformers", "model": "embedded", "device": "auto"},
-    "retrievers": {"dense": {"type": "dense"}, "bm25": {"type": "bm25"}},
+    "retrievers": {"dense": {"type": "dense"}},
     "strategies": {
         # Reading options (reorder, templates, ...) come from the model family's profile
         # (orchestra/profiles/smollm2.yaml for the embedded reader).
-        "rag": {"type": "rag", "retriever": ["dense", "bm25"]},
+        "rag": {"type": "rag", "retriever": "dense"},
         "full_context": {"type": "full_context"},
         "kv_pages": {"type": "kv_pages", "page_size": 64, "top_pages": 16},
         "chain_of_agents": {"type": "chain_of_agents"},

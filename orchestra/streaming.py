@@ -17,7 +17,8 @@ strategy's final read streams into.
   evidence, cost, trace). Always last; it is authoritative.
 
 Reads that may still be thrown away are never streamed: a read that may decline (Self-Route's
-first RAG attempt) is held back until its first characters show it did not decline.
+first RAG attempt) is held back until it is finished and orchestra.declines says it did not
+decline (a reply restating the question is a decline, which only the whole reply shows).
 
 Strategies stream through ``stream_read`` (``Strategy.read`` calls it): outside a stream it is
 ``backend.generate_one``; inside one it uses ``backend.stream`` and forwards the tokens.
@@ -126,11 +127,12 @@ def generation_overrides(**fields: Any) -> Iterator[None]:
 
 
 def stream_read(strategy: Any, request: GenerationRequest, evidence: list[Evidence],
-                decline_marker: str | None = None) -> GenerationResult:
+                decline: Callable[[str], bool] | None = None) -> GenerationResult:
     """One reader call: streamed to the current sink when there is one.
 
-    ``decline_marker``: the read may decline; its text is held back until the first
-    ``len(marker) + 20`` characters (where a decline is recognised) show it did not.
+    ``decline``: the read may decline, and this says whether a reply did (orchestra.declines'
+    rule, which needs the whole reply: one restating the question is a decline too); such a
+    read is held back until it is finished and sent only when it did not decline.
     """
     backend: Backend = strategy.backend
     overrides = _OVERRIDES.get()
@@ -140,9 +142,8 @@ def stream_read(strategy: Any, request: GenerationRequest, evidence: list[Eviden
     if sink is None:
         return backend.generate_one(request)
     sink.check()
-    hold = len(decline_marker) + 20 if decline_marker else 0
     pending = ""  # text not yet sent (leading whitespace, or held back)
-    started = declined = False
+    started = False
     result: GenerationResult | None = None
     gen = backend.stream(request)
     try:
@@ -151,14 +152,11 @@ def stream_read(strategy: Any, request: GenerationRequest, evidence: list[Eviden
             if isinstance(item, GenerationResult):
                 result = item
                 break
-            if declined:
-                continue
+            if decline is not None:
+                continue  # held: the result's text is sent below unless it declined
             pending += item
             if not started:
-                if not pending.strip() or (hold and len(pending.lstrip()) < hold):
-                    continue
-                if hold and decline_marker in pending.lstrip().lower()[:hold]:
-                    declined = True
+                if not pending.strip():
                     continue
                 pending = pending.lstrip()
                 sink.start_read(strategy, evidence)
@@ -170,7 +168,7 @@ def stream_read(strategy: Any, request: GenerationRequest, evidence: list[Eviden
     if result is None:
         raise RuntimeError(f"{backend.name} backend's stream ended without its result")
     text = result.text
-    if not declined and not (decline_marker and decline_marker in text.lower()[:hold]):
+    if decline is None or not decline(text):
         if not started:
             sink.start_read(strategy, evidence)
             started = True

@@ -103,8 +103,10 @@ class Retriever(Component, ABC):
 
     def __init__(self, backend: Any = None, chunk_tokens: int | None = None,
                  overlap: int | None = None, cache: bool = True, chunking: str = "tokens"):
-        """``chunking``: ``tokens`` (fixed windows) or ``structure`` (cut at paragraph, line,
-        sentence, then word boundaries; at most ``chunk_tokens`` each); see Corpus.chunk."""
+        """``chunking``: ``tokens`` (fixed windows), ``structure`` (cut at paragraph, line,
+        sentence, then word boundaries; at most ``chunk_tokens`` each) or ``characters``
+        (LangChain's RecursiveCharacterTextSplitter defaults: ``chunk_tokens`` and ``overlap``
+        then count characters); see Corpus.chunk."""
         # ``backend`` is accepted so a pipeline can build every component the same way.
         type(self).check_options({"chunk_tokens": chunk_tokens, "overlap": overlap})
         self.backend = backend

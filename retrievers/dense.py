@@ -69,6 +69,9 @@ def load_embedder(model: str | None = None, device: str = "cpu"):
         return _models[key]
 
 
+LONG_CHUNKS = ("windows", "truncate")
+
+
 class DenseRetriever(Retriever):
     name = "dense"
     score_kind = "cosine"
@@ -82,13 +85,24 @@ class DenseRetriever(Retriever):
         positive_int(options, "ann_threshold", "retriever 'dense'")
         positive_int(options, "batch_size", "retriever 'dense'")
         non_negative_int(options, "window_overlap", "retriever 'dense'")
+        if options.get("long_chunks", "windows") not in LONG_CHUNKS:
+            from orchestra.errors import OptionError
+
+            raise OptionError("long_chunks", f"retriever 'dense': long_chunks must be one of "
+                                             f"{', '.join(LONG_CHUNKS)}, not "
+                                             f"{options['long_chunks']!r}")
 
     def __init__(self, backend=None, model: str | None = None, device: str = "cpu",
                  batch_size: int = 64, ann_threshold: int = 20_000, window_overlap: int = 32,
-                 show_progress: bool = True, **kw):
+                 show_progress: bool = True, long_chunks: str = "windows", **kw):
+        """``long_chunks``: how a chunk longer than the embedder reads (256 word pieces) is
+        embedded: ``windows`` (overlapping windows, the chunk scores as its best) or
+        ``truncate`` (its first 256 word pieces, as sentence-transformers and so LangChain and
+        LlamaIndex embed it)."""
         super().__init__(backend, **kw)
         self.check_options({"ann_threshold": ann_threshold, "batch_size": batch_size,
-                            "window_overlap": window_overlap})
+                            "window_overlap": window_overlap, "long_chunks": long_chunks})
+        self.long_chunks = long_chunks
         self.model = model
         self.device = device
         self.batch_size = int(batch_size)
@@ -112,6 +126,8 @@ class DenseRetriever(Retriever):
     # -- embedding ---------------------------------------------------------------------------
     def windows(self, texts: list[str]) -> tuple[list[str], np.ndarray]:
         """Split texts into pieces the embedder reads whole; returns (pieces, text index of each)."""
+        if self.long_chunks == "truncate":  # the embedder cuts each text at its limit
+            return list(texts), np.arange(len(texts), dtype=np.int64)
         emb = self.embedder
         limit = int(emb.max_seq_length) - 2  # [CLS] and [SEP]
         step = max(1, limit - self.window_overlap)

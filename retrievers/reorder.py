@@ -9,6 +9,8 @@
   question after the passages).
 - ``edges_last``: LangChain's LongContextReorder: rank 1 last (next to the question), rank 2
   first, the weakest in the middle.
+- ``long_context_reorder``: LangChain's LongContextReorder exactly, for any count (for an odd
+  count it puts rank 1 first); what a plain LangChain pipeline reads (the parity pipeline).
 """
 
 from __future__ import annotations
@@ -41,6 +43,18 @@ def edges_last(items: Sequence[ScoredChunk]) -> list[ScoredChunk]:
     return ranked[1::2] + ranked[0::2][::-1]
 
 
+def long_context_reorder(items: Sequence[ScoredChunk]) -> list[ScoredChunk]:
+    """langchain_community's LongContextReorder (its litm_reordering), step for step: the
+    ranked list reversed, then every other item to the back, the rest to the front."""
+    out: list[ScoredChunk] = []
+    for i, item in enumerate(by_score(items)[::-1]):
+        if i % 2 == 1:
+            out.append(item)
+        else:
+            out.insert(0, item)
+    return out
+
+
 def document_order(items: Sequence[ScoredChunk]) -> list[ScoredChunk]:
     return sorted(items, key=lambda s: (s.chunk.order, s.chunk.start))
 
@@ -51,6 +65,7 @@ POLICIES: dict[str, Callable[[Sequence[ScoredChunk]], list[ScoredChunk]]] = {
     "document_order": document_order,
     "score_last": score_last,
     "edges_last": edges_last,
+    "long_context_reorder": long_context_reorder,
 }
 
 

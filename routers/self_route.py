@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from orchestra.errors import ConfigError, ContextOverflowError
-from orchestra.prompts import DECLINE_WORDS, UNANSWERABLE
+from orchestra.declines import corpus_titles, declined as rule_declined
 from orchestra.types import Answer, Cost, Route
 
 from orchestra.routers import features as F
@@ -30,18 +30,12 @@ from orchestra.routers.base import Pick, Router, first_feasible, since
 DEFAULT_FALLBACK = [kinds.FULL, kinds.PAGES, kinds.AGENTS]
 
 
-def declined(answer: Answer) -> bool:
-    """Whether the reader said the passages lack the answer ("unanswerable", or a plain
-    "The text does not mention ..." at the start of its reply)."""
-    from orchestra.short_answer import short_answer
-
-    text = answer.text.strip()
-    # Small readers wrap the decline too ('The answer to the question is: "unanswerable"'):
-    # the reply's short answer, preamble and quotes removed, is checked as well.
-    short = short_answer(text).strip()
-    return (answer.unanswerable or UNANSWERABLE in text.lower()[:40]
-            or UNANSWERABLE in short.lower()[:len(UNANSWERABLE) + 4]
-            or bool(DECLINE_WORDS.match(text)) or bool(DECLINE_WORDS.match(short)))
+def declined(answer: Answer, corpus=None) -> bool:
+    """Whether the first read declined: orchestra.declines' rule (a worded decline, or a reply
+    offering nothing beyond the question and the documents' titles), or the strategy's own
+    ``unanswerable``."""
+    titles = corpus_titles(corpus) if corpus is not None else ()
+    return answer.unanswerable or rule_declined(answer.text, answer.question or None, titles)
 
 
 class SelfRouter(Router):
@@ -98,7 +92,7 @@ class SelfRouter(Router):
             return super().route_and_answer(question, corpus, backend)
         t0 = time.perf_counter()
         attempt = strategies[first].answer(question, corpus, may_decline=True)
-        if not declined(attempt):
+        if not declined(attempt, corpus):
             attempt.route = Route(
                 strategy=first, router=self.name,
                 reason=f"Self-Route: {first} answered from its passages (did not decline)",

@@ -230,25 +230,26 @@ class Strategy(Component, ABC):
                 "no_repeat_ngram_size": self.no_repeat_ngram_size}
 
     def read(self, context: str, question: str, chunks, trace: Trace,
-             may_decline: bool = False, step: str = "read") -> Answer:
-        """One reader call over ``context``; the Answer cites ``chunks``."""
-        from orchestra.prompts import UNANSWERABLE
-
+             may_decline: bool = False, step: str = "read", titles=()) -> Answer:
+        """One reader call over ``context``; the Answer cites ``chunks``. With
+        ``may_decline``, the Answer is ``unanswerable`` when orchestra.declines' rule says the
+        reply declined (``titles``: the documents' titles, which a non-answer may repeat)."""
+        from orchestra.declines import declined
         from orchestra.streaming import stream_read
 
         req = self.reader_request(context, question, may_decline)
         evidence = [Evidence(chunk_id=c.id, doc_id=c.doc_id, start=c.start, end=c.end)
                     for c in chunks]
+        decline = (lambda text: declined(text, question, titles)) if may_decline else None
         with trace.step(step, chunks=len(chunks)) as st:
             # Inside Pipeline.stream the tokens stream out; otherwise one generate call.
-            res = stream_read(self, req, evidence, UNANSWERABLE if may_decline else None)
+            res = stream_read(self, req, evidence, decline)
             st.detail.update(prompt_tokens=res.prompt_tokens,
                              generated_tokens=res.generated_tokens)
         cost = Cost()
         cost.add_generation(res)
         text = res.text
-        declined = may_decline and UNANSWERABLE in text.lower()[: len(UNANSWERABLE) + 20]
         return Answer(
             question=question, text=text, strategy=self.name, cost=cost, trace=trace,
-            evidence=evidence, unanswerable=declined,
+            evidence=evidence, unanswerable=bool(decline and decline(text)),
         )

@@ -16,6 +16,7 @@ from contextlib import nullcontext
 from typing import Any
 
 from orchestra.corpus import Corpus
+from orchestra.declines import corpus_titles
 from orchestra.errors import ConfigError, InputError
 from orchestra.prompts import UNANSWERABLE
 from orchestra.strategies.base import RAG as RAG_KIND, Strategy, check_question
@@ -55,9 +56,10 @@ class RAG(Strategy):
             positive_int(options, name, "strategy 'rag'")
         if options.get("top_k") is not None:
             positive_int(options, "top_k", "strategy 'rag'")
-        if not isinstance(options.get("compress", False), bool):
-            raise OptionError("compress", f"strategy 'rag': compress must be true or false, "
-                                          f"got {options['compress']!r}")
+        for name in ("compress", "dedup"):
+            if not isinstance(options.get(name, False), bool):
+                raise OptionError(name, f"strategy 'rag': {name} must be true or false, "
+                                        f"got {options[name]!r}")
         d = options.get("dedup_threshold", 0.8)
         if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 < d <= 1:
             raise OptionError("dedup_threshold", f"strategy 'rag': dedup_threshold must be in "
@@ -71,14 +73,16 @@ class RAG(Strategy):
     def __init__(self, backend, retriever: Any = None, top_k_tokens: int = DEFAULT_TOP_K_TOKENS,
                  reorder: str = "document_order", dedup_threshold: float = 0.8,
                  top_k: int | None = None, compress: bool = False, compress_tokens: int = 384,
-                 **kw):
+                 dedup: bool = True, **kw):
         """``top_k``: read at most this many chunks (None: as many as top_k_tokens holds).
+        ``dedup``: drop a chunk sharing ``dedup_threshold`` of its word 3-grams with one kept
+        (false: read every chunk found, as a plain LangChain retriever does).
         ``compress``: keep only the sentences of the selected chunks most related to the
         question, up to ``compress_tokens`` tokens; see retrievers/compress.py."""
         super().__init__(backend, **kw)
         self.check_options({"top_k_tokens": top_k_tokens, "dedup_threshold": dedup_threshold,
                             "top_k": top_k, "compress": compress,
-                            "compress_tokens": compress_tokens})
+                            "compress_tokens": compress_tokens, "dedup": dedup})
         if retriever is None:
             retriever = "dense"
         if isinstance(retriever, (list, tuple)):
@@ -102,6 +106,7 @@ class RAG(Strategy):
         self.top_k_tokens = top_k_tokens
         self.reorder = check_policy(reorder)
         self.dedup_threshold = float(dedup_threshold)
+        self.dedup = dedup
         self.top_k = top_k
         self.compress = compress
         self.compress_tokens = compress_tokens
@@ -147,7 +152,8 @@ class RAG(Strategy):
         kept_shingles: list[set] = []
         for sc in candidates:
             sh = _shingles(sc.chunk.text)
-            if any(_overlap(sh, o) >= self.dedup_threshold for o in kept_shingles):
+            if self.dedup and any(_overlap(sh, o) >= self.dedup_threshold
+                                  for o in kept_shingles):
                 dup += 1
                 continue
             cost = (self.backend.count_tokens(sc.chunk.text.strip()) + (sep if selected else 0)
@@ -221,7 +227,7 @@ class RAG(Strategy):
                           strategy=self.name, trace=trace, unanswerable=True)
         context = self.format_context([c.chunk for c in chunks])
         ans = self.read(context, question, [c.chunk for c in chunks], trace,
-                        may_decline=may_decline)
+                        may_decline=may_decline, titles=corpus_titles(corpus))
         ans.evidence = [_evidence(c) for c in chunks]
         return ans
 

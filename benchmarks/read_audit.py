@@ -1,0 +1,152 @@
+"""Read audit (issue 19): does orchestra's read lose answers a plain transformers read keeps?
+
+The plain path is what a user writes in thirty lines: ``AutoTokenizer``/``AutoModelForCausalLM``
+on the same weights (the embedded model's converted folder), the prompt as the one user turn
+through the model's own chat template (``apply_chat_template(add_generation_prompt=True)``),
+greedy ``generate`` with 32 new tokens, the new tokens decoded with special tokens skipped.
+The orchestra path is benchmarks/reader_ceiling.py's ``gold_only`` (the pipeline's rag strategy
+builds the request; orchestra's transformers backend reads it).
+
+On the same ruler_qa questions, with only the gold paragraph as the context, it reads
+
+- ``orchestra``: reader_ceiling's gold_only (the rag strategy's template, system prompt and
+  passage format: orchestra's layout);
+- ``plain``: the very prompt text of ``orchestra``, read the plain way; every reply and every
+  input token id must be the same (the audit: a difference is a defect);
+- ``plain_documents``: RULER's layout, the paragraph as a ``Document 1:`` block, read the
+  plain way;
+
+and prints contains (orchestra/eval/metrics.py) per layout, and how many replies and input ids
+differ between the two paths.
+
+    OMP_NUM_THREADS=1 python benchmarks/read_audit.py --dataset ruler_qa:dev --limit 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+class PlainReader:
+    """The plain transformers read: one user turn, the model's chat template, greedy."""
+
+    def __init__(self, model_dir: str, max_tokens: int = 32):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True)
+        self.model.eval()
+        self.max_tokens = max_tokens
+
+    def input_ids(self, prompt: str) -> list[int]:
+        out = self.tok.apply_chat_template([{"role": "user", "content": prompt}],
+                                           add_generation_prompt=True, tokenize=True)
+        return list(out["input_ids"] if hasattr(out, "keys") else out)
+
+    def read(self, prompt: str) -> tuple[str, list[int]]:
+        import torch
+
+        ids = self.input_ids(prompt)
+        with torch.inference_mode():
+            out = self.model.generate(torch.tensor([ids]), max_new_tokens=self.max_tokens,
+                                      do_sample=False)
+        return self.tok.decode(out[0, len(ids):], skip_special_tokens=True).strip(), ids
+
+
+def orchestra_ids(backend, messages) -> list[int]:
+    """The token ids orchestra's transformers backend gives the model for ``messages``."""
+    return backend.hf_tokenizer(backend.chat_text(messages), add_special_tokens=False)[
+        "input_ids"]
+
+
+def documents_prompt(template: str, gold: str, question: str) -> str:
+    return template.format(context=f"Document 1:\n{gold}", question=question)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tqdm import tqdm
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--pipeline", default=str(Path(__file__).resolve().parent.parent /
+                                              "examples" / "pipelines" / "embedded.yaml"))
+    ap.add_argument("--dataset", default="ruler_qa:dev")
+    ap.add_argument("--length", type=int, default=2000)
+    ap.add_argument("--limit", type=int, default=40)
+    ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    from benchmarks.reader_ceiling import read as ceiling_read
+    from orchestra.corpus import Corpus
+    from orchestra.errors import OrchestraError
+    from orchestra.eval.datasets import load_dataset
+    from orchestra.eval.metrics import contains
+    from orchestra.pipeline import Pipeline
+
+    if not args.dataset.startswith("ruler_qa"):
+        print("read_audit: error: --dataset must be ruler_qa, ruler_qa:dev or ruler_qa:test "
+              "(only they name the gold paragraph)", file=sys.stderr)
+        return 2
+    try:
+        pipe = Pipeline.from_yaml(args.pipeline)
+        rag = pipe.strategies["rag"]
+        ds = load_dataset(args.dataset, pipe.backend.tokenizer, [args.length], args.limit,
+                          args.seed)
+    except (OrchestraError, KeyError) as e:
+        print(f"read_audit: error: {e}", file=sys.stderr)
+        return 2
+    rag.max_tokens = args.max_tokens
+    backend = pipe.backend
+    plain = PlainReader(str(backend.model_path), args.max_tokens)
+    rows = []
+    for s in tqdm(ds.samples, desc="questions", unit="q"):
+        corpus = Corpus(s.documents, backend.tokenizer)
+        gold = corpus.document(s.meta["gold_doc"]).text.strip()
+        req = rag.reader_request(gold, s.question)
+        prompt = req.messages[-1].content
+        t0 = time.perf_counter()
+        ours, _ = ceiling_read(rag, "gold_only", s, corpus)
+        t1 = time.perf_counter()
+        theirs, their_ids = plain.read(prompt) if len(req.messages) == 1 else (None, None)
+        t2 = time.perf_counter()
+        docs, _ = plain.read(documents_prompt(rag.prompts["reader"], gold, s.question))
+        rows.append({"ours": ours, "plain": theirs, "docs": docs, "answers": s.answers,
+                     "same_ids": their_ids == orchestra_ids(backend, req.messages),
+                     "secs": (t1 - t0, t2 - t1)})
+    print(report(rows, args, rag))
+    return 0
+
+
+def report(rows: list[dict], args, rag) -> str:
+    from orchestra.eval.metrics import contains
+
+    n = len(rows)
+    score = {k: sum(contains(r[k], r["answers"]) > 0 for r in rows if r[k] is not None)
+             for k in ("ours", "plain", "docs")}
+    differ = sum(r["plain"] != r["ours"] for r in rows)
+    ids_differ = sum(not r["same_ids"] for r in rows)
+    lines = [f"\n{args.dataset}, gold paragraph only, N={n}, {args.max_tokens}-token replies, "
+             f"reader_template={rag.reader_template}, reader_system={rag.reader_system!r}, "
+             f"passage_format={rag.passage_format}, "
+             f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}",
+             "| path | layout | contains | right |", "|---|---|---|---|",
+             f"| orchestra (reader_ceiling gold_only) | orchestra | {score['ours'] / n:.2f} | "
+             f"{score['ours']}/{n} |",
+             f"| plain transformers | orchestra | {score['plain'] / n:.2f} | "
+             f"{score['plain']}/{n} |",
+             f"| plain transformers | Document i: | {score['docs'] / n:.2f} | "
+             f"{score['docs']}/{n} |",
+             f"\nreplies differing between the two paths (same prompt text): {differ} of {n}; "
+             f"input token ids differing: {ids_differ} of {n}"]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
