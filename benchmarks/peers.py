@@ -302,7 +302,10 @@ def table(rows: list[dict]) -> str:
 def head_to_head(rows: list[dict], reference: str = "langchain_ruler",
                  ours: Sequence[str] = ("rag", "router")) -> str:
     """Per question, on the samples both answered: where the reference is right and ours is
-    wrong, and the reverse (RULER's contains, the qa headline)."""
+    wrong, and the reverse (RULER's contains, the qa headline), with the exact two-sided sign
+    test's p on those discordant pairs (scipy's binomtest; McNemar's exact test)."""
+    from scipy.stats import binomtest
+
     lines = []
     for (dataset, length), rs in group_rows_(rows).items():
         by = {(r["sample_id"], r["strategy"]): r["quality"] for r in rs}
@@ -312,9 +315,20 @@ def head_to_head(rows: list[dict], reference: str = "langchain_ruler",
                 continue
             ref_only = sum(by[(sid, reference)] > by[(sid, name)] for sid in both)
             ours_only = sum(by[(sid, name)] > by[(sid, reference)] for sid in both)
+            p = binomtest(ours_only, ref_only + ours_only).pvalue if ref_only + ours_only else 1.0
             lines.append(f"- {dataset} {length}: {reference} right where {name} is wrong on "
-                         f"{ref_only} of {len(both)}, the reverse on {ours_only}")
+                         f"{ref_only} of {len(both)}, the reverse on {ours_only} "
+                         f"(exact sign test p = {p:.3g})")
     return "\n".join(lines)
+
+
+def pairs(rows: list[dict], systems: Sequence[str]) -> str:
+    """Every system against LangChain-RULER, and the router against each other peer."""
+    out = [head_to_head(rows, ours=[s for s in systems if s != "langchain_ruler"])]
+    if "router" in systems:
+        out += [head_to_head(rows, reference=p, ours=["router"]) for p in systems
+                if p in PEERS and p != "langchain_ruler"]
+    return "\n".join(o for o in out if o)
 
 
 def group_rows_(rows):
@@ -352,8 +366,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.report_only:
         rows = _latest([r for r in read_results(Path(args.out) / RESULTS, repair=False)
                         if r["strategy"] in systems])
+        # Only questions every system answered: a run stopped early compares like with like.
+        done = {}
+        for r in rows:
+            done.setdefault(r["sample_id"], set()).add(r["strategy"])
+        rows = [r for r in rows if done[r["sample_id"]] >= set(systems)]
         print(table(rows))
-        print(head_to_head(rows))
+        print(pairs(rows, systems))
         return 0
     try:
         pipe = Pipeline.from_yaml(args.pipeline)
@@ -370,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     wanted = {s.sample_id for s in ds.samples}
     rows = [r for r in rows if r["sample_id"] in wanted and r["strategy"] in systems]
     print(table(rows))
-    print(head_to_head(rows))
+    print(pairs(rows, systems))
     return 0
 
 

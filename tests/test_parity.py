@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import REPO, data_path
 
 PARITY = REPO / "examples" / "pipelines" / "parity_langchain_ruler.yaml"
-N_QUESTIONS = 32
+N_QUESTIONS = 30
 
 
 class InputIds:
