@@ -85,7 +85,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
         faiss.omp_set_num_threads(args.threads)
     data = Path(args.data)
-    tokenizer = HFTokenizer(AutoTokenizer.from_pretrained(embedded_model_dir(), local_files_only=True))
+    tokenizer = HFTokenizer(AutoTokenizer.from_pretrained(
+        embedded_model_dir(), local_files_only=True, trust_remote_code=False))
     squad = json.loads((data / "ruler" / "squad.json").read_text())["data"]
     questions = [q["question"] for art in squad for p in art["paragraphs"] for q in p["qas"]]
     questions = questions[:: max(1, len(questions) // args.queries)][: args.queries]

@@ -23,9 +23,7 @@ EXAMPLES = Path(__file__).resolve().parent
 # plot backend whose figures nbclient stores as PNG.
 KERNEL_ENV = {"ORCHESTRA_QUIET": "1", "TQDM_DISABLE": "1", "TRANSFORMERS_VERBOSITY": "error",
               "MPLBACKEND": "module://matplotlib_inline.backend_inline",
-              "TOKENIZERS_PARALLELISM": "false",
-              # tqdm.auto warns in a kernel without ipywidgets, even with bars disabled.
-              "PYTHONWARNINGS": "ignore:IProgress not found"}
+              "TOKENIZERS_PARALLELISM": "false"}
 
 
 def execute(path: Path, timeout: int = 900):

@@ -25,10 +25,11 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from orchestra.checks import run_checks
 from orchestra.errors import ConfigError, OptionError
+from orchestra.registry import allowing
 from orchestra.registry import names as registry_names
 from orchestra.registry import resolve
 from orchestra.spec import parameters
-from orchestra.yaml_lines import Located, load_file, load_located
+from orchestra.yaml_lines import EnvValue, Located, load_file, load_located
 
 CONFIG_VERSION = 1
 
@@ -153,6 +154,8 @@ def check(cfg: PipelineConfig, located: Located, allow_modules: Iterable[str] = 
             if opt not in allowed and not open_kw:
                 raise ConfigError(f"{where}: unknown option for {comp.type!r}; "
                                   f"known: {', '.join(sorted(allowed)) or 'none'}")
+            if isinstance(value, EnvValue) and opt in hints:
+                value = comp.model_extra[opt] = _env_typed(value, hints[opt], where)
             if opt in hints and opt not in RETRIEVER_REFS | STRATEGY_REFS:
                 try:
                     TypeAdapter(hints[opt]).validate_python(value)
@@ -163,8 +166,9 @@ def check(cfg: PipelineConfig, located: Located, allow_modules: Iterable[str] = 
                     pass
         # The component's own value checks, the same ones its constructor runs (orchestra.checks).
         try:
-            run_checks(cls, {k: v for k, v in comp.options.items()
-                             if k not in RETRIEVER_REFS | STRATEGY_REFS})
+            with allowing(allow):  # import paths in options (a foreign retriever's factory)
+                run_checks(cls, {k: v for k, v in comp.options.items()
+                                 if k not in RETRIEVER_REFS | STRATEGY_REFS})
         except OptionError as e:
             p = path + (e.option,) if e.option in comp.options else path
             raise ConfigError(f"{located.where(p)}: field {'.'.join(map(str, p))}: {e}") from None
@@ -213,6 +217,19 @@ def check(cfg: PipelineConfig, located: Located, allow_modules: Iterable[str] = 
     path = ("router",)
     check_options(cls_for("router", cfg.router, path), cfg.router, path)
     check_refs(cfg.router, path, STRATEGY_REFS, cfg.strategies, "strategy")
+
+
+def _env_typed(value: EnvValue, hint: Any, where: str) -> Any:
+    """An environment value's text parsed by the option's type (pydantic's string mode, as
+    for a query parameter: '32' is 32 for an int, 'true' is True for a bool, text stays text)."""
+    try:
+        return TypeAdapter(hint).validate_strings(str(value))
+    except ValidationError as e:
+        kind = getattr(hint, "__name__", None) or str(hint)
+        raise ConfigError(f"{where}: the environment gave {str(value)!r}, not a value of type "
+                          f"{kind} ({e.errors()[0]['msg']})") from None
+    except Exception:  # an annotation pydantic cannot read: the text goes on as text
+        return str(value)
 
 
 def option_types(cls) -> dict[str, Any]:

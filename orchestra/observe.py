@@ -9,7 +9,8 @@ Listeners are scoped with ``listening(...)`` (a ContextVar, so concurrent runs i
 or tasks do not see each other's steps) or process-wide with ``add_global`` (OpenTelemetry
 spans, registered on first use when ``opentelemetry-api`` is installed: orchestra/telemetry.py).
 A listener is any object with ``step_started(step) -> token`` and
-``step_ended(step, token, error)``; a listener that raises is logged and never breaks a run.
+``step_ended(step, token, error)`` (and, to see the answer's tokens as a streaming read writes
+them, ``step_token(text)``); a listener that raises is logged and never breaks a run.
 
 Work that belongs to no answer's trace (a retriever index built or read back from its cache,
 a document prefilled into KV pages: done once, reused by later answers) is reported with
@@ -132,6 +133,19 @@ def work(name: str, **detail: Any) -> None:
             done(name, detail)
         except Exception:
             log.warning("work listener %r failed on %s", listener, name, exc_info=True)
+
+
+def token(text: str) -> None:
+    """A piece of the answer's text as the model writes it (a streaming read, inside its model
+    step): listeners with ``step_token(text)`` get it (LangChain's ``on_llm_new_token``)."""
+    for listener in active():
+        hook = getattr(listener, "step_token", None)
+        if hook is None:
+            continue
+        try:
+            hook(text)
+        except Exception:  # an observer must never break the run it observes
+            log.warning("step listener %r failed on a token", listener, exc_info=True)
 
 
 def emit(step: Any) -> None:

@@ -116,17 +116,24 @@ def allowing(allow_modules: Iterable[str]) -> Iterator[None]:
         _allowed.reset(token)
 
 
-def import_allowed(path: str, what: str) -> Any:
-    """The object at ``module:attr`` (``attr`` may be dotted, e.g. ``Class.from_documents``),
-    refused unless the module is among those the caller allowed (``allow_modules=``, the
-    CLI's ``--allow-module``): a pipeline file must not be a way to run arbitrary code."""
-    module, sep, attr = path.partition(":")
+def check_allowed(path: Any, what: str) -> tuple[str, str]:
+    """(module, attribute) of an import path the caller allowed, without importing anything:
+    `orchestra validate` and the constructor refuse the same paths."""
+    module, sep, attr = path.partition(":") if isinstance(path, str) else ("", "", "")
     if not sep or not module or not attr:
         raise ConfigError(f"{what}: {path!r} is not an import path of the form module:attribute")
     allowed = _allowed.get()
     if not any(module == m or module.startswith(m + ".") for m in allowed):
         raise ConfigError(f"{what}: {path!r} names code in module {module!r}, which the caller "
                           f"has not allowed (allow_modules= / --allow-module {module})")
+    return module, attr
+
+
+def import_allowed(path: str, what: str) -> Any:
+    """The object at ``module:attr`` (``attr`` may be dotted, e.g. ``Class.from_documents``),
+    refused unless the module is among those the caller allowed (``allow_modules=``, the
+    CLI's ``--allow-module``): a pipeline file must not be a way to run arbitrary code."""
+    module, attr = check_allowed(path, what)
     head, _, rest = attr.partition(".")
     obj = _import(f"{module}:{head}", what)
     for part in rest.split(".") if rest else []:

@@ -99,8 +99,11 @@ class Sink:
 
     def token(self, text: str) -> None:
         if text:
+            from orchestra import observe
+
             self.sent += text
             self.emit(TokenEvent(text=text))
+            observe.token(text)  # LangChain's on_llm_new_token, inside the read's model step
 
 
 _SINK: contextvars.ContextVar[Sink | None] = contextvars.ContextVar("orchestra_sink",

@@ -13,6 +13,13 @@ from typing import Any, Iterator
 from pydantic import BaseModel, Field, computed_field
 
 
+def _plus(a, b):
+    """A sum where None is "not measured": None only when neither side measured."""
+    if a is None or b is None:
+        return b if a is None else a
+    return a + b
+
+
 class Cost(BaseModel):
     """Measured, never estimated: token counts come from the backend's tokenizer."""
 
@@ -21,12 +28,14 @@ class Cost(BaseModel):
     model_calls: int = 0
     kv_pages_read: int = 0  # summed over decoding steps (and layers/heads where relevant)
     kv_pages_total: int = 0  # the matching denominator: pages available at those steps
-    prefill_seconds: float = 0.0
-    decode_seconds: float = 0.0
+    # Measured only where a strategy prefills and decodes apart (kv_pages); null elsewhere, so
+    # "not measured" never reads as "took no time".
+    prefill_seconds: float | None = None
+    decode_seconds: float | None = None
     wall_seconds: float = 0.0
 
     def __add__(self, other: "Cost") -> "Cost":
-        return Cost(**{k: getattr(self, k) + getattr(other, k) for k in Cost.model_fields})
+        return Cost(**{k: _plus(getattr(self, k), getattr(other, k)) for k in Cost.model_fields})
 
     def add_generation(self, result: "Any") -> None:
         """Count one backend result (a GenerationResult)."""

@@ -28,6 +28,12 @@ MAX_DEPTH = 64  # nesting levels; PyYAML's composer recurses once per level
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
+class EnvValue(str):
+    """A value that was one ``${VAR}`` reference: text from the environment, which
+    orchestra.config parses by the option's annotated type (``max_tokens: ${MT}`` with MT=32
+    is the integer 32; an API key stays text)."""
+
+
 class Located:
     """Plain data plus the line of each path inside it."""
 
@@ -45,7 +51,10 @@ class Located:
             if isinstance(v, list):
                 return [walk(x, path + (i,)) for i, x in enumerate(v)]
             if isinstance(v, str):
-                return _interpolate(v, self.where(path))
+                out = _interpolate(v, self.where(path))
+                # The whole value is one reference: its text is parsed by the option's type
+                # when the file is checked (orchestra.config), as Compose and OmegaConf do.
+                return EnvValue(out) if out != v and _ENV.fullmatch(v) else out
             return v
 
         return walk(self.data, ())
@@ -117,8 +126,23 @@ def load_file(path: str | Path) -> Located:
     return load_located(text, str(path))
 
 
+# The tags PyYAML gives an untagged mapping and sequence. Any other tag on one (`!!python/tuple`,
+# `!!python/name:os.system`, `!!set`, a custom `!thing`) would be dropped silently by _convert,
+# so it is refused: a pipeline file holds plain data only.
+_PLAIN_TAGS = {yaml.MappingNode: "tag:yaml.org,2002:map", yaml.SequenceNode: "tag:yaml.org,2002:seq"}
+
+
+def _refuse_tag(node: yaml.Node, source: str) -> None:
+    plain = _PLAIN_TAGS.get(type(node))
+    if plain is not None and node.tag != plain:
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!", 1)
+        raise ConfigError(f"{source}:{node.start_mark.line + 1}: the YAML tag {tag} is not "
+                          "allowed in pipeline files (tags are refused; write plain values)")
+
+
 def _convert(node: yaml.Node, path: tuple, lines: dict, source: str) -> Any:
     lines[path] = node.start_mark.line + 1
+    _refuse_tag(node, source)
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for knode, vnode in node.value:

@@ -65,7 +65,8 @@ def load_embedder(model: str | None = None, device: str = "cpu"):
             from sentence_transformers import SentenceTransformer
 
             # local_files_only: nothing is downloaded, and the host's environment is left alone.
-            _models[key] = SentenceTransformer(str(path), device=device, local_files_only=True)
+            _models[key] = SentenceTransformer(str(path), device=device, local_files_only=True,
+                                               trust_remote_code=False)
         return _models[key]
 
 
@@ -147,7 +148,7 @@ class DenseRetriever(Retriever):
         return pieces, np.asarray(owner, dtype=np.int64)
 
     def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm  # plain tqdm: tqdm.auto warns in a kernel without ipywidgets
 
         emb = self.embedder
         # Identical texts (boilerplate, repeated documents) are embedded once.

@@ -46,11 +46,23 @@ class GraphRetriever(Retriever):
     name = "graph"
     score_kind = "ppr"
 
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """networkx comes with the [graph] extra: its absence is named by `orchestra validate`
+        and before a model loads, not as an ImportError at index time."""
+        from orchestra.extras import require
+
+        require("graph", "the graph retriever")
+        super().check_options(options)
+
     def __init__(self, backend=None, seed: Any = "dense", seed_k: int = 8, alpha: float = 0.5,
                  hops: int = 2, max_df: int = 5, sequence_weight: float = 1.0,
                  terms_weight: float = 1.0, similarity_weight: float = 1.0,
                  similarity_neighbours: int = 3, similarity_threshold: float = 0.6,
                  max_nodes: int = 5000, cache: bool = True, **kw):
+        from orchestra.extras import require
+
+        require("graph", "the graph retriever")
         self.seed = make_retriever(seed, backend)
         if "chunk_tokens" in kw or "overlap" in kw:
             raise ConfigError("retriever 'graph' uses its seed retriever's chunking; set "

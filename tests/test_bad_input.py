@@ -58,6 +58,28 @@ def pipeline(strategy: str, router: str = "", backend: str = SCRIPTED) -> str:
     return backend + "strategies:\n  " + strategy + "\n" + router
 
 
+# N-1: a folder whose config asks transformers to import its code; that code would leave a file.
+EVIL_MODEL = {
+    "model/config.json": json.dumps({"model_type": "llama", "auto_map": {
+        "AutoConfig": "configuration_evil.EvilConfig",
+        "AutoModelForCausalLM": "modeling_evil.EvilModel"}}),
+    "model/configuration_evil.py": "open('/tmp/orchestra-evil-ran', 'w')\n",
+    "model/modeling_evil.py": "open('/tmp/orchestra-evil-ran', 'w')\n",
+}
+# A reader that never knows (enough replies for a few tune trials).
+NO_IDEA = ('backend: {type: "orchestra.backends.scripted:ScriptedBackend", context_window: 512, '
+           f'replies: {json.dumps(["I do not know."] * 60)}}}\n')
+TUNE_DATA = "".join(json.dumps({"context": f"Alice is {n} years old. Bob likes tea.",
+                                "question": "How old is Alice?", "answers": [str(n)]}) + "\n"
+                    for n in range(30, 36))
+
+
+def BLOCK(module: str) -> dict:  # noqa: N802  (reads as a constant in the table)
+    """A PYTHONPATH folder whose sitecustomize makes ``module`` unimportable, as when its
+    extra is not installed."""
+    return {"block/sitecustomize.py": f"import sys\nsys.modules[{module!r}] = None\n"}
+
+
 CLI_ROWS = [
     # D-1: a path that does not exist is an error, never the document's text.
     Row("D-1 ask: a file name with a space",
@@ -251,6 +273,117 @@ CLI_ROWS = [
                "model/config.json": json.dumps({"model_type": "evil", "auto_map": {
                    "AutoModelForCausalLM": "modeling_evil.Evil"}}),
                "model/modeling_evil.py": "open('/tmp/orchestra-evil-ran', 'w')\n"}),
+    # N-1: a folder asking to run its own code is refused by name, by validate too.
+    Row("N-1 validate: a model folder with auto_map and its code", ["validate", "p.yaml"],
+        ["p.yaml:2: field backend.model", "{tmp}/model: this model folder asks to run its own "
+         "code", "configuration_evil.py", "never runs code from a model folder"],
+        files={"p.yaml": pipeline("f: {type: full_context}", backend=(
+            "backend: {type: transformers,\n  model: '{tmp}/model'}\n")), **EVIL_MODEL}),
+    Row("N-1 run: the same folder", ["run", "p.yaml", "--text", "t", "-q", "q?"],
+        ["{tmp}/model: this model folder asks to run its own code", "configuration_evil.py"],
+        files={"p.yaml": pipeline("f: {type: full_context}", backend=(
+            "backend: {type: transformers, model: '{tmp}/model'}\n")), **EVIL_MODEL}),
+    Row("N-1 validate: an openai backend's tokenizer folder with auto_map",
+        ["validate", "p.yaml"], ["field backend.tokenizer", "asks to run its own code"],
+        files={"p.yaml": pipeline("f: {type: full_context}", backend=(
+            "backend: {type: openai, tokenizer: '{tmp}/model'}\n")), **EVIL_MODEL,
+               "model/tokenizer_config.json": "{}"}),
+    # N-3: bytes that are not UTF-8 in a question (argv hands them over as surrogates).
+    Row("N-3 run: \\xff\\xfe in -q", ["run", "p.yaml", "--text", "Alice is 30.", "-q",
+                                    "How old is \udcff\udcfe Alice?", *ALLOW],
+        ["the question is not valid UTF-8 text", "the byte 0xff at character 12"],
+        files={"p.yaml": pipeline("full: {type: full_context}")}),
+    Row("N-3 ask: \\xff in -q", ["ask", "--text", "Alice is 30.", "-q", "Age\udcff?"],
+        ["the question is not valid UTF-8 text", "0xff"]),
+    # N-8: a question of zero-width and format characters only is empty.
+    Row("N-8 run: a question of U+200B U+2060 U+FEFF",
+        ["run", "p.yaml", "--text", "Alice is 30.", "-q", "\u200b\u2060\ufeff", *ALLOW],
+        ["the question is empty"], files={"p.yaml": pipeline("full: {type: full_context}")}),
+    Row("N-8 ask: zero-width spaces", ["ask", "--text", "Alice is 30.", "-q", "\u200b \u200b"],
+        ["the question is empty"]),
+    # N-6: tags on mappings and sequences are refused like tags on scalars.
+    Row("N-6 validate: a Python tag on a mapping", ["validate", "p.yaml"],
+        ["p.yaml:2: the YAML tag !!python/name:os.system is not allowed"],
+        files={"p.yaml": pipeline("full: !!python/name:os.system {type: full_context}",
+                                  backend="")}),
+    Row("N-6 validate: a Python tag on a sequence", ["validate", "p.yaml"],
+        ["p.yaml:5: the YAML tag !!python/tuple is not allowed"],
+        files={"p.yaml": pipeline("full: {type: full_context}\n  rag: {type: rag}",
+                                  "router: {type: self_route, first: rag,\n"
+                                  "  fallback: !!python/tuple [full]}\n", backend="")}),
+    Row("N-6 validate: a !!set", ["validate", "p.yaml"],
+        ["p.yaml:2: the YAML tag !!set is not allowed"],
+        files={"p.yaml": pipeline("full: !!set {type: full_context}", backend="")}),
+    # N-7: a ${VAR} value is parsed by the option's type; text that is not one is named.
+    Row("N-7 validate: ${ORCH_MT} that is not a number", ["validate", "p.yaml"],
+        ["field strategies.full.max_tokens", "the environment gave 'many', not a value of "
+         "type int"],
+        files={"p.yaml": pipeline("full:\n    type: full_context\n    max_tokens: ${ORCH_MT}",
+                                  backend="")}, env={"ORCH_MT": "many"}),
+    # N-9: eval's dataset, --strategies and --report-only are checked before a model loads
+    # (no --pipeline: the embedded default, whose first load would take minutes here).
+    Row("N-9 eval: a missing jsonl dataset", ["eval", "--dataset", "jsonl:missing.jsonl",
+                                              "--out", "out"],
+        ["missing.jsonl: no such dataset file"]),
+    Row("N-9 eval: a missing .jsonl path", ["eval", "--dataset", "gone.jsonl", "--out", "out"],
+        ["gone.jsonl: no such dataset file"]),
+    Row("N-9 eval: an unknown strategy in --strategies",
+        ["eval", "--dataset", "jsonl:d.jsonl", "--strategies", "rag,nope", "--out", "out"],
+        ["unknown strategy 'nope' in --strategies", "rag, full_context"],
+        files={"d.jsonl": '{"context": "Alice is 30.", "question": "Age?", "answers": ["30"]}\n'}),
+    Row("N-9 eval: --report-only on an empty folder",
+        ["eval", "--dataset", "jsonl:d.jsonl", "--report-only", "--out", "out"],
+        ["out/results.jsonl: no results to report yet"],
+        files={"d.jsonl": '{"context": "Alice is 30.", "question": "Age?", "answers": ["30"]}\n',
+               "out/.keep": ""}),
+    Row("N-9 eval: a pipeline file's unknown strategy",
+        ["eval", "--pipeline", "p.yaml", "--dataset", "jsonl:d.jsonl", "--strategies", "rag",
+         "--out", "out", *ALLOW], ["unknown strategy 'rag' in --strategies", "has full"],
+        files={"p.yaml": pipeline("full: {type: full_context}"),
+               "d.jsonl": '{"context": "Alice is 30.", "question": "Age?", "answers": ["30"]}\n'}),
+    # N-10: a second tune into a held --out, as eval's D-3.
+    Row("N-10 tune: a second run into a held --out",
+        ["tune", "p.yaml", "--dataset", "d.jsonl", "--trials", "1", "--out", "out",
+         "--no-progress", *ALLOW], ["out is in use by another orchestra tune (pid {pid}"],
+        files={"p.yaml": pipeline("rag: {type: rag, retriever: bm25}"),
+               "d.jsonl": TUNE_DATA},
+        hold=lambda tmp: __import__("orchestra.eval.runner", fromlist=["x"]).out_dir_lock(
+            tmp / "out", "tune")),
+    # tune: every trial scored 0 is no winner.
+    Row("tune: every trial scored 0",
+        ["tune", "p.yaml", "--dataset", "d.jsonl", "--trials", "1", "--out", "out",
+         "--no-progress", *ALLOW],
+        ["every one of the 1 finished trials scored 0", "best.yaml was not written",
+         "--allow-zero"],
+        files={"p.yaml": pipeline("rag: {type: rag, retriever: bm25}", backend=NO_IDEA),
+               "d.jsonl": TUNE_DATA}),
+    # validate == run: a foreign retriever's factory module must be allowed.
+    Row("validate: a langchain factory in a module not allowed", ["validate", "p.yaml"],
+        ["p.yaml:3: field retrievers.lc.factory", "module 'langchain_community.retrievers', "
+         "which the caller has not allowed"],
+        files={"p.yaml": "retrievers:\n  lc: {type: langchain,\n"
+                         "    factory: 'langchain_community.retrievers:TFIDFRetriever"
+                         ".from_documents'}\nstrategies:\n  r: {type: rag, retriever: lc}\n"}),
+    Row("run: the same, refused before the model loads",
+        ["run", "p.yaml", "--text", "t", "-q", "q?"],
+        ["field retrievers.lc.factory", "which the caller has not allowed"],
+        files={"p.yaml": "retrievers:\n  lc: {type: langchain,\n"
+                         "    factory: 'langchain_community.retrievers:TFIDFRetriever"
+                         ".from_documents'}\nstrategies:\n  r: {type: rag, retriever: lc}\n"}),
+    # Packaging: a missing extra is one line naming the pip install.
+    Row("extras: serve without fastapi", ["serve"],
+        ["orchestra serve needs fastapi", 'pip install "orchestra-longdoc[server]"'],
+        files=BLOCK("fastapi"), env={"PYTHONPATH": "{tmp}/block"}),
+    Row("extras: tune without optuna",
+        ["tune", "p.yaml", "--dataset", "d.jsonl", "--trials", "1", "--out", "out", *ALLOW],
+        ["orchestra tune needs optuna", 'pip install "orchestra-longdoc[tune]"'],
+        files={**BLOCK("optuna"), "p.yaml": pipeline("rag: {type: rag, retriever: bm25}"),
+               "d.jsonl": TUNE_DATA}, env={"PYTHONPATH": "{tmp}/block"}),
+    Row("extras: a graph retriever without networkx", ["validate", "p.yaml"],
+        ["the graph retriever needs networkx", 'pip install "orchestra-longdoc[graph]"'],
+        files={**BLOCK("networkx"), "p.yaml": "retrievers:\n  g: {type: graph}\n"
+                                              "strategies:\n  r: {type: rag, retriever: g}\n"},
+        env={"PYTHONPATH": "{tmp}/block"}),
 ]
 
 
@@ -714,3 +847,198 @@ def test_real_model_names_the_sizes(tmp_path, argv, expect):
     (line,) = [ln for ln in proc.stderr.splitlines() if "error:" in ln]
     for want in expect:
         assert want in line, line
+
+
+# -- N-1: no code from a model folder runs, whatever stdin says ------------------------------
+def _evil_folder(tmp: Path, marker: Path) -> Path:
+    d = tmp / "model"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"model_type": "llama", "auto_map": {
+        "AutoConfig": "configuration_evil.EvilConfig",
+        "AutoModelForCausalLM": "modeling_evil.EvilModel"}}))
+    code = f"open({str(marker)!r}, 'w').write('ran')\n"
+    (d / "configuration_evil.py").write_text(code)
+    (d / "modeling_evil.py").write_text(code)
+    return d
+
+
+def test_n1_custom_code_never_runs_with_yes_on_stdin(tmp_path):
+    """`echo y | orchestra run ...` used to answer transformers' "run the custom code? [y/N]"
+    prompt, and the folder's Python ran."""
+    marker = tmp_path / "evil-ran"
+    model = _evil_folder(tmp_path, marker)
+    (tmp_path / "p.yaml").write_text(pipeline("f: {type: full_context}", backend=(
+        f"backend: {{type: transformers, model: '{model}'}}\n")))
+    for argv in (["run", "p.yaml", "--text", "t", "-q", "q?"], ["validate", "p.yaml"]):
+        proc = subprocess.run([str(ORCHESTRA), *argv], cwd=tmp_path, input="y\ny\n",
+                              capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "ORCHESTRA_CACHE": str(tmp_path / "cache")})
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert "asks to run its own code" in proc.stderr and "[y/N]" not in proc.stderr
+    assert not marker.exists()
+
+
+def test_n1_every_load_passes_trust_remote_code_false(tmp_path, monkeypatch):
+    """Below the folder check: the loaders themselves never prompt and never import the
+    folder's code, even with 'y' waiting on stdin."""
+    import io
+
+    import torch
+
+    from orchestra.backends.hf import _load_checked
+    from orchestra.backends.local import model_dir
+
+    marker = tmp_path / "evil-ran"
+    model = _evil_folder(tmp_path, marker)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("y\n" * 4))
+    with pytest.raises(BackendError, match="cannot be loaded as a Hugging Face model"):
+        _load_checked(model, torch.float32)
+    with pytest.raises(BackendError, match=r"asks to run its own code \(auto_map in "
+                                           r"config.json: configuration_evil.py, modeling_evil"):
+        model_dir(str(model))
+    assert not marker.exists()
+    assert sys.stdin.read() == "y\n" * 4  # nothing read the answer
+
+
+# -- N-2: a full disk during the embedded conversion -----------------------------------------
+def test_n2_no_room_for_the_conversion_is_one_line(tmp_path, monkeypatch):
+    """The space check (any file system): too little room is named before converting."""
+    import shutil as sh
+
+    import orchestra.backends.embedded as E
+
+    monkeypatch.setenv("ORCHESTRA_CACHE", str(tmp_path))
+    monkeypatch.setattr(E.shutil, "disk_usage",
+                        lambda p: sh._ntuple_diskusage(10 << 20, 8 << 20, 2 << 20))
+    monkeypatch.setattr(E, "_write_conversion", lambda *a: pytest.fail("converted anyway"))
+    with pytest.raises(BackendError, match=f"{tmp_path / 'models'}: no room to convert the "
+                                           r"embedded model \(about 560 MB needed, 2 MB free\).*"
+                                           "ORCHESTRA_CACHE"):
+        E.embedded_model_dir()
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 2 MB tmpfs (needs root, as in the probe); skipped where it cannot be mounted."""
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+                          capture_output=True)
+    if done.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root): the size check is tested above")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_n2_cache_on_a_2mb_tmpfs_is_refused_with_one_line(small_tmpfs, tmp_path):
+    (tmp_path / "a.txt").write_text("Alice is 30 years old.")
+    proc = run_cli(["ask", "--docs", "a.txt", "-q", "How old is Alice?"], tmp_path,
+                   {"ORCHESTRA_CACHE": str(small_tmpfs)})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    (line,) = [ln for ln in proc.stderr.splitlines() if "error:" in ln]
+    assert f"{small_tmpfs}/models: no room to convert the embedded model" in line
+    assert "MB needed" in line and "ORCHESTRA_CACHE" in line
+
+
+@pytest.mark.slow
+def test_n2_a_disk_filling_during_the_conversion_is_one_error(small_tmpfs, monkeypatch):
+    """The space check passed (as if the disk filled after it): the write's ENOSPC is named
+    the same way, no traceback, nothing half-written left behind."""
+    import orchestra.backends.embedded as E
+
+    monkeypatch.setenv("ORCHESTRA_CACHE", str(small_tmpfs))
+    monkeypatch.setattr(E, "CONVERTED_BYTES", 1)
+    with pytest.raises(BackendError, match="no room to convert the embedded model"):
+        E.embedded_model_dir()
+    assert not any(p.suffix == ".tmp" for p in (small_tmpfs / "models").iterdir())
+
+
+def test_first_use_conversion_shows_one_progress_bar(tmp_path, monkeypatch):
+    """transformers' own GGUF bar is off while ours runs (they interleaved), and back after."""
+    import orchestra.backends.embedded as E
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    seen = []
+
+    def probe(*a, **kw):
+        seen.append(hf_logging.is_progress_bar_enabled())
+        raise RuntimeError("stop here")
+
+    monkeypatch.setenv("ORCHESTRA_CACHE", str(tmp_path))
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", probe)
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", probe)
+    hf_logging.enable_progress_bar()
+    with pytest.raises(RuntimeError, match="stop here"):
+        E.embedded_model_dir()
+    assert seen == [False] and hf_logging.is_progress_bar_enabled()
+
+
+# -- N-7: ${VAR} values are parsed by the option's type ---------------------------------------
+def test_n7_env_values_take_the_options_type(tmp_path, monkeypatch):
+    from orchestra.config import check, load_config
+    from orchestra.pipeline import Pipeline
+
+    monkeypatch.setenv("ORCH_MT", "32")
+    monkeypatch.setenv("ORCH_PEN", "1.1")
+    monkeypatch.setenv("ORCH_ALIGN", "true")
+    monkeypatch.setenv("ORCH_KEY", "123456")
+    (tmp_path / "p.yaml").write_text(
+        "backend:\n  type: openai\n  base_url: 'http://127.0.0.1:9/v1'\n"
+        "  api_key: ${ORCH_KEY}\n  model: m\n  context_window: 512\n"
+        "strategies:\n"
+        "  full:\n    type: full_context\n    max_tokens: ${ORCH_MT}\n"
+        "    repetition_penalty: ${ORCH_PEN}\n"
+        "  coa:\n    type: chain_of_agents\n    align_notes: ${ORCH_ALIGN}\n"
+        "    max_tokens: '${ORCH_MT}'\n")
+    cfg, located = load_config(tmp_path / "p.yaml")
+    check(cfg, located)
+    full, coa = cfg.strategies["full"].options, cfg.strategies["coa"].options
+    assert full["max_tokens"] == 32 and type(full["max_tokens"]) is int
+    assert full["repetition_penalty"] == 1.1 and coa["align_notes"] is True
+    assert coa["max_tokens"] == 32  # quoted or not: the type decides
+    assert cfg.backend.options["api_key"] == "123456"  # a str option stays text
+    proc = run_cli(["validate", "p.yaml"], tmp_path, {"ORCH_MT": "32", "ORCH_PEN": "1.1",
+                                                      "ORCH_ALIGN": "true", "ORCH_KEY": "1"})
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr
+    (tmp_path / "s.yaml").write_text(SCRIPTED + "strategies:\n  full:\n    type: full_context\n"
+                                                "    max_tokens: ${ORCH_MT}\n")
+    pipe = Pipeline.from_yaml(tmp_path / "s.yaml", allow_modules=ALLOW[1:])
+    assert pipe.strategies["full"].max_tokens == 32
+    assert "${ORCH_MT}" in pipe.to_yaml()  # written back unexpanded
+
+
+# -- tune: every trial 0 ------------------------------------------------------------------
+def test_tune_allow_zero_writes_best_yaml_anyway(tmp_path):
+    (tmp_path / "p.yaml").write_text(pipeline("rag: {type: rag, retriever: bm25}",
+                                              backend=NO_IDEA))
+    (tmp_path / "d.jsonl").write_text(TUNE_DATA)
+    argv = ["tune", "p.yaml", "--dataset", "d.jsonl", "--trials", "1", "--out", "out",
+            "--no-progress", *ALLOW]
+    proc = run_cli(argv, tmp_path)
+    assert proc.returncode == 2 and not (tmp_path / "out" / "best.yaml").exists()
+    assert (tmp_path / "out" / "report.md").is_file()
+    proc = run_cli([*argv, "--allow-zero"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / "best.yaml").is_file()
+
+
+def test_tune_plot_axes_stay_at_or_above_0_with_whole_trial_numbers():
+    import matplotlib.pyplot as plt
+
+    from orchestra.tune.report import trials_figure
+    from orchestra.tune.study import TuneResult, TrialResult
+
+    trials = [TrialResult(number=i, state="COMPLETE", quality=0.0, prompt_tokens=100 + i,
+                          seconds=1.0, n=3, params={}) for i in range(3)]
+    fig = trials_figure(TuneResult(trials=trials, best=trials[0], best_data=None), "t")
+    try:
+        for ax in fig.axes:
+            assert ax.get_ylim()[0] >= 0
+        ticks = fig.axes[1].get_xticks()
+        lo, hi = fig.axes[1].get_xlim()
+        assert all(float(t).is_integer() for t in ticks if lo <= t <= hi)
+    finally:
+        plt.close(fig)

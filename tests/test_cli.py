@@ -56,3 +56,54 @@ def test_corpus_over_window_is_refused_without_traceback(tmp_path, essays_dir, e
     assert code == 2
     assert "window is 8192 tokens" in err and "Traceback" not in err
     assert "truncation" in err
+
+
+# -- issue 22: the command line ----------------------------------------------------------------
+def _orchestra(argv, cwd, **env):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).with_name("orchestra")
+    return subprocess.run([str(exe), *argv], cwd=cwd, capture_output=True, text=True,
+                          timeout=120, stdin=subprocess.DEVNULL,
+                          env={**os.environ, "ORCHESTRA_QUIET": "1",
+                               "ORCHESTRA_CACHE": str(cwd / "cache"), **env})
+
+
+DENSE_SCRIPTED = (
+    'backend: {type: "orchestra.backends.scripted:ScriptedBackend", replies: ["30"],'
+    ' context_window: 512}\n'
+    "retrievers:\n  d: {type: dense}\n"
+    "strategies:\n  rag: {type: rag, retriever: d, top_k_tokens: 300}\n")
+
+
+def test_verbose_works_after_the_subcommand_and_faiss_stays_quiet(tmp_path):
+    """`-v` before or after the subcommand; with it, orchestra's own INFO lines show and
+    faiss's loader (11 lines about AVX2 here) does not. The dense retriever brings faiss in."""
+    (tmp_path / "p.yaml").write_text(DENSE_SCRIPTED)
+    argv = ["run", "p.yaml", "--text", "Alice is 30 years old.", "-q", "How old is Alice?",
+            "--allow-module", "orchestra.backends.scripted"]
+    before = _orchestra(["-v", *argv], tmp_path)
+    after = _orchestra([*argv, "-v"], tmp_path)
+    for proc in (before, after):
+        assert proc.returncode == 0, proc.stderr
+        assert "INFO " in proc.stderr  # verbose is on
+        assert "faiss" not in proc.stderr.lower(), proc.stderr
+    assert _orchestra(["validate", "p.yaml", "-v", "--allow-module",
+                       "orchestra.backends.scripted"], tmp_path).returncode == 0
+
+
+def test_unmeasured_prefill_and_decode_seconds_are_null(tmp_path):
+    import json
+
+    (tmp_path / "p.yaml").write_text(
+        'backend: {type: "orchestra.backends.scripted:ScriptedBackend", replies: ["30"],'
+        ' context_window: 512}\nstrategies:\n  full: {type: full_context}\n')
+    proc = _orchestra(["run", "p.yaml", "--text", "Alice is 30.", "-q", "Age?", "--json",
+                       "--allow-module", "orchestra.backends.scripted"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    cost = json.loads(proc.stdout)["cost"]
+    assert cost["prefill_seconds"] is None and cost["decode_seconds"] is None
+    assert cost["wall_seconds"] > 0

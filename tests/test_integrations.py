@@ -564,3 +564,110 @@ def test_chat_model_and_llm_stream_real_tokens(embedded):
     deltas = [r.delta for r in OrchestraLLM(backend=embedded, max_tokens=16)
               .stream_complete("Name three colours.") if r.delta]
     assert len(deltas) > 1
+
+
+# -- issue 22: the conventions LangChain and LlamaIndex users rely on ------------------------
+def test_batch_with_return_exceptions_gives_one_result_or_error_per_input():
+    """One empty question fails only its own item (run_batch used to check every question
+    first and fail them all)."""
+    from orchestra.pipeline import Pipeline
+    from orchestra.strategies.full_context import FullContext
+
+    backend = ScriptedBackend(lambda r: "seen: " + r.messages[-1].content.split("Question: ")[-1])
+    pipe = Pipeline(backend, {"full": FullContext(backend)})
+    runnable = PipelineRunnable(pipe, documents=[Document(id="a", text="some document text")])
+    out = runnable.batch(["a?", "   ", "c?"], return_exceptions=True)
+    assert out[0] == "seen: a?" and out[2] == "seen: c?"
+    assert isinstance(out[1], InputError) and "empty" in str(out[1])
+    with pytest.raises(InputError, match="empty"):
+        runnable.batch(["a?", "   "])
+
+
+def test_batch_runs_inputs_concurrently():
+    """Runnable.batch's thread pool: a backend that serves requests concurrently gets them
+    at the same time (each call here sleeps 0.3 s; four in sequence would take 1.2 s)."""
+    import threading
+    import time
+
+    from orchestra.pipeline import Pipeline
+    from orchestra.strategies.full_context import FullContext
+
+    state = {"now": 0, "most": 0}
+    lock = threading.Lock()
+
+    class Concurrent(ScriptedBackend):  # a backend serving requests at once (openai, vLLM)
+        def generate(self, requests):
+            with lock:
+                state["now"] += 1
+                state["most"] = max(state["most"], state["now"])
+            time.sleep(0.3)
+            with lock:
+                state["now"] -= 1
+            return super().generate(requests)
+
+    backend = Concurrent(lambda r: "ok")
+    pipe = Pipeline(backend, {"full": FullContext(backend)})
+    runnable = PipelineRunnable(pipe, documents=[Document(id="a", text="some document text")])
+    t0 = time.monotonic()
+    assert runnable.batch([f"q{i}?" for i in range(4)], {"max_concurrency": 4}) == ["ok"] * 4
+    assert state["most"] > 1 and time.monotonic() - t0 < 1.0
+
+
+def test_runnable_output_schema_is_the_answer():
+    from orchestra.pipeline import Pipeline
+    from orchestra.strategies.full_context import FullContext
+
+    backend = ScriptedBackend(["x"])
+    pipe = Pipeline(backend, {"full": FullContext(backend)})
+    schema = PipelineRunnable(pipe, output="answer").get_output_jsonschema()
+    assert {"text", "route", "evidence", "cost"} <= set(schema["properties"])
+    assert PipelineRunnable(pipe).get_output_jsonschema()["type"] == "string"
+
+
+def test_runnable_tokens_reach_on_llm_new_token():
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    class Tokens(BaseCallbackHandler):
+        def __init__(self):
+            self.tokens = []
+
+        def on_llm_new_token(self, token, **kw):
+            self.tokens.append(token)
+
+    handler = Tokens()
+    runnable = PipelineRunnable(scripted_rag_pipeline(), documents=[GETTYSBURG])
+    assert runnable.invoke(FIELD_Q, {"callbacks": [handler]}) == "a portion of that field"
+    assert "".join(handler.tokens) == "a portion of that field"
+    handler.tokens.clear()
+    assert "".join(runnable.stream(FIELD_Q, {"callbacks": [handler]})) == "a portion of that field"
+    assert "".join(handler.tokens) == "a portion of that field"
+
+
+def test_retriever_adapters_carry_file_and_lines_like_evidence():
+    from orchestra.integrations.langchain import OrchestraRetriever
+    from orchestra.integrations.llama_index import OrchestraLIRetriever
+    from orchestra.retrievers.bm25 import BM25Retriever
+
+    pipe = scripted_rag_pipeline()
+    corpus = pipe.corpus([GETTYSBURG])
+    answer = pipe.run(FIELD_Q, corpus)
+    ev = answer.evidence[0]
+    lc = OrchestraRetriever(retriever=BM25Retriever(), corpus=corpus, k=2).invoke(FIELD_Q)
+    li = OrchestraLIRetriever(BM25Retriever(), corpus, k=2).retrieve(FIELD_Q)
+    for meta in [d.metadata for d in lc] + [n.node.metadata for n in li]:
+        assert meta["source"] == meta["file_path"] == str(GETTYSBURG) == ev.source
+        assert meta["file_name"] == "gettysburg_address.txt"
+        assert 1 <= meta["line_start"] <= meta["line_end"]
+    top = lc[0].metadata
+    text = GETTYSBURG.read_text()
+    assert top["line_start"] == text.count("\n", 0, top["start"]) + 1
+
+
+def test_query_engine_formatted_sources_show_file_and_lines():
+    from orchestra.integrations.llama_index import PipelineQueryEngine
+
+    response = PipelineQueryEngine(scripted_rag_pipeline(), [GETTYSBURG]).query(FIELD_Q)
+    shown = response.get_formatted_sources()
+    ev = response.metadata["answer"].evidence
+    assert f"gettysburg_address.txt:{ev[0].line_start}-{ev[0].line_end}" in shown
+    assert ev[0].chunk_id not in shown

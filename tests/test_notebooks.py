@@ -94,3 +94,23 @@ def test_notebook_runs(path):
     code = [c for c in nb.cells if c.cell_type == "code"]
     shows = [c for c in code if "print(" in c.source or "plt.show()" in c.source]
     assert shows and all(c.outputs for c in shows)  # what a cell prints, it printed
+
+
+def test_a_kernel_sees_no_tqdm_warning(tmp_path):
+    """orchestra's progress bars in a Jupyter kernel without ipywidgets: no "TqdmWarning:
+    IProgress not found" (tqdm.auto printed it for every bar; refresh_notebooks hid it)."""
+    import nbclient
+    import nbformat
+
+    cell = ("import warnings\nwarnings.simplefilter('always')\n"
+            "from orchestra.backends.scripted import ScriptedBackend\n"
+            "from orchestra.corpus import Corpus\n"
+            "from orchestra.strategies.agents import ChainOfAgents\n"
+            "b = ScriptedBackend(lambda r: 'Alice is 30.')\n"
+            "c = Corpus.from_texts(['Alice is 30. ' * 60], b.tokenizer)\n"
+            "print(ChainOfAgents(b, chunk_tokens=64, overlap=0).answer('Age?', c).text)\n")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell)])
+    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    out = "".join(o.get("text", "") for o in nb.cells[0].outputs)
+    assert "Alice is 30." in out and "IProgress" not in out and "TqdmWarning" not in out, out

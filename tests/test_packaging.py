@@ -147,3 +147,57 @@ def test_install_beside_openai_agents_and_a_user_project(tmp_path, mode):
     else:
         _pip(bindir, "-e", str(REPO))
     _check_installed(bindir, _user_project(tmp_path), tmp_path)
+
+
+# -- issue 22: extras -----------------------------------------------------------------------
+OPTIONAL = {"server": ["fastapi", "uvicorn", "prometheus-client", "python-multipart"],
+            "tune": ["optuna"], "plot": ["matplotlib"], "graph": ["networkx"]}
+
+
+def test_optional_parts_are_extras_that_dev_installs():
+    import re
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    name = lambda req: re.split(r"[<>=\[; ]", req, maxsplit=1)[0].lower()  # noqa: E731
+    core = {name(r) for r in project["dependencies"]}
+    assert "llamacpp" not in extras and not any("llama-cpp" in r for v in extras.values()
+                                                for r in v)
+    for extra, packages in OPTIONAL.items():
+        assert set(packages) <= {name(r) for r in extras[extra]}, extra
+        assert not set(packages) & core, f"{extra} is still a core dependency"
+    dev = next(r for r in extras["dev"] if r.startswith("orchestra-longdoc["))
+    assert set(OPTIONAL) <= set(dev[dev.index("[") + 1:dev.index("]")].split(","))
+    readme = (REPO / "README.md").read_text()
+    for extra in ("server", "tune"):
+        assert f'pip install -e ".[{extra}]"' in readme or f"[{extra}]" in readme
+
+
+def test_the_main_job_needs_no_extra(tmp_path):
+    """`orchestra run` / `ask` with none of the extras importable (a plain `pip install -e .`):
+    the web server, the tuner, plotting and networkx are never imported."""
+    blocked = ["fastapi", "uvicorn", "starlette", "prometheus_client", "multipart", "optuna",
+               "sqlalchemy", "alembic", "matplotlib", "networkx"]
+    (tmp_path / "p.yaml").write_text(
+        'backend: {type: "orchestra.backends.scripted:ScriptedBackend", replies: ["30"],'
+        ' context_window: 2048}\n'
+        "strategies:\n  rag: {type: rag, retriever: bm25}\n  full: {type: full_context}\n"
+        "  coa: {type: chain_of_agents}\n"
+        "router: {type: self_route, first: rag, fallback: [full, coa]}\n")
+    code = textwrap.dedent(f"""
+        import sys
+        for name in {blocked!r}:
+            sys.modules[name] = None  # import raises ImportError, as when not installed
+        from orchestra.cli.main import main
+        code = main(["run", "p.yaml", "--text", "Alice is 30 years old.", "-q", "How old?",
+                     "--allow-module", "orchestra.backends.scripted"])
+        code = code or main(["validate", "p.yaml", "--allow-module", "orchestra.backends.scripted"])
+        sys.exit(code)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120,
+                          env={**os.environ, "ORCHESTRA_QUIET": "1",
+                               "ORCHESTRA_CACHE": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stderr
+    assert "30" in proc.stdout

@@ -7,6 +7,7 @@ config without its ``quantization_config``, and later loads read that (well unde
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import json
 import logging
@@ -15,7 +16,7 @@ import shutil
 import warnings
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain tqdm: tqdm.auto warns in a kernel without ipywidgets
 
 from orchestra.cache import CacheWarning, atomic_dir, cache_dir, cache_root, stable_hash
 from orchestra.errors import BackendError
@@ -78,7 +79,43 @@ def reconvert(target: Path) -> Path:
     return target
 
 
+# Room a conversion takes: the converted folder is 541,619,432 bytes (`du -sb`, fp32 weights
+# and the tokenizer), plus a margin for the file system.
+CONVERTED_BYTES = 560_000_000
+
+
+def _no_room(folder: Path, free: int | None) -> BackendError:
+    have = f"{free / 1e6:.0f} MB free" if free is not None else "the disk filled up"
+    return BackendError(
+        f"{folder}: no room to convert the embedded model (about {CONVERTED_BYTES / 1e6:.0f} MB "
+        f"needed, {have}); free some space there or set ORCHESTRA_CACHE to a folder with room")
+
+
 def _convert(gguf: Path, target: Path) -> None:
+    """Convert the GGUF into ``target``; a disk without room is named up front (or when it
+    fills during the write), never a traceback."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(target.parent).free
+    if free < CONVERTED_BYTES:
+        raise _no_room(target.parent, free)
+    from transformers.utils import logging as hf_logging
+
+    # One progress bar: ours. transformers' own GGUF bar would interleave with it.
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        _write_conversion(gguf, target)
+    except Exception as e:  # safetensors reports a full disk as its own error type
+        if not (getattr(e, "errno", None) == errno.ENOSPC
+                or "No space left on device" in str(e)):
+            raise
+        raise _no_room(target.parent, None) from None
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
+def _write_conversion(gguf: Path, target: Path) -> None:
     import torch
     from safetensors.torch import save_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -88,12 +125,12 @@ def _convert(gguf: Path, target: Path) -> None:
               disable=os.environ.get("ORCHESTRA_QUIET") == "1") as bar, atomic_dir(target) as tmp:
         bar.set_postfix_str(steps[0])
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name,
-                                            local_files_only=True)
+                                            local_files_only=True, trust_remote_code=False)
         bar.update(1)
         bar.set_postfix_str(steps[1])
         model = AutoModelForCausalLM.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, dtype=torch.float32, local_files_only=True
-        )
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32, local_files_only=True,
+            trust_remote_code=False)
         bar.update(1)
         bar.set_postfix_str(steps[2])
         tok.save_pretrained(tmp)

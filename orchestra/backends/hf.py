@@ -39,14 +39,17 @@ def decoding_guards(request: GenerationRequest) -> dict[str, Any]:
 
 def _load_checked(path: Path, dtype) -> tuple[Any, Any]:
     """Tokenizer and model from a local folder, or one BackendError naming the folder: a broken
-    config.json, custom code (never run: no trust_remote_code), weights that cannot be read,
+    config.json, custom code (never run: trust_remote_code=False, so transformers neither
+    prompts nor imports it; local.refuse_custom_code names it first), weights that cannot be read,
     or weights holding NaN/inf (they load, then answer nothing)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=True,
+                                            trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True,
+                                                     trust_remote_code=False)
     except Exception as e:  # transformers/safetensors/json raise many types; all mean the same
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise BackendError(f"{path}: cannot be loaded as a Hugging Face model "

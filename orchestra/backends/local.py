@@ -8,6 +8,7 @@ Hugging Face cache.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -30,16 +31,16 @@ def model_dir(model: str, what: str = "model", needs: Sequence[str] = ("config.j
         return default()
     path = Path(model).expanduser()
     if any((path / f).is_file() for f in needs):
-        return path
+        return refuse_custom_code(path, what, error)
     if not path.exists() and str(model).count("/") == 1:
         try:
             from huggingface_hub import snapshot_download
 
             cached = Path(snapshot_download(str(model), local_files_only=True))
-            if any((cached / f).is_file() for f in needs):
-                return cached
         except Exception:  # noqa: BLE001  (not cached, or no huggingface_hub)
-            pass
+            cached = None
+        if cached is not None and any((cached / f).is_file() for f in needs):
+            return refuse_custom_code(cached, what, error)
     raise error(
         f"{what} {str(model)!r} is not 'embedded', a local Hugging Face {what} directory (with "
         f"{' or '.join(needs)}) nor in the local Hugging Face cache; nothing is downloaded at "
@@ -69,6 +70,34 @@ class HFTokenizer(Tokenizer):
 
     def count_chat(self, messages: Sequence[Message | dict]) -> int:
         return self.count(self.chat_text(messages))
+
+
+# Files in which a folder can ask transformers to import its own Python (``auto_map``).
+CODE_CONFIGS = ("config.json", "tokenizer_config.json", "preprocessor_config.json",
+                "processor_config.json", "generation_config.json")
+
+
+def refuse_custom_code(path: Path, what: str = "model",
+                       error: type[Exception] = BackendError) -> Path:
+    """``path``, or one ``error`` when the folder asks to run its own code. Every load also
+    passes ``trust_remote_code=False``, so transformers never prompts and never imports it; this
+    names the folder and its code up front, before a model loads (``orchestra validate`` too).
+    A config that is not JSON is left to the loader, which names it."""
+    for name in CODE_CONFIGS:
+        try:
+            data = json.loads((path / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        auto_map = data.get("auto_map") if isinstance(data, dict) else None
+        if auto_map:
+            refs = auto_map.values() if isinstance(auto_map, dict) else [auto_map]
+            code = sorted({str(r).split("--")[-1].split(".")[0] + ".py"
+                           for ref in refs for r in (ref if isinstance(ref, list) else [ref])
+                           if r})
+            raise error(f"{path}: this {what} folder asks to run its own code (auto_map in "
+                        f"{name}: {', '.join(code)}); orchestra never runs code from a model "
+                        "folder: use a model whose architecture transformers ships")
+    return path
 
 
 class HFTokenizerBackend(Backend):

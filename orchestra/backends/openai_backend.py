@@ -361,7 +361,8 @@ class OpenAIBackend(Backend):
 
         from orchestra.backends.local import HFTokenizer
 
-        self._hf = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self._hf = AutoTokenizer.from_pretrained(path, local_files_only=True,
+                                                 trust_remote_code=False)
         self._tok = HFTokenizer(self._hf)
 
     def _server_tokenizer(self) -> Tokenizer:

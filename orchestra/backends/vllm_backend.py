@@ -99,6 +99,7 @@ class VLLMBackend(HFTokenizerBackend):
         if max_num_seqs:
             kwargs["max_num_seqs"] = int(max_num_seqs)
         kwargs.update(engine_options or {})
+        kwargs["trust_remote_code"] = False  # never a model folder's code, whatever the options
         self._vllm = vllm
         t0 = time.perf_counter()
         try:

@@ -51,7 +51,7 @@ def progress(stream=None, enabled: bool | None = None):
     """While a question is read, a status line on stderr names the step running (route,
     retrieve, prefill, each model call) and counts those done. Shown on a terminal only
     (tqdm's own choice), so logs, pipes and tests stay clean."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # plain tqdm: tqdm.auto warns in a kernel without ipywidgets
 
     from orchestra import observe
 

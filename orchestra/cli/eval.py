@@ -61,9 +61,12 @@ def _depths(text: str | None):
 def run(args) -> int:
     from orchestra.errors import InputError
     from orchestra.eval.datasets import check_spec, parse_lengths
-    from orchestra.config import load_config
-    from orchestra.eval.runner import out_dir_lock
+    from orchestra.config import check, load_config
+    from orchestra.eval.runner import RESULTS, out_dir_lock, resolve_strategies
 
+    from orchestra.extras import require
+
+    require("plot", "orchestra eval's quality_vs_cost.png")
     lengths = parse_lengths(args.lengths)
     check_spec(args.dataset)
     if args.split:  # written into the dataset's name, so run.json and the report say it
@@ -80,7 +83,19 @@ def run(args) -> int:
     if args.pipeline:
         if not Path(args.pipeline).exists():
             raise InputError(f"{args.pipeline}: no such pipeline file")
-        load_config(args.pipeline)  # a bad file is named before the output folder is touched
+        # A bad file is named before the output folder is touched or a model loads.
+        cfg, located = load_config(args.pipeline)
+        check(cfg, located, args.allow_module)
+        names = list(cfg.strategies)
+    else:
+        from orchestra.pipeline import DEFAULT_PIPELINE
+
+        names = list(DEFAULT_PIPELINE["strategies"])
+    resolve_strategies(strategies, names)
+    if args.report_only:  # nothing to report is known before the model loads
+        results = Path(args.out) / RESULTS
+        if not results.is_file() or results.stat().st_size == 0:
+            raise InputError(f"{results}: no results to report yet")
     # Taken before any model loads: a second eval into the same --out stops at once.
     with nullcontext() if args.report_only else out_dir_lock(args.out):
         return _evaluate(args, lengths, strategies)

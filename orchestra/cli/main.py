@@ -26,7 +26,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
         importlib.import_module(f"orchestra.cli.{name}").add_parser(sub)
+    for command in sub.choices.values():  # `orchestra ask ... -v` as well as `orchestra -v ask`
+        # SUPPRESS: left out after the subcommand, the value before it stands.
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                             help="log progress details")
     return parser
+
+
+# Libraries that log at INFO what a user of -v has no use for (faiss: 11 lines about which CPU
+# instructions its loader tried).
+QUIET_LOGGERS = ("faiss", "faiss.loader")
 
 
 _default_showwarning = warnings.showwarning
@@ -47,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     if not args.verbose:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     if not getattr(args, "func", None):

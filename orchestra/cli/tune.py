@@ -37,6 +37,9 @@ def add_parser(sub) -> None:
     p.add_argument("--allow-module", action="append", default=[], metavar="MODULE",
                    help="allow component types given as import paths from this module")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--allow-zero", action="store_true",
+                   help="write best.yaml even when every trial scored 0 (otherwise that is "
+                        "an error: exit 2, nothing written but the report)")
     p.set_defaults(func=run)
 
 
@@ -50,7 +53,7 @@ def run(args) -> int:
                   target=args.target, params=params, seed=args.seed,
                   dev_fraction=args.dev_fraction, data_root=args.data_root,
                   allow_modules=args.allow_module, progress=not args.no_progress,
-                  command=command_line())
+                  command=command_line(), allow_zero=args.allow_zero)
     for note in result.notes:
         print(f"orchestra tune: note: {note}")
     b = result.best

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain tqdm: tqdm.auto warns in a kernel without ipywidgets
 
 from orchestra.cache import CacheWarning, atomic_file, stable_hash
 from orchestra.corpus import Corpus
@@ -54,11 +54,30 @@ _held: dict[Path, int] = {}  # output folders this process holds (the lock is re
 _held_lock = threading.Lock()
 
 
+def resolve_strategies(names: Sequence[str], known: Sequence[str]) -> list[str]:
+    """``--strategies`` against the pipeline's strategy names (the CLI checks them from the
+    file, before a model loads; the Runner again from the built pipeline)."""
+    known = list(known)
+    if list(names) == ["all"]:
+        return known + [ROUTER]
+    out = []
+    for n in names:
+        if n != ROUTER and n not in known:
+            raise InputError(f"unknown strategy {n!r} in --strategies; the pipeline has "
+                             f"{', '.join(known)} (or 'router', or 'all')")
+        if n not in out:
+            out.append(n)
+    if not out:
+        raise InputError("no strategy to evaluate: give --strategies all, router or names")
+    return out
+
+
 @contextmanager
-def out_dir_lock(folder: str | Path):
-    """Hold ``folder`` for one eval run. fcntl.flock (hand-written, not filelock: it needs no
-    dependency and the kernel drops the lock when its holder dies, so a killed run never leaves
-    a stale lock); the file names the holder's pid for the refusal message."""
+def out_dir_lock(folder: str | Path, what: str = "eval"):
+    """Hold ``folder`` for one eval (or tune: ``what``) run. fcntl.flock (hand-written, not
+    filelock: it needs no dependency and the kernel drops the lock when its holder dies, so a
+    killed run never leaves a stale lock); the file names the holder's pid for the refusal
+    message."""
     import fcntl
 
     folder = Path(folder)
@@ -77,7 +96,7 @@ def out_dir_lock(folder: str | Path):
                 f.seek(0)
                 holder = f.read().strip() or "unknown"
                 f.close()
-                raise InputError(f"{folder} is in use by another orchestra eval (pid {holder}, "
+                raise InputError(f"{folder} is in use by another orchestra {what} (pid {holder}, "
                                  f"lock file {path}); wait for it to finish or use another "
                                  "--out") from None
             f.seek(0)
@@ -123,19 +142,7 @@ class Runner:
         self._spec_hash: dict[str, str] = {}
 
     def _resolve(self, names: Sequence[str]) -> list[str]:
-        known = list(self.pipeline.strategies)
-        if list(names) == ["all"]:
-            return known + [ROUTER]
-        out = []
-        for n in names:
-            if n != ROUTER and n not in known:
-                raise InputError(f"unknown strategy {n!r} in --strategies; the pipeline has "
-                                 f"{', '.join(known)} (or 'router', or 'all')")
-            if n not in out:
-                out.append(n)
-        if not out:
-            raise InputError("no strategy to evaluate: give --strategies all, router or names")
-        return out
+        return resolve_strategies(names, list(self.pipeline.strategies))
 
     @property
     def results_path(self) -> Path:

@@ -79,6 +79,37 @@ def embed(texts: list[str]) -> list[list[float]]:
     return [v.tolist() for v in vecs]
 
 
+def source_metadata(corpus, doc_id: str, start: int, end: int) -> dict[str, Any]:
+    """Where a span is, as the pipeline's evidence says it (orchestra.citations) and as each
+    library's users look for it: ``source`` (LangChain's loaders), ``file_path`` and
+    ``file_name`` (LlamaIndex's readers) when the document is a file, and its 1-based lines."""
+    from pathlib import Path
+
+    from orchestra.citations import cite_one
+    from orchestra.types import Evidence
+
+    ev = cite_one(Evidence(chunk_id="", doc_id=doc_id, start=start, end=end), corpus)
+    if ev.source is None:  # a span from outside the corpus
+        return {}
+    meta: dict[str, Any] = {"source": ev.source, "line_start": ev.line_start,
+                            "line_end": ev.line_end}
+    doc = corpus.document(doc_id)
+    given = doc.metadata or {}
+    path = given.get("file_path") or doc.source
+    if path:
+        meta["file_path"] = str(path)
+        meta["file_name"] = given.get("file_name") or Path(str(path)).name
+    return meta
+
+
+def chunk_metadata(chunk, corpus=None) -> dict[str, Any]:
+    """A chunk's ids and offsets, plus its file and lines when the corpus is known."""
+    meta = {"chunk_id": chunk.id, "doc_id": chunk.doc_id, "start": chunk.start, "end": chunk.end}
+    if corpus is not None:
+        meta.update(source_metadata(corpus, chunk.doc_id, chunk.start, chunk.end))
+    return meta
+
+
 def evidence_text(corpus, ev) -> str:
     """The text an Evidence span points at, from its document."""
     try:

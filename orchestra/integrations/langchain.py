@@ -45,6 +45,7 @@ from orchestra.integrations._stream import stream_one
 from orchestra.integrations.langchain_steps import LangChainSteps
 from orchestra.integrations.retriever_adapter import ExternalRetriever
 from orchestra.spec import entry
+from orchestra.types import Answer
 from orchestra.streaming import iterate_in_thread
 
 __all__ = [
@@ -230,10 +231,20 @@ class PipelineRunnable(Runnable):
     def _out(self, answer):
         return answer if self.output == "answer" else answer.text
 
+    @property
+    def OutputType(self) -> Any:  # noqa: N802  (LangChain's name)
+        """The reply text, or with ``output="answer"`` the Answer: text, route, evidence, cost."""
+        return Answer if self.output == "answer" else str
+
     def _invoke(self, value: Any, run_manager: CallbackManagerForChainRun) -> Any:
+        # Read as a stream so the answer's tokens reach on_llm_new_token of the read's LLM run
+        # (as a streaming chat model's would); the Answer is the one Pipeline.run returns.
         question, corpus = self._split(value)
         with observe.listening(LangChainSteps(run_manager, corpus, str(question))):
-            return self._out(self.pipeline.run(question, corpus))
+            for event in self.pipeline.stream(question, corpus):
+                if event.type == "answer":
+                    return self._out(event.answer)
+        raise RuntimeError("the pipeline's stream ended without an answer")  # not reached
 
     def invoke(self, input: Any, config: Optional[RunnableConfig] = None, **kwargs: Any) -> Any:
         return self._call_with_config(self._invoke, input, config, run_type="chain")
@@ -286,25 +297,11 @@ class PipelineRunnable(Runnable):
         return await run_in_executor(config, self.invoke, input, config)
 
     # -- batches ------------------------------------------------------------------------------
-    def _batch(self, values: list[Any]) -> list[Any]:
-        split = [self._split(v) for v in values]
-        out: list[Any] = [None] * len(values)
-        # Questions over the same corpus go to run_batch together (one index, one batch).
-        groups: dict[int, list[int]] = {}
-        for i, (_, corpus) in enumerate(split):
-            groups.setdefault(id(corpus), []).append(i)
-        for idx in groups.values():
-            answers = self.pipeline.run_batch([split[i][0] for i in idx], split[idx[0]][1])
-            for i, a in zip(idx, answers):
-                out[i] = self._out(a)
-        return out
-
-    def batch(self, inputs: list[Any], config=None, *, return_exceptions: bool = False,
-              **kwargs: Any) -> list[Any]:
-        if not inputs:
-            return []
-        return self._batch_with_config(self._batch, inputs, config,
-                                       return_exceptions=return_exceptions, run_type="chain")
+    # ``batch``/``abatch`` are Runnable's own: each input is invoked on a thread pool
+    # (``max_concurrency`` in the config), so with ``return_exceptions=True`` every input gets
+    # its own result or exception, and backends that serve requests concurrently (openai,
+    # vLLM) get them concurrently. A transformers backend runs one generate at a time (its
+    # lock); corpora and indexes are still built in parallel.
 
 
 def as_runnable(pipeline, documents=None, output: str = "text") -> PipelineRunnable:
@@ -312,10 +309,9 @@ def as_runnable(pipeline, documents=None, output: str = "text") -> PipelineRunna
 
 
 # -- LangChain retrievers as ours -----------------------------------------------------------
-def _to_lc(chunk) -> LCDocument:
+def _to_lc(chunk, corpus=None) -> LCDocument:
     return LCDocument(page_content=chunk.text, id=chunk.id,
-                      metadata={"chunk_id": chunk.id, "doc_id": chunk.doc_id,
-                                "start": chunk.start, "end": chunk.end})
+                      metadata=_common.chunk_metadata(chunk, corpus))
 
 
 class LangChainRetriever(ExternalRetriever):
@@ -376,7 +372,7 @@ class OrchestraRetriever(BaseRetriever):
         for hit in self.retriever.retrieve(query, opts["k"]):
             if threshold is not None and hit.score < threshold:
                 continue
-            doc = _to_lc(hit.chunk)
+            doc = _to_lc(hit.chunk, self.corpus)  # source, file and lines, as evidence has
             doc.metadata["score"] = hit.score
             out.append(doc)
         return out

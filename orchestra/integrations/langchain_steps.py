@@ -44,6 +44,7 @@ class LangChainSteps:
         self.corpus = corpus
         self.question = question
         self._stack: list[Any] = []  # open chain runs: later steps are their children
+        self._llm: list[Any] = []  # open LLM runs: the answer's tokens go to the latest
 
     def _manager(self):
         top = self._stack[-1] if self._stack else self.parent
@@ -61,6 +62,7 @@ class LangChainSteps:
             [run] = cm.on_llm_start({"name": step.name},
                                     [f"{step.name}: {_plain(step.detail)}"],
                                     name=step.name, invocation_params=_plain(step.detail))
+            self._llm.append(run)
             return ("llm", run)
         run = cm.on_chain_start({"name": step.name}, _plain(step.detail) or {"step": step.name},
                                 name=step.name)
@@ -71,6 +73,8 @@ class LangChainSteps:
         kind, run = token
         if kind == "chain" and self._stack and self._stack[-1] is run:
             self._stack.pop()
+        if kind == "llm" and run in self._llm:
+            self._llm.remove(run)
         if error is not None:
             getattr(run, f"on_{kind}_error")(error)
             return
@@ -85,6 +89,12 @@ class LangChainSteps:
                                      llm_output={"token_usage": usage, "step": detail}))
         else:
             run.on_chain_end(detail)
+
+    def step_token(self, text: str) -> None:
+        """A piece of the answer as the model writes it (orchestra.observe.token, on the
+        reading thread, inside the model step): ``on_llm_new_token`` of that step's run."""
+        if self._llm:
+            self._llm[-1].on_llm_new_token(text)
 
     def _documents(self, hits: list[dict]) -> list[LCDocument]:
         docs = []

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 try:
@@ -165,6 +164,34 @@ def _documents(documents):
     return strings_as_text(documents)
 
 
+# -- responses whose sources say where they are ----------------------------------------------
+def _formatted_sources(source_nodes, length: int | None) -> str:
+    """LlamaIndex's format, naming each source by ``file:line-line`` (as the evidence does)
+    rather than the node id, a chunk hash nobody can look up."""
+    from llama_index.core.utils import truncate_text
+
+    texts = []
+    for sn in source_nodes:
+        meta = sn.node.metadata or {}
+        where = meta.get("file_name") or meta.get("source") or sn.node.node_id
+        if meta.get("line_start") is not None:
+            where = f"{where}:{meta['line_start']}-{meta['line_end']}"
+        text = sn.node.get_content()
+        texts.append(f"> Source ({where}): "
+                     f"{truncate_text(text, length) if length is not None else text}")
+    return "\n\n".join(texts)
+
+
+class OrchestraResponse(Response):
+    def get_formatted_sources(self, length: int = 100) -> str:
+        return _formatted_sources(self.source_nodes, length)
+
+
+class OrchestraStreamingResponse(StreamingResponse):
+    def get_formatted_sources(self, length: int = 100, trim_text: int = True) -> str:
+        return _formatted_sources(self.source_nodes, length if trim_text else None)
+
+
 # -- a Pipeline's steps as LlamaIndex instrumentation events -------------------------------
 _dispatcher = get_dispatcher(__name__)
 
@@ -227,21 +254,11 @@ class PipelineQueryEngine(BaseQueryEngine):
         return {}
 
     def _node(self, ev) -> NodeWithScore:
-        meta = {"doc_id": ev.doc_id, "start": ev.start, "end": ev.end}
-        try:
-            doc = self.corpus.document(ev.doc_id)
-        except KeyError:
-            doc = None
-        if doc is not None:
-            given = doc.metadata or {}
-            path = given.get("file_path") or doc.source
-            if path:
-                meta["file_path"] = str(path)
-                meta["file_name"] = given.get("file_name") or Path(str(path)).name
-        if ev.line_start is not None:
-            meta.update(line_start=ev.line_start, line_end=ev.line_end)
+        meta = {"doc_id": ev.doc_id, "start": ev.start, "end": ev.end,
+                **_common.source_metadata(self.corpus, ev.doc_id, ev.start, ev.end)}
         node = TextNode(text=_common.evidence_text(self.corpus, ev), id_=ev.chunk_id,
-                        metadata=meta)
+                        metadata=meta, excluded_embed_metadata_keys=list(_INTERNAL),
+                        excluded_llm_metadata_keys=list(_INTERNAL))
         return NodeWithScore(node=node, score=ev.score)
 
     @staticmethod
@@ -255,8 +272,9 @@ class PipelineQueryEngine(BaseQueryEngine):
             return self._stream(query_bundle.query_str)
         with observe.listening(LlamaIndexSteps()):
             answer = self.pipeline.run(query_bundle.query_str, self.corpus)
-        return Response(response=answer.text, source_nodes=[self._node(e) for e in answer.evidence],
-                        metadata=self._metadata(answer))
+        return OrchestraResponse(response=answer.text,
+                                 source_nodes=[self._node(e) for e in answer.evidence],
+                                 metadata=self._metadata(answer))
 
     def _stream(self, question: str) -> StreamingResponse:
         """Read until the evidence is known (before the first token), then hand the rest of
@@ -277,8 +295,8 @@ class PipelineQueryEngine(BaseQueryEngine):
                     evidence = event.answer.evidence
                     pending.append(event.answer.text)
                     break
-        response = StreamingResponse(response_gen=iter(()), metadata={},
-                                     source_nodes=[self._node(e) for e in evidence])
+        response = OrchestraStreamingResponse(response_gen=iter(()), metadata={},
+                                              source_nodes=[self._node(e) for e in evidence])
 
         def gen():
             yield from pending
@@ -297,12 +315,15 @@ class PipelineQueryEngine(BaseQueryEngine):
 
 
 # -- LlamaIndex retrievers as ours ----------------------------------------------------------
-def _to_node(chunk) -> TextNode:
+# Bookkeeping keys kept out of what LlamaIndex embeds and shows the LLM (the file stays in).
+_INTERNAL = ("chunk_id", "doc_id", "start", "end", "line_start", "line_end", "source")
+
+
+def _to_node(chunk, corpus=None) -> TextNode:
     return TextNode(text=chunk.text, id_=chunk.id,
-                    metadata={"chunk_id": chunk.id, "doc_id": chunk.doc_id,
-                              "start": chunk.start, "end": chunk.end},
-                    excluded_embed_metadata_keys=["chunk_id", "doc_id", "start", "end"],
-                    excluded_llm_metadata_keys=["chunk_id", "doc_id", "start", "end"])
+                    metadata=_common.chunk_metadata(chunk, corpus),
+                    excluded_embed_metadata_keys=list(_INTERNAL),
+                    excluded_llm_metadata_keys=list(_INTERNAL))
 
 
 class LlamaIndexRetriever(ExternalRetriever):
@@ -358,7 +379,7 @@ class OrchestraLIRetriever(BaseRetriever):
         super().__init__(**kw)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        return [NodeWithScore(node=_to_node(h.chunk), score=h.score)
+        return [NodeWithScore(node=_to_node(h.chunk, self.corpus), score=h.score)
                 for h in self.retriever.retrieve(query_bundle.query_str, self.similarity_top_k)]
 
     @property

@@ -31,6 +31,20 @@ class ExternalRetriever(Retriever):
             out.pop("factory", None)
         return out
 
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """A factory named by import path must be in an allowed module (orchestra.checks:
+        `orchestra validate` refuses what building would, before any model loads)."""
+        super().check_options(options)
+        if isinstance(options.get("factory"), str):
+            from orchestra.errors import OptionError
+            from orchestra.registry import check_allowed
+
+            try:
+                check_allowed(options["factory"], f"retriever {cls.name!r}: factory")
+            except ConfigError as e:
+                raise OptionError("factory", str(e)) from None
+
     def __init__(self, retriever: Any = None, *,
                  factory: Callable[[list], Any] | str | None = None,
                  factory_options: dict | None = None, backend: Any = None,

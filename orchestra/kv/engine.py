@@ -113,7 +113,7 @@ class PagedEngine:
         done = [0] * self.n_layers
         starts = range(0, n, c.chunk)
         if progress:
-            from tqdm.auto import tqdm
+            from tqdm import tqdm  # plain tqdm: tqdm.auto warns in a kernel without ipywidgets
             starts = tqdm(starts, desc="kv prefill", unit="chunk", leave=False)
         for s in starts:
             e = min(n, s + c.chunk)

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain tqdm: tqdm.auto warns in a kernel without ipywidgets
 
 from orchestra.agents.ledger import Ledger
 from orchestra.agents.manager import Manager

@@ -18,6 +18,7 @@ The question is validated once, where it enters (``Pipeline.run``, ``orchestra.a
 from __future__ import annotations
 
 import time
+import unicodedata
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, NamedTuple
 
@@ -52,13 +53,28 @@ class Question(str):
 
 
 def check_question(question: str) -> Question:
-    """The question, stripped; an empty one is refused. A ``Question`` passes as is, so the
-    layers under an entry point do not check again."""
+    """The question, stripped; an empty one is refused, and so is one made only of invisible
+    format characters (zero-width spaces, word joiners, byte-order marks: Unicode's Cf, which
+    ``str.strip`` keeps) and one holding bytes that are not UTF-8 (the command line hands them
+    over as lone surrogates, which no tokenizer can encode). A ``Question`` passes as is, so
+    the layers under an entry point do not check again."""
     if isinstance(question, Question):
         return question
-    if not isinstance(question, str) or not question.strip():
+    if not isinstance(question, str) or not _visible(question):
         raise InputError("the question is empty")
+    bad = next((i for i, c in enumerate(question) if "\ud800" <= c <= "\udfff"), None)
+    if bad is not None:
+        code = ord(question[bad])
+        what = (f"the byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF
+                else f"a lone surrogate U+{code:04X}")
+        raise InputError(f"the question is not valid UTF-8 text ({what} at character "
+                         f"{bad + 1}); give it in UTF-8")
     return Question(question.strip())
+
+
+def _visible(text: str) -> bool:
+    """Whether ``text`` holds a character other than whitespace and format characters (Cf)."""
+    return any(not c.isspace() and unicodedata.category(c) != "Cf" for c in text)
 
 
 class Fit(NamedTuple):

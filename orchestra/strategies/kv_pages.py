@@ -183,8 +183,8 @@ class KVPages(Strategy):
             handle, fresh = self.prefill(corpus)
             st.detail.update(tokens=handle.n_tokens, pages=handle.kv.n_pages, reused=not fresh,
                              kv_bytes=handle.nbytes)
-        if fresh:
-            cost.prefill_seconds = handle.prefill_seconds
+        # A reused prefill took no time for this question: measured as 0, not unmeasured.
+        cost.prefill_seconds = handle.prefill_seconds if fresh else 0.0
         return self.ask(question, corpus, handle, trace=trace, cost=cost)
 
     def ask(self, question: str, corpus: Corpus, handle, trace: Trace | None = None,
@@ -194,6 +194,8 @@ class KVPages(Strategy):
 
         trace = trace or Trace()
         cost = cost or Cost()
+        if cost.prefill_seconds is None:
+            cost.prefill_seconds = 0.0  # an already prefilled handle: no prefill here
         prompt = self._prompt_ids(question)
         max_tokens = override("max_tokens", self.max_tokens)  # a served request's own
         self.reader.check_fits(handle.kv, len(prompt), max_tokens)
@@ -217,7 +219,8 @@ class KVPages(Strategy):
         cost.model_calls += 1
         cost.kv_pages_read += stats.pages_read
         cost.kv_pages_total += stats.pages_total
-        cost.decode_seconds += time.perf_counter() - t0  # the page choice and the decoding
+        # the page choice and the decoding
+        cost.decode_seconds = (cost.decode_seconds or 0.0) + time.perf_counter() - t0
         ans = Answer(question=question, text=text, strategy=self.name, cost=cost, trace=trace,
                      evidence=self._evidence(corpus, handle, stats.page_reads))
         return ans
@@ -238,7 +241,7 @@ class KVPages(Strategy):
         if key not in handle.baselines:
             t0 = time.perf_counter()
             handle.baselines[key] = self.reader.page_votes(handle.kv, self._prompt_ids(q))
-            cost.prefill_seconds += time.perf_counter() - t0
+            cost.prefill_seconds = (cost.prefill_seconds or 0.0) + time.perf_counter() - t0
         return handle.baselines[key]
 
     def _evidence(self, corpus: Corpus, handle, page_reads: dict[int, int]) -> list[Evidence]:

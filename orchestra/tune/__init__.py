@@ -40,9 +40,13 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from orchestra.errors import ConfigError, InputError
+from orchestra.errors import ConfigError, InputError, OrchestraError
 
-__all__ = ["tune"]
+__all__ = ["tune", "ZeroScoreError"]
+
+
+class ZeroScoreError(OrchestraError):
+    """Every trial of a tune scored 0: nothing to call the best (the CLI exits 2)."""
 
 REFUSED_SPLIT = "test"
 
@@ -85,17 +89,19 @@ def tune(pipeline: str | Path | dict, dataset: str, out: str | Path, *,
          limit: int = 20, target: str = "router", params: Sequence[str] | None = None,
          seed: int = 0, dev_fraction: float = 0.5, backend: Any = None,
          data_root: str | Path | None = None, allow_modules: Sequence[str] = (),
-         progress: bool = True, command: str | None = None):
+         progress: bool = True, command: str | None = None, allow_zero: bool = False):
     """Tune ``pipeline`` on the dev split of ``dataset``; write best.yaml, report.md and
     trials.png into ``out``. Returns the TuneResult. Bad input raises InputError/ConfigError
-    (the CLI prints it and exits 2) before any model is loaded."""
-    from orchestra.eval.datasets import check_spec, load_dataset, parse_split
-    from orchestra.eval.metrics import headline
-    from orchestra.tune import report
+    (the CLI prints it and exits 2) before any model is loaded. When every finished trial
+    scored 0, best.yaml is not written and ZeroScoreError is raised, unless ``allow_zero``."""
+    from orchestra.eval.datasets import check_spec, parse_split
     from orchestra.tune.space import plan as make_plan
-    from orchestra.tune.study import Tuner
 
     # -- everything the user gave is checked before a model loads -------------------------
+    from orchestra.extras import require
+
+    require("tune", "orchestra tune")
+    require("plot", "orchestra tune's trials.png")
     if trials is None and minutes is None:
         raise InputError("give a budget: --trials N and/or --minutes M")
     if trials is not None and (isinstance(trials, bool) or not isinstance(trials, int)
@@ -122,6 +128,25 @@ def tune(pipeline: str | Path | dict, dataset: str, out: str | Path, *,
                           f"({', '.join(f'{n} ({c.type})' for n, c in cfg.strategies.items())})"
                           f" accepts a searched setting ({why})")
     out_dir = _out_dir(out)
+    from orchestra.eval.runner import out_dir_lock
+
+    # Held before any model loads, as eval's: a second tune into the same study would finish
+    # trials under the first one's feet (optuna's UpdateFinishedTrialError, a FAIL stored).
+    with out_dir_lock(out_dir, "tune"):
+        return _tune(cfg, data, source, pipeline_hash, the_plan, param_list, out_dir,
+                     base=base, lengths=lengths, trials=trials, minutes=minutes, limit=limit,
+                     target=target, seed=seed, dev_fraction=dev_fraction, backend=backend,
+                     data_root=data_root, allow_modules=allow_modules, progress=progress,
+                     command=command, allow_zero=allow_zero)
+
+
+def _tune(cfg, data, source, pipeline_hash, the_plan, param_list, out_dir, *, base, lengths,
+          trials, minutes, limit, target, seed, dev_fraction, backend, data_root,
+          allow_modules, progress, command, allow_zero):
+    from orchestra.eval.datasets import load_dataset
+    from orchestra.eval.metrics import headline
+    from orchestra.tune import report
+    from orchestra.tune.study import Tuner
 
     # -- the model and the data -----------------------------------------------------------
     if backend is None:
@@ -159,6 +184,11 @@ def tune(pipeline: str | Path | dict, dataset: str, out: str | Path, *,
     if result.best is None:
         raise InputError(f"{out_dir}: no trial finished (see {out_dir / 'report.md'}); raise "
                          "--trials or --minutes")
+    if not allow_zero and all(t.quality == 0 for t in result.trials if t.state == "COMPLETE"):
+        raise ZeroScoreError(
+            f"{out_dir}: every one of the {n_done} finished trials scored 0 on {base}:dev, so "
+            f"there is no winner and best.yaml was not written (see {out_dir / 'report.md'}); "
+            "check the dataset's answers and the reader, or pass --allow-zero to write it anyway")
     report.write_best(result, out_dir / "best.yaml", header)
     from orchestra.profiles import family_for_model
     from orchestra.tune.space import profile_values

@@ -82,6 +82,16 @@ def write_report(result: TuneResult, path: Path, title: str, header: Sequence[st
 
 
 def write_plot(result: TuneResult, path: Path, title: str) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig = trials_figure(result, title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def trials_figure(result: TuneResult, title: str):
+    """Quality against prompt tokens (with the Pareto front) and quality per trial."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -111,8 +121,12 @@ def write_plot(result: TuneResult, path: Path, title: str) -> Path:
     ax1.set_ylabel("quality (dev)")
     ax2.set_xlabel("trial")
     ax2.set_ylabel("quality (dev)")
+    from matplotlib.ticker import MaxNLocator
+
+    ax2.xaxis.set_major_locator(MaxNLocator(integer=True))  # trials are numbered, not measured
+    top = min(1.05, max(0.1, 1.1 * max((t.quality for t in done), default=0.0)))
+    for ax in (ax1, ax2):  # quality lives in [0, 1]; an all-0 study must not show negatives
+        ax.set_ylim(0, top)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain tqdm: tqdm.auto warns in a kernel without ipywidgets
 
 from orchestra.cache import stable_hash
 from orchestra.config import PipelineConfig, check, parse

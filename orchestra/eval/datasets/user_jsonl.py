@@ -88,7 +88,9 @@ def user_jsonl(path: Path, tokenizer: Tokenizer, lengths: Sequence[int], limit: 
 
 def _check(subset: str) -> None:
     path = Path(subset)
-    if path.exists() and not path.is_file():  # a folder, a FIFO (reading would block)
+    if not path.exists():  # named before a model loads (eval and tune check first)
+        raise InputError(f"{path}: no such dataset file")
+    if not path.is_file():  # a folder, a FIFO (reading would block)
         raise InputError(f"{path}: not a regular file; give a .jsonl file")
 
 
