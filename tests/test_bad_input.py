@@ -275,12 +275,14 @@ CLI_ROWS = [
                "model/modeling_evil.py": "open('/tmp/orchestra-evil-ran', 'w')\n"}),
     # N-1: a folder asking to run its own code is refused by name, by validate too.
     Row("N-1 validate: a model folder with auto_map and its code", ["validate", "p.yaml"],
-        ["p.yaml:2: field backend.model", "{tmp}/model: this model folder asks to run its own "
-         "code", "configuration_evil.py", "never runs code from a model folder"],
+        ["p.yaml:2: field backend.model", "{tmp}/model: cannot be loaded as a Hugging Face "
+         "model: the folder asks to run its own code", "configuration_evil.py",
+         "never runs code from a model folder"],
         files={"p.yaml": pipeline("f: {type: full_context}", backend=(
             "backend: {type: transformers,\n  model: '{tmp}/model'}\n")), **EVIL_MODEL}),
     Row("N-1 run: the same folder", ["run", "p.yaml", "--text", "t", "-q", "q?"],
-        ["{tmp}/model: this model folder asks to run its own code", "configuration_evil.py"],
+        ["{tmp}/model: cannot be loaded as a Hugging Face model: the folder asks to run its "
+         "own code", "configuration_evil.py"],
         files={"p.yaml": pipeline("f: {type: full_context}", backend=(
             "backend: {type: transformers, model: '{tmp}/model'}\n")), **EVIL_MODEL}),
     Row("N-1 validate: an openai backend's tokenizer folder with auto_map",
@@ -968,6 +970,8 @@ def test_first_use_conversion_shows_one_progress_bar(tmp_path, monkeypatch):
         raise RuntimeError("stop here")
 
     monkeypatch.setenv("ORCHESTRA_CACHE", str(tmp_path))
+    monkeypatch.setattr(E.shutil, "disk_usage",  # room enough, whatever /tmp holds
+                        lambda p: E.shutil._ntuple_diskusage(1 << 40, 0, 1 << 40))
     monkeypatch.setattr(AutoTokenizer, "from_pretrained", probe)
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", probe)
     hf_logging.enable_progress_bar()

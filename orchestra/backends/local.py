@@ -94,9 +94,10 @@ def refuse_custom_code(path: Path, what: str = "model",
             code = sorted({str(r).split("--")[-1].split(".")[0] + ".py"
                            for ref in refs for r in (ref if isinstance(ref, list) else [ref])
                            if r})
-            raise error(f"{path}: this {what} folder asks to run its own code (auto_map in "
-                        f"{name}: {', '.join(code)}); orchestra never runs code from a model "
-                        "folder: use a model whose architecture transformers ships")
+            raise error(f"{path}: cannot be loaded as a Hugging Face {what}: the folder asks "
+                        f"to run its own code (auto_map in {name}: {', '.join(code)}); "
+                        "orchestra never runs code from a model folder: use a model whose "
+                        "architecture transformers ships")
     return path
 
 
