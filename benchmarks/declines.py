@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
-    from orchestra.backends.hf import HFTokenizer
+    from orchestra.backends.local import HFTokenizer
     from orchestra.backends.embedded import embedded_model_dir
     from orchestra.corpus import Corpus
     from orchestra.declines import corpus_titles
