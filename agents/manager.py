@@ -43,8 +43,11 @@ class Manager:
             max_tokens=max_tokens,
         )
 
-    def request(self, notes: Sequence[Note], question: str) -> GenerationRequest:
-        return self._request("manager", notes, question, self.max_tokens)
+    def request(self, notes: Sequence[Note], question: str,
+                max_tokens: int | None = None) -> GenerationRequest:
+        """The manager's answer request; ``max_tokens``: the caller's reply budget, else the
+        strategy's."""
+        return self._request("manager", notes, question, max_tokens or self.max_tokens)
 
     def reduce_request(self, notes: Sequence[Note], question: str) -> GenerationRequest:
         return self._request("reduce", notes, question, self.note_tokens)
@@ -52,8 +55,8 @@ class Manager:
     def _tokens(self, req: GenerationRequest) -> int:
         return self.backend.count_prompt_tokens(req.messages) + req.max_tokens
 
-    def fits(self, notes: Sequence[Note], question: str) -> bool:
-        return self._tokens(self.request(notes, question)) <= self.window
+    def fits(self, notes: Sequence[Note], question: str, max_tokens: int | None = None) -> bool:
+        return self._tokens(self.request(notes, question, max_tokens)) <= self.window
 
     def reduce_fits(self, notes: Sequence[Note], question: str) -> bool:
         return self._tokens(self.reduce_request(notes, question)) <= self.window
@@ -70,10 +73,12 @@ class Manager:
                 out.append([note])
         return out
 
-    def reduce(self, notes: list[Note], question: str, ledger: Ledger) -> tuple[list[Note], int]:
-        """Notes that fit the manager prompt, and the number of tree levels it took."""
+    def reduce(self, notes: list[Note], question: str, ledger: Ledger,
+               max_tokens: int | None = None) -> tuple[list[Note], int]:
+        """Notes that fit the manager prompt beside a ``max_tokens`` answer, and the number of
+        tree levels it took."""
         depth = 0
-        while notes and not self.fits(notes, question):
+        while notes and not self.fits(notes, question, max_tokens):
             if len(notes) == 1:
                 notes = [self.cut(notes, ledger, "a single note over the window")]
                 break

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 import yaml
 
 from orchestra.backends import Backend, load_backend
+from orchestra.backends.base import GenerationSettings
 from orchestra.config import (
     RETRIEVER_REFS,
     PipelineConfig,
@@ -25,7 +26,7 @@ from orchestra.corpus import Corpus, Document
 from orchestra.errors import ConfigError, InputError
 from orchestra.registry import resolve
 from orchestra.spec import entry
-from orchestra.strategies.base import check_question
+from orchestra.strategies.base import check_question, given
 from orchestra.types import Answer, Route
 
 if TYPE_CHECKING:
@@ -169,17 +170,21 @@ class Pipeline:
         sent with one request once answered)."""
         self._corpora.pop(corpus.hash, None)
 
-    def run(self, question: str, documents, strategy: str | None = None) -> Answer:
+    def run(self, question: str, documents, strategy: str | None = None, *,
+            generation: GenerationSettings | None = None) -> Answer:
         """The Answer; ``strategy`` (a name in this pipeline) reads that way, skipping the
-        router."""
+        router. ``generation``: reply settings (max_tokens, temperature, seed, stop) for the
+        final read, passed through the router to the strategy, which sizes its prompt for
+        that max_tokens; fields left None keep the strategy's own."""
         t0 = time.perf_counter()
         question = check_question(question)
         corpus = self.corpus(documents)
+        extra = given(generation)
         if strategy is None:
-            answer = self.router.route_and_answer(question, corpus, self.backend)
+            answer = self.router.route_and_answer(question, corpus, self.backend, **extra)
         else:
             route = self.chosen_route(strategy)
-            answer = self.strategies[strategy].answer(question, corpus)
+            answer = self.strategies[strategy].answer(question, corpus, **extra)
             answer.route = route
         answer.cost.wall_seconds = time.perf_counter() - t0
         return finish_answer(answer, corpus)
@@ -191,15 +196,15 @@ class Pipeline:
                              f"{', '.join(self.strategies)}")
         return Route(strategy=strategy, reason="chosen by the caller", router="fixed")
 
-    def stream(self, question: str, documents, strategy: str | None = None
-               ) -> Iterator[StreamEvent]:
+    def stream(self, question: str, documents, strategy: str | None = None, *,
+               generation: GenerationSettings | None = None) -> Iterator[StreamEvent]:
         """Answer while streaming: yields a RouteEvent, an EvidenceEvent, TokenEvents (pieces
         of the answer's text as the model writes them), then one AnswerEvent with the final
         Answer (route with its reason, exact evidence, cost), as ``run`` returns it. Every
         event is a pydantic model with a ``type`` field ("route", "evidence", "token",
         "answer"); see orchestra/streaming.py. Only the final read streams (a read that may
         still decline is held back); closing the iterator early abandons the answer at its
-        next token."""
+        next token. ``generation`` as for ``run``."""
         from orchestra.routers.base import Router
         from orchestra.streaming import run_streaming
 
@@ -207,19 +212,20 @@ class Pipeline:
         question = check_question(question)
         corpus = self.corpus(documents)
         route = None
+        extra = given(generation)
         if strategy is not None:
             route = self.chosen_route(strategy)
         elif type(self.router).route_and_answer is Router.route_and_answer:
             # The router decides before reading: its decision goes out first.
-            route = self.router.route(question, corpus, self.backend)
+            route = self.router.route(question, corpus, self.backend, **extra)
             if not route.cost.wall_seconds:
                 route.cost.wall_seconds = time.perf_counter() - t0
 
         def work(_sink) -> Answer:
             if route is None:
-                answer = self.router.route_and_answer(question, corpus, self.backend)
+                answer = self.router.route_and_answer(question, corpus, self.backend, **extra)
             else:
-                answer = self.strategies[route.strategy].answer(question, corpus)
+                answer = self.strategies[route.strategy].answer(question, corpus, **extra)
                 answer.route = route
                 answer.cost = answer.cost + route.cost
             answer.cost.wall_seconds = time.perf_counter() - t0

@@ -30,7 +30,6 @@ import asyncio
 import contextvars
 import queue
 import threading
-from contextlib import contextmanager
 from typing import Any, AsyncIterator, Callable, Iterator, Literal, Union
 
 from pydantic import BaseModel, Field
@@ -110,23 +109,8 @@ _SINK: contextvars.ContextVar[Sink | None] = contextvars.ContextVar("orchestra_s
                                                                     default=None)
 
 
-_OVERRIDES: contextvars.ContextVar[dict | None] = contextvars.ContextVar("orchestra_overrides",
-                                                                         default=None)
-
-
 def current_sink() -> Sink | None:
     return _SINK.get()
-
-
-@contextmanager
-def generation_overrides(**fields: Any) -> Iterator[None]:
-    """Within the block, final reads use these GenerationRequest fields (those not None):
-    how a served request's max_tokens, temperature, seed and stop reach the reader."""
-    token = _OVERRIDES.set({k: v for k, v in fields.items() if v is not None} or None)
-    try:
-        yield
-    finally:
-        _OVERRIDES.reset(token)
 
 
 def stream_read(strategy: Any, request: GenerationRequest, evidence: list[Evidence],
@@ -138,9 +122,6 @@ def stream_read(strategy: Any, request: GenerationRequest, evidence: list[Eviden
     read is held back until it is finished and sent only when it did not decline.
     """
     backend: Backend = strategy.backend
-    overrides = _OVERRIDES.get()
-    if overrides:
-        request = request.model_copy(update=overrides)
     sink = _SINK.get()
     if sink is None:
         return backend.generate_one(request)
@@ -181,12 +162,6 @@ def stream_read(strategy: Any, request: GenerationRequest, evidence: list[Eviden
         if text.startswith(streamed):
             sink.token(text[len(streamed):])
     return result
-
-
-def override(field: str, default: Any) -> Any:
-    """A served request's value for ``field`` (generation_overrides), else ``default``: for
-    strategies that decode without a GenerationRequest (kv_pages)."""
-    return (_OVERRIDES.get() or {}).get(field, default)
 
 
 def token_callback(strategy: Any) -> Callable[[str], None] | None:

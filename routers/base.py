@@ -1,7 +1,9 @@
 """A router decides, per query, which strategy reads the corpus.
 
 All routers implement ``_route(question, corpus, backend) -> Route``; ``route`` times it (the
-one timing wrapper: a Route's ``cost.wall_seconds`` is the time spent deciding). A router is
+one timing wrapper: a Route's ``cost.wall_seconds`` is the time spent deciding). A caller's
+reply settings (``generation``, a GenerationSettings) reach ``_route`` as ``generation=`` when
+given: feasibility (``fits``) depends on the reply budget, and the strategy answers with them. A router is
 given the pipeline's strategies (name -> Strategy) and knows them only through the Strategy
 interface (orchestra/strategies/base.py: ``kind``, ``requires``, ``can_decline``, ``fits``,
 ``signals``, ``answer``). ``first_feasible`` is the one "walk an order, take the first strategy
@@ -20,19 +22,22 @@ from orchestra.backends.base import Backend
 from orchestra.corpus import Corpus
 from orchestra.errors import ConfigError
 from orchestra.spec import Component
-from orchestra.strategies.base import Strategy
+from orchestra.backends.base import GenerationSettings
+from orchestra.strategies.base import Strategy, given
 from orchestra.types import Answer, Route
 
 from orchestra.routers import kinds
 
 
 def feasible(name: str, strategy: Strategy, corpus: Corpus, question: str,
-             backend: Backend) -> tuple[bool, str]:
-    """(whether ``strategy`` can read this corpus on this backend, why not)."""
+             backend: Backend, generation: GenerationSettings | None = None
+             ) -> tuple[bool, str]:
+    """(whether ``strategy`` can read this corpus on this backend beside the reply budget of
+    ``generation``, why not)."""
     missing = sorted(strategy.requires - backend.capabilities)
     if missing:
         return False, f"{name} needs {', '.join(missing)}"
-    fit = strategy.fits(corpus, question)
+    fit = strategy.fits(corpus, question, **given(generation))
     if not fit.ok:
         size = fit.needed if fit.needed is not None else corpus.n_tokens
         room = f" (room for {fit.available})" if fit.available is not None else ""
@@ -48,7 +53,8 @@ class Pick(NamedTuple):
 
 def first_feasible(order: Iterable[str], strategies: Mapping[str, Strategy], corpus: Corpus,
                    question: str, backend: Backend, skip: Iterable[str] = (),
-                   note_missing: bool = False) -> Pick:
+                   note_missing: bool = False,
+                   generation: GenerationSettings | None = None) -> Pick:
     """The first strategy of ``order`` (pipeline names, kinds or types) that can read."""
     notes: list[str] = []
     skip = set(skip)
@@ -59,7 +65,7 @@ def first_feasible(order: Iterable[str], strategies: Mapping[str, Strategy], cor
         for name in names:
             if name in skip:
                 continue
-            ok, why = feasible(name, strategies[name], corpus, question, backend)
+            ok, why = feasible(name, strategies[name], corpus, question, backend, generation)
             if ok:
                 return Pick(name, wanted, notes)
             notes.append(why)
@@ -85,10 +91,11 @@ class Router(Component, ABC):
         """The strategies this backend can run."""
         return {n: s for n, s in self.strategies.items() if s.requires <= backend.capabilities}
 
-    def route(self, question: str, corpus: Corpus, backend: Backend) -> Route:
+    def route(self, question: str, corpus: Corpus, backend: Backend, *,
+              generation: GenerationSettings | None = None) -> Route:
         """The decision; its cost's wall_seconds is the time spent deciding."""
         t0 = time.perf_counter()
-        route = self._route(question, corpus, backend)
+        route = self._route(question, corpus, backend, **given(generation))
         route.router = self.name
         route.cost.wall_seconds = since(t0)
         return route
@@ -96,13 +103,16 @@ class Router(Component, ABC):
     @abstractmethod
     def _route(self, question: str, corpus: Corpus, backend: Backend) -> Route: ...
 
-    def route_and_answer(self, question: str, corpus: Corpus, backend: Backend) -> Answer:
-        """Decide, then answer with the chosen strategy. Routers that read while deciding
-        override this; the Answer's route carries the routing cost."""
-        route = self.route(question, corpus, backend)
+    def route_and_answer(self, question: str, corpus: Corpus, backend: Backend, *,
+                         generation: GenerationSettings | None = None) -> Answer:
+        """Decide, then answer with the chosen strategy (with the caller's ``generation``
+        settings). Routers that read while deciding override this; the Answer's route carries
+        the routing cost."""
+        route = self.route(question, corpus, backend, generation=generation)
         step = route.as_step()
         observe.emit(step)  # observers see the decision before the strategy's own steps
-        answer = self.strategies[route.strategy].answer(question, corpus)
+        answer = self.strategies[route.strategy].answer(question, corpus,
+                                                        **given(generation))
         answer.trace.steps.insert(0, step)
         answer.route = route
         answer.cost = answer.cost + route.cost

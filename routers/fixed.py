@@ -22,7 +22,7 @@ class FixedRouter(Router):
                               f"defined: {', '.join(self.strategies)}")
         self.strategy = strategy
 
-    def _route(self, question, corpus, backend):
+    def _route(self, question, corpus, backend, generation=None):
         if self.strategy not in self.available(backend):
             raise ConfigError(f"strategy {self.strategy!r} needs capabilities the "
                               f"{backend.name} backend lacks")

@@ -45,7 +45,7 @@ class LearnedRouter(Router):
             "effective_fraction", F.DEFAULT_EFFECTIVE_FRACTION))
         self._fallback = RulesRouter(self.strategies, effective_fraction=self.effective_fraction)
 
-    def _route(self, question, corpus, backend) -> Route:
+    def _route(self, question, corpus, backend, generation=None) -> Route:
         strategies = self.available(backend)
         retrieval = self.model.uses("retrieval_")
         feats = F.compute_features(question, corpus, backend, strategies,
@@ -55,7 +55,8 @@ class LearnedRouter(Router):
         signals["question_kind"] = feats["question_kind"]
         counts = dict(ranked)
         name, cls, notes = first_feasible([c for c, count in ranked if count], strategies,
-                                          corpus, question, backend, note_missing=True)
+                                          corpus, question, backend, note_missing=True,
+                                          generation=generation)
         if name is not None:
             reason = (f"learned tree: {path} -> {cls} ({counts[cls]} of {n} training questions "
                       f"in this leaf were best answered by it)")
@@ -65,7 +66,7 @@ class LearnedRouter(Router):
                 reason += f" (passed over: {'; '.join(notes)})"
             signals["leaf_counts"] = counts
             return Route(strategy=name, reason=reason, signals=signals)
-        route = self._fallback.route(question, corpus, backend)
+        route = self._fallback.route(question, corpus, backend, generation=generation)
         route.reason = (f"learned tree: {path} -> none usable here ({'; '.join(notes)}); "
                         f"rules: {route.reason}")
         return route

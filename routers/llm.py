@@ -75,16 +75,17 @@ class LLMRouter(Router):
                              effective=int(backend.context_window * self.effective_fraction),
                              question=question, options="\n".join(lines))
 
-    def _route(self, question, corpus, backend) -> Route:
+    def _route(self, question, corpus, backend, generation=None) -> Route:
         strategies = self.available(backend)
         feats = {"corpus_tokens": corpus.n_tokens,
                  "fits_window": F.fits_window(corpus, question, backend, strategies)}
         options = [n for n, s in strategies.items()
-                   if s.kind in HINTS and feasible(n, s, corpus, question, backend)[0]]
+                   if s.kind in HINTS
+                   and feasible(n, s, corpus, question, backend, generation)[0]]
         rules = None
         if self.order_by_rules or self.fallback is None:
             rules = RulesRouter(self.strategies, effective_fraction=self.effective_fraction
-                                ).route(question, corpus, backend)
+                                ).route(question, corpus, backend, generation=generation)
         if self.order_by_rules and rules.strategy in options:
             # Small models favour the first option; put the measured choice there.
             options.remove(rules.strategy)

@@ -79,7 +79,7 @@ class RulesRouter(Router):
                 raise ConfigError(f"router 'rules': order {k!r} must be a non-empty list")
             self.orders[k] = list(v)
 
-    def _route(self, question, corpus, backend) -> Route:
+    def _route(self, question, corpus, backend, generation=None) -> Route:
         strategies = self.available(backend)
         if not strategies:
             raise ConfigError(f"router 'rules': none of {', '.join(self.strategies)} runs on "
@@ -89,7 +89,7 @@ class RulesRouter(Router):
                                    self.effective_fraction, retrieval=False)
         situation, why = self._situation(question, corpus, backend, strategies, feats)
         name, _, notes = first_feasible(self.orders[situation], strategies, corpus, question,
-                                        backend)
+                                        backend, generation=generation)
         if name is None:
             name = next(iter(strategies))
             why += f"; none of {self.orders[situation]} is usable here, so {name}"

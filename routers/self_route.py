@@ -22,6 +22,7 @@ from typing import Any
 from orchestra.errors import ConfigError, ContextOverflowError
 from orchestra.declines import corpus_titles, declined as rule_declined
 from orchestra.types import Answer, Cost, Route
+from orchestra.strategies.base import given
 
 from orchestra.routers import features as F
 from orchestra.routers import kinds
@@ -61,22 +62,24 @@ class SelfRouter(Router):
             return name
         return None
 
-    def _escalation(self, question, corpus, backend, strategies, skip=()) -> Pick:
+    def _escalation(self, question, corpus, backend, strategies, skip=(),
+                    generation=None) -> Pick:
         return first_feasible(self.fallback or DEFAULT_FALLBACK, strategies, corpus, question,
-                              backend, skip=skip)
+                              backend, skip=skip, generation=generation)
 
     @staticmethod
     def _size(question, corpus, backend, strategies) -> dict[str, Any]:
         return {"corpus_tokens": corpus.n_tokens,
                 "fits_window": F.fits_window(corpus, question, backend, strategies)}
 
-    def _route(self, question, corpus, backend) -> Route:
+    def _route(self, question, corpus, backend, generation=None) -> Route:
         strategies = self.available(backend)
         first = self._first(strategies)
         if first is not None:
             return Route(strategy=first, signals={"stage": "first"},
                          reason=f"Self-Route: {first} first; escalate if it declines")
-        name, _, notes = self._escalation(question, corpus, backend, strategies)
+        name, _, notes = self._escalation(question, corpus, backend, strategies,
+                                          generation=generation)
         if name is None:
             raise ConfigError("router 'self_route': no strategy can read this corpus "
                               f"({'; '.join(notes) or 'none available'})")
@@ -85,13 +88,14 @@ class SelfRouter(Router):
                      reason=f"Self-Route: no strategy that may decline is defined (RAG); "
                             f"{name} reads directly")
 
-    def route_and_answer(self, question, corpus, backend) -> Answer:
+    def route_and_answer(self, question, corpus, backend, *, generation=None) -> Answer:
         strategies = self.available(backend)
         first = self._first(strategies)
         if first is None:
-            return super().route_and_answer(question, corpus, backend)
+            return super().route_and_answer(question, corpus, backend, generation=generation)
         t0 = time.perf_counter()
-        attempt = strategies[first].answer(question, corpus, may_decline=True)
+        extra = given(generation)
+        attempt = strategies[first].answer(question, corpus, may_decline=True, **extra)
         if not declined(attempt, corpus):
             attempt.route = Route(
                 strategy=first, router=self.name,
@@ -101,15 +105,17 @@ class SelfRouter(Router):
             return attempt
         tried = [first]
         feats = self._size(question, corpus, backend, strategies)
-        name, _, notes = self._escalation(question, corpus, backend, strategies, tried)
+        name, _, notes = self._escalation(question, corpus, backend, strategies, tried,
+                                          generation)
         while name is not None:
             try:
-                final = strategies[name].answer(question, corpus)
+                final = strategies[name].answer(question, corpus, **extra)
             except ContextOverflowError as e:
                 # A strategy's own size check is the authority; move on to the next.
                 notes.append(f"{name}: {e}")
                 tried.append(name)
-                name, _, more = self._escalation(question, corpus, backend, strategies, tried)
+                name, _, more = self._escalation(question, corpus, backend, strategies, tried,
+                                                 generation)
                 notes += [m for m in more if m not in notes]
                 continue
             break

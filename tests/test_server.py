@@ -229,6 +229,40 @@ def test_the_openai_client_works_plain_and_streamed(served, corpus_id):
                       max_retries=0).models.list()
 
 
+# -- generation settings ------------------------------------------------------------------------
+@pytest.mark.slow
+def test_a_large_max_tokens_gets_a_prompt_sized_for_it(served):
+    """Issue 21: a served max_tokens travelled in a ContextVar past the code that sizes the
+    prompt, so RAG packed its usual passages and the model refused prompt + max_tokens. Now
+    it reaches the strategy as an argument and the passages shrink to leave it room."""
+    import openai
+
+    window = served.get("/v1/models").json()["data"][0]["max_model_len"]
+    filler = " ".join(f"Record {i}: the depot in town {i} keeps {7 * i} crates of pears."
+                      for i in range(400))
+    docs = [{"name": DOC.name, "text": DOC.read_text()}, {"name": "depots.txt", "text": filler}]
+    client = openai.OpenAI(base_url=served.url + "/v1", api_key=KEY, max_retries=0)
+    q = [{"role": "user", "content": "Where was the great battle fought?"}]
+    extra = {"metadata": {"documents": docs, "strategy": "rag"}}
+    usual = client.chat.completions.create(model="default", messages=q, max_tokens=8,
+                                           extra_body=extra)
+    large = window - 400
+    assert usual.usage.prompt_tokens + large > window  # the usual prompt leaves no room
+    sized = client.chat.completions.create(model="default", messages=q, max_tokens=large,
+                                           stop=["\n"], extra_body=extra)
+    assert sized.choices[0].message.content
+    assert sized.usage.prompt_tokens + large <= window
+    assert sized.usage.prompt_tokens < usual.usage.prompt_tokens
+    # The same through the pipeline API, streamed: the answer's cost shows the smaller prompt.
+    with httpx.stream("POST", served.url + "/v1/answer", headers=AUTH, timeout=300, json={
+            "documents": docs, "strategy": "rag", "max_tokens": large, "stop": ["\n"],
+            "stream": True, "question": "Where was the great battle fought?"}) as r:
+        events = sse_events(r.iter_lines())
+    final = json.loads(events[-1][1])
+    assert events[-1][0] == "answer", events[-1]
+    assert final["cost"]["prompt_tokens"] + large <= window
+
+
 # -- security and limits -----------------------------------------------------------------------
 @pytest.mark.slow
 def test_wrong_or_missing_api_key_is_401_health_needs_none(served):
@@ -385,8 +419,8 @@ def scripted_pipeline_server():
 def test_inline_documents_are_forgotten_and_registered_corpora_are_capped(
         scripted_pipeline_server):
     server, pipe = scripted_pipeline_server
-    r = httpx.post(server.url + "/v1/answer", json={"question": "When?",
-                                                    "documents": ["One short text."]})
+    r = httpx.post(server.url + "/v1/answer", timeout=60, json={
+        "question": "When?", "documents": ["One short text."]})
     assert r.status_code == 200 and r.json()["text"] == "Four score and seven years ago"
     assert r.json()["corpus_id"] is None and pipe._corpora == {}  # not kept after answering
     first = httpx.post(server.url + "/v1/corpora", json={"documents": ["A first text."]})
@@ -436,12 +470,57 @@ def test_a_failing_backend_is_a_json_500_or_an_error_event_not_a_broken_connecti
     server = serve_in_thread(pipeline=Pipeline(b, {"full_context": FullContext(b)}))
     try:
         body = {"question": "When?", "documents": ["One short text."]}
-        r = httpx.post(server.url + "/v1/answer", json=body)
+        r = httpx.post(server.url + "/v1/answer", json=body, timeout=60)
         assert r.status_code == 500 and "the model fell over" in r.json()["error"]["message"]
         with httpx.stream("POST", server.url + "/v1/answer", json={**body, "stream": True}) as s:
             events = sse_events(s.iter_lines())
         assert events[-1][0] == "error" and "fell over" in events[-1][1]
         assert httpx.get(server.url + "/health").json()["in_flight"] == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_served_generation_settings_reach_the_strategy_and_size_its_prompt():
+    """Issue 21: max_tokens, temperature, seed and stop are arguments through Pipeline.run,
+    the router and the strategy; RAG's passages shrink to leave room for a large max_tokens
+    (before, they were packed for the strategy's 64 tokens and prompt + max_tokens overflowed
+    the window)."""
+    import openai
+    from orchestra.backends.scripted import ScriptedBackend
+    from orchestra.pipeline import Pipeline
+    from orchestra.retrievers.bm25 import BM25Retriever
+    from orchestra.routers.self_route import SelfRouter
+    from orchestra.server import serve_in_thread
+    from orchestra.strategies.full_context import FullContext
+    from orchestra.strategies.rag import RAG
+
+    seen = []
+    b = ScriptedBackend(lambda r: seen.append(r) or "Gettysburg", context_window=1024)
+    strategies = {"rag": RAG(b, retriever=BM25Retriever(b, chunk_tokens=64, overlap=0),
+                             top_k_tokens=640), "full_context": FullContext(b)}
+    pipe = Pipeline(b, strategies, SelfRouter(strategies, first="rag",
+                                              fallback=["full_context"]))
+    server = serve_in_thread(pipeline=pipe)
+    try:
+        text = " ".join(f"Fact {i}: the battle of town {i} was fought in field {i}."
+                        for i in range(300))
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+        q = [{"role": "user", "content": "Where was the battle of town 7 fought?"}]
+        for max_tokens in (16, 700):
+            seen.clear()
+            reply = client.chat.completions.create(
+                model="default", messages=q, max_tokens=max_tokens, temperature=0.5, seed=7,
+                stop=["\n"], extra_body={"metadata": {"documents": [text]}})
+            assert reply.choices[0].message.content == "Gettysburg"
+            [req] = seen
+            assert (req.max_tokens, req.temperature, req.seed, req.stop) == (
+                max_tokens, 0.5, 7, ["\n"])
+            prompt = b.count_prompt_tokens(req.messages)
+            assert prompt + max_tokens <= 1024, (max_tokens, prompt)
+            if max_tokens == 16:
+                usual = prompt
+        assert prompt < usual  # fewer passages beside the longer reply
     finally:
         server.shutdown()
         server.server_close()

@@ -14,6 +14,7 @@ grow.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -101,9 +102,12 @@ def _retrievers(pipeline) -> list[Any]:
 
 
 def _kv_strategies(pipeline) -> list[tuple[str, Any]]:
-    from orchestra.strategies.kv_pages import KVPages
-
-    return [(n, s) for n, s in pipeline.strategies.items() if isinstance(s, KVPages)]
+    # A pipeline holding a KVPages has imported its module; looking it up instead of
+    # importing it keeps torch out of servers that have no KV-page strategy.
+    module = sys.modules.get("orchestra.strategies.kv_pages")
+    if module is None:
+        return []
+    return [(n, s) for n, s in pipeline.strategies.items() if isinstance(s, module.KVPages)]
 
 
 class Corpora:

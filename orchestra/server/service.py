@@ -69,8 +69,8 @@ class PipelineService:
         """(the Answer, the corpus entry it read or None)."""
         entry = self.check(source)
         with self._reading(entry, source) as corpus:
-            with _generation(generation):
-                answer = self.pipeline.run(question, corpus, strategy=source.strategy)
+            answer = self.pipeline.run(question, corpus, strategy=source.strategy,
+                                       generation=generation)
         self._answered(entry, answer)
         return answer, entry
 
@@ -80,11 +80,11 @@ class PipelineService:
         stops the generation at its next token."""
         entry = self.check(source)
         with self._reading(entry, source) as corpus:
-            with _generation(generation):
-                for ev in self.pipeline.stream(question, corpus, strategy=source.strategy):
-                    if ev.type == "answer":
-                        self._answered(entry, ev.answer)
-                    yield ev
+            for ev in self.pipeline.stream(question, corpus, strategy=source.strategy,
+                                           generation=generation):
+                if ev.type == "answer":
+                    self._answered(entry, ev.answer)
+                yield ev
 
     @contextmanager
     def _reading(self, entry: CorpusEntry | None, source: Source) -> Iterator[Any]:
@@ -112,14 +112,6 @@ class PipelineService:
         card["router"] = getattr(self.pipeline.router, "name",
                                  type(self.pipeline.router).__name__)
         return card
-
-
-@contextmanager
-def _generation(settings: GenerationSettings | None) -> Iterator[None]:
-    from orchestra.streaming import generation_overrides
-
-    with generation_overrides(**(settings.fields() if settings else {})):
-        yield
 
 
 def _card(backend: Backend, name: str, created: int) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from orchestra.agents.manager import Manager
 from orchestra.agents.notes import Note, parse_reply, render
 from orchestra.agents.prompts import agent_prompts, split_prompts
 from orchestra.agents.worker import Worker
+from orchestra.backends.base import GenerationSettings
 from orchestra.corpus import Chunk, Corpus, check_chunking
 from orchestra.errors import ConfigError, InputError, OptionError
 from orchestra.prompts import UNANSWERABLE, format_passages
@@ -149,7 +150,10 @@ class AgentStrategy(Strategy):
         return (self.backend.context_window - self.worker.overhead(question, self.carries_notes)
                 - notes - self.worker_max_tokens - MARGIN)
 
-    def check_budget(self, question: str) -> None:
+    def check_budget(self, question: str, reply: int | None = None) -> None:
+        """Refuse chunk, note and answer sizes the window cannot hold (``reply``: the answer's
+        budget, default max_tokens)."""
+        reply = reply or self.max_tokens
         window = self.backend.context_window
         overhead = self.worker.overhead(question, self.carries_notes)
         notes = self.note_tokens if self.carries_notes else 0
@@ -165,12 +169,12 @@ class AgentStrategy(Strategy):
                               f"window with {sizes}; use chunk_tokens <= {limit}")
         manager_min = self.backend.count_prompt_tokens(
             self.manager.request([Note("")], question).messages)
-        need = manager_min + self.note_tokens + self.max_tokens
+        need = manager_min + self.note_tokens + reply
         if need > window:
             # Name the larger of the two settings first: a huge max_tokens is the usual cause.
             lower = ("max_tokens (the answer's length) or note_tokens"
-                     if self.max_tokens >= self.note_tokens else "note_tokens or max_tokens")
-            raise ConfigError(f"max_tokens {self.max_tokens} + note_tokens {self.note_tokens} + "
+                     if reply >= self.note_tokens else "note_tokens or max_tokens")
+            raise ConfigError(f"max_tokens {reply} + note_tokens {self.note_tokens} + "
                               f"the manager prompt ({manager_min} tokens) = {need} tokens exceed "
                               f"the model's {window}-token window; lower {lower}")
 
@@ -212,13 +216,15 @@ class AgentStrategy(Strategy):
 
     # -- the manager ----------------------------------------------------------------------
     def finish(self, question: str, notes: list[Note], ledger: Ledger,
-               pieces: list[Piece]) -> Answer:
+               pieces: list[Piece], generation: GenerationSettings | None = None) -> Answer:
+        """The manager's answer from the notes (reduced to fit beside the reply budget)."""
+        reply = self.reply_tokens(generation)
         ledger.trace.add("notes", chunks=sum(len(p.chunks) for p in pieces),
                          workers=len(pieces), kept=len(notes),
                          dropped=ledger.drop_counts(), dropped_replies=list(ledger.dropped))
         depth, before = 0, len(ledger.dropped)
         if notes:
-            notes, depth = self.manager.reduce(notes, question, ledger)
+            notes, depth = self.manager.reduce(notes, question, ledger, reply)
         ledger.trace.add("reduce", depth=depth, notes=len(notes),
                          dropped_replies=ledger.dropped[before:])
         if not notes:
@@ -229,7 +235,10 @@ class AgentStrategy(Strategy):
         evidence = [Evidence(chunk_id=c.id, doc_id=c.doc_id, start=c.start, end=c.end)
                     for c in cited]
         # The manager's answer is the final read: it streams inside Pipeline.stream.
-        [res] = ledger.generate([self.manager.request(notes, question)], "manager",
+        request = self.manager.request(notes, question, reply)
+        if generation is not None:
+            request = generation.apply(request)
+        [res] = ledger.generate([request], "manager",
                                 stream_as=(self, evidence), notes=len(notes))
         return Answer(question=question, text=res.text, strategy=self.name, evidence=evidence,
                       cost=ledger.cost, trace=ledger.trace)
@@ -239,8 +248,9 @@ class ChainOfAgents(AgentStrategy):
     name = "chain_of_agents"
     carries_notes = True
 
-    def _answer(self, question: str, corpus: Corpus) -> Answer:
-        self.check_budget(question)
+    def _answer(self, question: str, corpus: Corpus, *,
+                generation: GenerationSettings | None = None) -> Answer:
+        self.check_budget(question, self.reply_tokens(generation))
         pieces = self.pieces(corpus)
         ledger = Ledger(self.backend)
         notes: list[Note] = []
@@ -251,7 +261,7 @@ class ChainOfAgents(AgentStrategy):
             self._keep(piece, res, notes, ledger)
             if self.backend.count_tokens(render(notes)) > self.note_tokens:
                 notes = self.compress(notes, question, ledger)
-        return self.finish(question, notes, ledger, pieces)
+        return self.finish(question, notes, ledger, pieces, generation)
 
     def compress(self, notes: list[Note], question: str, ledger: Ledger) -> list[Note]:
         """Notes over the cap: one reduce call merges them; if it fails, drop the oldest."""
@@ -277,8 +287,9 @@ class ChainOfAgents(AgentStrategy):
 class MapReduce(AgentStrategy):
     name = "map_reduce"
 
-    def _answer(self, question: str, corpus: Corpus) -> Answer:
-        self.check_budget(question)
+    def _answer(self, question: str, corpus: Corpus, *,
+                generation: GenerationSettings | None = None) -> Answer:
+        self.check_budget(question, self.reply_tokens(generation))
         pieces = self.pieces(corpus)
         ledger = Ledger(self.backend)
         requests = [self.worker.request(p.text, question) for p in pieces]
@@ -286,4 +297,4 @@ class MapReduce(AgentStrategy):
         notes: list[Note] = []
         for piece, res in zip(pieces, results):
             self._keep(piece, res, notes, ledger)
-        return self.finish(question, notes, ledger, pieces)
+        return self.finish(question, notes, ledger, pieces, generation)

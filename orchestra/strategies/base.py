@@ -6,8 +6,11 @@ Strategies know nothing about routing; routers know strategies only through this
   routers reason about kinds, whatever a pipeline named the strategy.
 - ``requires``: backend capabilities; routers pick only strategies the backend can run.
 - ``can_decline``: ``answer(..., may_decline=True)`` lets the reader say "unanswerable".
-- ``answer(question, corpus, *, may_decline=False)``: the Answer, timed.
-- ``fits(corpus, question) -> Fit``: whether this strategy can read this corpus (no model call).
+- ``answer(question, corpus, *, may_decline=False, generation=None)``: the Answer, timed.
+  ``generation`` (a GenerationSettings: a caller's max_tokens, temperature, seed, stop) applies
+  to the final read, and the prompt is sized for its ``max_tokens``.
+- ``fits(corpus, question, *, generation=None) -> Fit``: whether this strategy can read this
+  corpus with that reply budget (no model call).
 - ``signals(question, corpus) -> dict``: cheap measurements a router may decide from (RAG: its
   retrieval score profile); ``{}`` by default.
 
@@ -22,7 +25,7 @@ import unicodedata
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, NamedTuple
 
-from orchestra.backends.base import Backend, GenerationRequest, Message
+from orchestra.backends.base import Backend, GenerationRequest, GenerationSettings, Message
 from orchestra.corpus import Corpus
 from orchestra.errors import CapabilityError, ConfigError, InputError
 from orchestra.prompts import (
@@ -75,6 +78,14 @@ def check_question(question: str) -> Question:
 def _visible(text: str) -> bool:
     """Whether ``text`` holds a character other than whitespace and format characters (Cf)."""
     return any(not c.isspace() and unicodedata.category(c) != "Cf" for c in text)
+
+
+def given(generation: GenerationSettings | None) -> dict[str, Any]:
+    """``generation=`` for a call into a strategy, when a caller gave reply settings (a
+    strategy written without them is never handed any it did not ask for)."""
+    if generation is None or not generation.fields():
+        return {}
+    return {"generation": generation}
 
 
 class Fit(NamedTuple):
@@ -182,42 +193,55 @@ class Strategy(Component, ABC):
                 except ConfigError as e:
                     raise OptionError("prompts", f"{where}: {e}") from None
 
-    def check_room(self, question: str) -> None:
+    def reply_tokens(self, generation: GenerationSettings | None = None) -> int:
+        """The answer's token budget: the caller's ``max_tokens``, else this strategy's."""
+        if generation is not None and generation.max_tokens is not None:
+            return generation.max_tokens
+        return self.max_tokens
+
+    def check_room(self, question: str, generation: GenerationSettings | None = None) -> None:
         """Refuse a question (or max_tokens) the window cannot hold with the reader's prompt,
         naming it and both sizes: no strategy can answer it, whatever it reads."""
         window = self.backend.context_window
-        if self.max_tokens >= window:
-            raise InputError(f"max_tokens {self.max_tokens} leaves no room for the prompt in the "
+        reply = self.reply_tokens(generation)
+        if reply >= window:
+            raise InputError(f"max_tokens {reply} leaves no room for the prompt in the "
                              f"model's window of {window} tokens; lower max_tokens")
         needed = self.backend.count_prompt_tokens(self.reader_request("", question).messages)
-        if needed + self.max_tokens > window:
+        if needed + reply > window:
             raise InputError(
                 f"the question is too long: it has {self.backend.count_tokens(question)} tokens, "
-                f"and with the prompt and a {self.max_tokens}-token answer it needs "
-                f"{needed + self.max_tokens} tokens before any document text, but the model's "
+                f"and with the prompt and a {reply}-token answer it needs "
+                f"{needed + reply} tokens before any document text, but the model's "
                 f"window is {window} tokens; shorten the question")
 
-    def answer(self, question: str, corpus: Corpus, *, may_decline: bool = False) -> Answer:
+    def answer(self, question: str, corpus: Corpus, *, may_decline: bool = False,
+               generation: GenerationSettings | None = None) -> Answer:
         """The Answer (its cost's wall_seconds is this call's time). ``may_decline`` (only where
-        ``can_decline``) lets the reader reply "unanswerable"."""
+        ``can_decline``) lets the reader reply "unanswerable". ``generation``: the caller's
+        reply settings (max_tokens, temperature, seed, stop) for the final read; the prompt
+        is sized for its max_tokens."""
         question = check_question(question)
-        self.check_room(question)
+        self.check_room(question, generation)
         t0 = time.perf_counter()
+        kw: dict[str, Any] = given(generation)
         if may_decline:
             if not self.can_decline:
                 raise CapabilityError(f"strategy {self.name!r} cannot decline (may_decline)")
-            ans = self._answer(question, corpus, may_decline=True)
-        else:
-            ans = self._answer(question, corpus)
+            kw["may_decline"] = True
+        ans = self._answer(question, corpus, **kw)
         ans.cost.wall_seconds = time.perf_counter() - t0
         return ans
 
     @abstractmethod
     def _answer(self, question: str, corpus: Corpus) -> Answer:
-        """Answer a checked question (strategies that ``can_decline`` take ``may_decline``)."""
+        """Answer a checked question (strategies that ``can_decline`` take ``may_decline``;
+        ``generation`` is passed when a caller gave reply settings)."""
 
-    def fits(self, corpus: Corpus, question: str = "") -> Fit:
-        """Whether this strategy can read ``corpus`` with ``question`` (default: any corpus)."""
+    def fits(self, corpus: Corpus, question: str = "", *,
+             generation: GenerationSettings | None = None) -> Fit:
+        """Whether this strategy can read ``corpus`` with ``question`` and the reply budget of
+        ``generation`` (default: any corpus)."""
         return Fit(True)
 
     def signals(self, question: str, corpus: Corpus) -> dict[str, Any]:
@@ -230,15 +254,17 @@ class Strategy(Component, ABC):
 
     # -- helpers shared by strategies -------------------------------------------------------
     def reader_request(self, context: str, question: str, may_decline: bool = False,
-                       max_tokens: int | None = None) -> GenerationRequest:
+                       max_tokens: int | None = None,
+                       generation: GenerationSettings | None = None) -> GenerationRequest:
         template = self.prompts["reader_may_decline" if may_decline else "reader"]
         system = self.prompts["reader_system"]
         # An empty system prompt sends none: the chat template then adds the model's own.
         messages = [Message(role="system", content=system)] if system else []
         messages.append(Message(role="user", content=template.format(context=context,
                                                                      question=question)))
-        return GenerationRequest(messages=messages, max_tokens=max_tokens or self.max_tokens,
-                                 **self.decoding())
+        req = GenerationRequest(messages=messages, max_tokens=max_tokens or self.max_tokens,
+                                **self.decoding())
+        return generation.apply(req) if generation is not None else req
 
     def decoding(self) -> dict[str, Any]:
         """GenerationRequest fields for the decoding guards."""
@@ -246,14 +272,16 @@ class Strategy(Component, ABC):
                 "no_repeat_ngram_size": self.no_repeat_ngram_size}
 
     def read(self, context: str, question: str, chunks, trace: Trace,
-             may_decline: bool = False, step: str = "read", titles=()) -> Answer:
-        """One reader call over ``context``; the Answer cites ``chunks``. With
-        ``may_decline``, the Answer is ``unanswerable`` when orchestra.declines' rule says the
-        reply declined (``titles``: the documents' titles, which a non-answer may repeat)."""
+             may_decline: bool = False, step: str = "read", titles=(),
+             generation: GenerationSettings | None = None) -> Answer:
+        """One reader call over ``context`` (with the caller's ``generation`` settings); the
+        Answer cites ``chunks``. With ``may_decline``, the Answer is ``unanswerable`` when
+        orchestra.declines' rule says the reply declined (``titles``: the documents' titles,
+        which a non-answer may repeat)."""
         from orchestra.declines import declined
         from orchestra.streaming import stream_read
 
-        req = self.reader_request(context, question, may_decline)
+        req = self.reader_request(context, question, may_decline, generation=generation)
         evidence = [Evidence(chunk_id=c.id, doc_id=c.doc_id, start=c.start, end=c.end)
                     for c in chunks]
         decline = (lambda text: declined(text, question, titles)) if may_decline else None

@@ -7,6 +7,7 @@ both ends, drop the middle). The Trace records what was cut.
 
 from __future__ import annotations
 
+from orchestra.backends.base import GenerationSettings
 from orchestra.corpus import Corpus
 from orchestra.errors import ContextOverflowError, OptionError
 from orchestra.strategies.base import FULL, Fit, Strategy
@@ -33,10 +34,12 @@ class FullContext(Strategy):
                               f"{', '.join(TRUNCATION_POLICIES)} (or none), "
                               f"not {options['truncation']!r}")
 
-    def fits(self, corpus: Corpus, question: str = "") -> Fit:
-        """Fit(can read, tokens needed, tokens available) for this corpus and question; with a
-        truncation policy any corpus can be read (needed may exceed available)."""
-        budget = self.context_budget(question)
+    def fits(self, corpus: Corpus, question: str = "", *,
+             generation: GenerationSettings | None = None) -> Fit:
+        """Fit(can read, tokens needed, tokens available) for this corpus and question with
+        the reply budget of ``generation``; with a truncation policy any corpus can be read
+        (needed may exceed available)."""
+        budget = self.context_budget(question, self.reply_tokens(generation))
         needed = self.corpus_tokens(corpus)
         return Fit(needed <= budget or self.truncation is not None, needed, budget)
 
@@ -44,15 +47,19 @@ class FullContext(Strategy):
         """Tokens of every document joined by the separator, as the prompt holds them."""
         return corpus.n_tokens + self.backend.count_tokens(SEPARATOR) * (len(corpus.documents) - 1)
 
-    def context_budget(self, question: str) -> int:
+    def context_budget(self, question: str, reply: int | None = None) -> int:
+        """Document tokens the prompt holds beside the question and a ``reply``-token answer
+        (default: max_tokens)."""
         overhead = self.backend.count_prompt_tokens(
             self.reader_request("", question).messages
         )
-        return self.backend.context_window - overhead - self.max_tokens
+        return self.backend.context_window - overhead - (reply or self.max_tokens)
 
-    def _answer(self, question: str, corpus: Corpus) -> Answer:
+    def _answer(self, question: str, corpus: Corpus, *,
+                generation: GenerationSettings | None = None) -> Answer:
         trace = Trace()
-        budget = self.context_budget(question)
+        reply = self.reply_tokens(generation)
+        budget = self.context_budget(question, reply)
         # Per document: the (start, end) character ranges kept.
         kept: list[tuple[str, int, int]] = []
         with trace.step("assemble") as st:
@@ -65,17 +72,17 @@ class FullContext(Strategy):
                 window = self.backend.context_window
                 raise ContextOverflowError(total + window - budget, window,
                                            what=f"the corpus ({total} tokens) with the prompt "
-                                                f"and a {self.max_tokens}-token answer")
+                                                f"and a {reply}-token answer")
             else:
                 kept = self._truncate(corpus, budget, sep_tokens)
                 st.detail.update(truncation=self.truncation, kept_tokens=budget,
                                  dropped_tokens=total - budget)
             context = SEPARATOR.join(corpus.document(d).text[a:b] for d, a, b in kept)
             # Token counts of a join can differ by a few from the sum of parts: trim to be safe.
-            context = self._fit_exactly(context, question, st)
+            context = self._fit_exactly(context, question, st, reply)
         chunks = [c for c in corpus.chunks
                   if any(c.doc_id == d and c.start < b and c.end > a for d, a, b in kept)]
-        ans = self.read(context, question, chunks, trace)
+        ans = self.read(context, question, chunks, trace, generation=generation)
         ans.evidence = self._evidence(corpus, kept, chunks)
         return ans
 
@@ -102,9 +109,9 @@ class FullContext(Strategy):
                     out.append((d, a, b))
         return out
 
-    def _fit_exactly(self, context: str, question: str, st) -> str:
+    def _fit_exactly(self, context: str, question: str, st, reply: int) -> str:
         over = (self.backend.count_prompt_tokens(self.reader_request(context, question).messages)
-                + self.max_tokens - self.backend.context_window)
+                + reply - self.backend.context_window)
         if over > 0:
             if self.truncation is None:
                 raise ContextOverflowError(over + self.backend.context_window,

@@ -20,7 +20,7 @@ import warnings
 from collections import OrderedDict
 
 from orchestra import observe
-from orchestra.backends.base import KV_PAGES, Message
+from orchestra.backends.base import KV_PAGES, GenerationSettings, Message
 from orchestra.cache import cache_dir, stable_hash
 from orchestra.corpus import Corpus
 from orchestra.errors import ConfigError, InputError, OptionError
@@ -102,7 +102,8 @@ class KVPages(Strategy):
         self._lock = threading.RLock()
         self._split_prompt()  # fail at construction if the prompt cannot be split
 
-    def fits(self, corpus: Corpus, question: str = "") -> Fit:
+    def fits(self, corpus: Corpus, question: str = "", *,
+             generation: GenerationSettings | None = None) -> Fit:
         """A corpus of less than one page is refused (full context reads it better)."""
         return Fit(corpus.n_tokens >= self.config.page_size, corpus.n_tokens,
                    None)
@@ -176,7 +177,8 @@ class KVPages(Strategy):
             self._handles.popitem(last=False)
 
     # -- answering ---------------------------------------------------------------------------
-    def _answer(self, question: str, corpus: Corpus) -> Answer:
+    def _answer(self, question: str, corpus: Corpus, *,
+                generation: GenerationSettings | None = None) -> Answer:
         trace = Trace()
         cost = Cost()
         with trace.step("prefill") as st:
@@ -185,19 +187,22 @@ class KVPages(Strategy):
                              kv_bytes=handle.nbytes)
         # A reused prefill took no time for this question: measured as 0, not unmeasured.
         cost.prefill_seconds = handle.prefill_seconds if fresh else 0.0
-        return self.ask(question, corpus, handle, trace=trace, cost=cost)
+        return self.ask(question, corpus, handle, trace=trace, cost=cost,
+                        generation=generation)
 
     def ask(self, question: str, corpus: Corpus, handle, trace: Trace | None = None,
-            cost: Cost | None = None, watch_pages=()) -> Answer:
-        """Answer from an already prefilled handle (no prefill cost)."""
-        from orchestra.streaming import override, token_callback
+            cost: Cost | None = None, watch_pages=(),
+            generation: GenerationSettings | None = None) -> Answer:
+        """Answer from an already prefilled handle (no prefill cost). Of ``generation``, the
+        paged decoder honours max_tokens (it decodes greedily)."""
+        from orchestra.streaming import token_callback
 
         trace = trace or Trace()
         cost = cost or Cost()
         if cost.prefill_seconds is None:
             cost.prefill_seconds = 0.0  # an already prefilled handle: no prefill here
         prompt = self._prompt_ids(question)
-        max_tokens = override("max_tokens", self.max_tokens)  # a served request's own
+        max_tokens = self.reply_tokens(generation)
         self.reader.check_fits(handle.kv, len(prompt), max_tokens)
         baseline = self._baseline(handle, cost)
         with trace.step("decode") as st:

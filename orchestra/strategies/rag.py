@@ -15,6 +15,7 @@ import time
 from contextlib import nullcontext
 from typing import Any
 
+from orchestra.backends.base import GenerationSettings
 from orchestra.corpus import Corpus
 from orchestra.declines import corpus_titles
 from orchestra.errors import ConfigError, InputError
@@ -112,10 +113,11 @@ class RAG(Strategy):
         self.compress_tokens = compress_tokens
 
     # -- selection (no model call) -----------------------------------------------------------
-    def budget(self, question: str) -> int:
-        """Context tokens: top_k_tokens, or less when the window cannot hold that much."""
+    def budget(self, question: str, reply: int | None = None) -> int:
+        """Context tokens: top_k_tokens, or less when the window cannot hold that much beside
+        a ``reply``-token answer (default: max_tokens)."""
         overhead = self.backend.count_prompt_tokens(self.reader_request("", question).messages)
-        room = self.backend.context_window - overhead - self.max_tokens
+        room = self.backend.context_window - overhead - (reply or self.max_tokens)
         return max(0, min(self.top_k_tokens, room))
 
     def retrieve(self, question: str, corpus: Corpus) -> list[ScoredChunk]:
@@ -127,11 +129,13 @@ class RAG(Strategy):
         profile = self.retrieve_with_profile(check_question(question), corpus)[1]
         return {k: v for k, v in profile.items() if k.startswith("retrieval_")}
 
-    def retrieve_with_profile(self, question: str, corpus: Corpus
+    def retrieve_with_profile(self, question: str, corpus: Corpus, reply: int | None = None
                               ) -> tuple[list[ScoredChunk], dict[str, Any]]:
+        """The chunks to read (within the budget beside a ``reply``-token answer) and the
+        retrieval profile."""
         if not isinstance(corpus, Corpus):
             raise InputError(f"RAG needs a Corpus, got {type(corpus).__name__}")
-        budget = self.budget(question)
+        budget = self.budget(question, reply)
         per = getattr(self.retriever, "chunk_tokens", None) or 128
         # Index and search under the retriever's lock: a shared retriever indexing another
         # corpus in between would answer from the wrong documents.
@@ -212,10 +216,12 @@ class RAG(Strategy):
         return None  # lexical scoring
 
     # -- answering ---------------------------------------------------------------------------
-    def _answer(self, question: str, corpus: Corpus, may_decline: bool = False) -> Answer:
+    def _answer(self, question: str, corpus: Corpus, may_decline: bool = False, *,
+                generation: GenerationSettings | None = None) -> Answer:
         trace = Trace()
         with trace.step("retrieve") as st:
-            chunks, profile = self.retrieve_with_profile(question, corpus)
+            chunks, profile = self.retrieve_with_profile(question, corpus,
+                                                         self.reply_tokens(generation))
             st.detail.update(profile)
             # The passages found, with scores (observers show them: LangChain retriever runs).
             st.detail["hits"] = [{"chunk_id": c.chunk.id, "doc_id": c.chunk.doc_id,
@@ -227,7 +233,8 @@ class RAG(Strategy):
                           strategy=self.name, trace=trace, unanswerable=True)
         context = self.format_context([c.chunk for c in chunks])
         ans = self.read(context, question, [c.chunk for c in chunks], trace,
-                        may_decline=may_decline, titles=corpus_titles(corpus))
+                        may_decline=may_decline, titles=corpus_titles(corpus),
+                        generation=generation)
         ans.evidence = [_evidence(c) for c in chunks]
         return ans
 
