@@ -265,14 +265,17 @@ def test_a_large_max_tokens_gets_a_prompt_sized_for_it(served):
 
 # -- security and limits -----------------------------------------------------------------------
 @pytest.mark.slow
-def test_wrong_or_missing_api_key_is_401_health_needs_none(served):
+def test_wrong_or_missing_api_key_is_401_health_and_metrics_need_none(served):
     for headers in ({}, {"Authorization": "Bearer nope"}):
         for method, path in (("GET", "/v1/models"), ("POST", "/v1/answer"),
-                             ("GET", "/v1/corpora"), ("GET", "/metrics")):
+                             ("GET", "/v1/corpora"), ("GET", "/docs"),
+                             ("GET", "/openapi.json")):
             r = httpx.request(method, served.url + path, headers=headers, json={})
             assert r.status_code == 401, (path, r.text)
             assert "API key" in r.json()["error"]["message"]
     assert httpx.get(served.url + "/health").status_code == 200
+    # Scrapers hold no API key (issue 22; vLLM's /metrics is open too).
+    assert httpx.get(served.url + "/metrics").status_code == 200
 
 
 def raw_request(url: str, head: str, body: bytes = b"") -> str:
@@ -521,6 +524,205 @@ def test_served_generation_settings_reach_the_strategy_and_size_its_prompt():
             if max_tokens == 16:
                 usual = prompt
         assert prompt < usual  # fewer passages beside the longer reply
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# -- issue 22: the server's conventions (in-process uvicorn over the scripted backend) ---------
+def post(url: str, **kw) -> httpx.Response:
+    # The first answer in a process imports nltk (Answer.short): seconds on a busy machine.
+    return httpx.post(url, timeout=60, **kw)
+
+
+def get(url: str, **kw) -> httpx.Response:
+    return httpx.get(url, timeout=60, **kw)
+
+
+def scripted_server(settings=None, reply=lambda r: "Four score and seven years ago"):
+    from orchestra.backends.scripted import ScriptedBackend
+    from orchestra.pipeline import Pipeline
+    from orchestra.server import ServeSettings, serve_in_thread
+    from orchestra.strategies.full_context import FullContext
+
+    b = ScriptedBackend(reply, context_window=4096)
+    return serve_in_thread(pipeline=Pipeline(b, {"full_context": FullContext(b)}),
+                           settings=settings or ServeSettings())
+
+
+def two_requests_on_one_connection(url: str, first: bytes) -> tuple[str, str]:
+    """``first`` (a whole request), then GET /health on the same keep-alive connection: both
+    replies' heads and bodies ('' for the second when the server dropped the connection)."""
+    parts = urlsplit(url)
+    replies = []
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as s:
+        for req in (first, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"):
+            try:
+                s.sendall(req)
+                data = b""
+                while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < int(
+                        data.split(b"content-length: ", 1)[-1].split(b"\r\n", 1)[0] or 0):
+                    more = s.recv(65536)
+                    if not more:
+                        break
+                    data += more
+            except OSError:
+                data = b""
+            replies.append(data.decode(errors="replace"))
+    return replies[0], replies[1]
+
+
+def json_post(path: str, body: bytes) -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def test_deep_nesting_and_huge_integers_are_400_the_connection_stays_usable(caplog):
+    """N-4: both answered 500 with a traceback (twice in the log) and dropped the keep-alive
+    connection."""
+    import logging
+
+    server = scripted_server()
+    try:
+        bodies = {"nesting": b"[" * 100000 + b"]" * 100000,
+                  "digits": b'{"question": "When?", "documents": ["A text."], "max_tokens": '
+                            + b"9" * 5000 + b"}"}
+        for what, body in bodies.items():
+            with caplog.at_level(logging.INFO):
+                first, second = two_requests_on_one_connection(
+                    server.url, json_post("/v1/answer", body))
+            assert first.startswith("HTTP/1.1 400"), (what, first[:300])
+            message = json.loads(first.split("\r\n\r\n", 1)[1])["error"]["message"]
+            assert ("nested" if what == "nesting" else "digits") in message, message
+            assert second.startswith("HTTP/1.1 200") and '"status":"ok"' in second, what
+        assert not [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_stream_must_be_a_real_boolean():
+    """N-5: "yes" and 1 were taken as true."""
+    server = scripted_server()
+    try:
+        for value in ("yes", 1, "true", 0):
+            r = post(server.url + "/v1/answer", json={
+                "question": "When?", "documents": ["A text."], "stream": value})
+            assert r.status_code == 400 and "'stream'" in r.json()["error"]["message"], value
+            r = post(server.url + "/v1/chat/completions", json={
+                "messages": [{"role": "user", "content": "When?"}], "stream": value,
+                "documents": ["A text."]})
+            assert r.status_code == 400 and "'stream'" in r.json()["error"]["message"], value
+        r = post(server.url + "/v1/answer", json={
+            "question": "When?", "documents": ["A text."], "stream": False})
+        assert r.status_code == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_docs_and_openapi_are_served_behind_the_api_key():
+    from orchestra.server import ServeSettings
+
+    server = scripted_server(ServeSettings(api_key=KEY))
+    try:
+        for path in ("/docs", "/openapi.json"):
+            assert get(server.url + path).status_code == 401, path
+            assert get(server.url + path, headers=AUTH).status_code == 200, path
+        spec = get(server.url + "/openapi.json", headers=AUTH).json()
+        assert {"/v1/answer", "/v1/corpora", "/v1/chat/completions", "/v1/models"} <= set(
+            spec["paths"])
+        body = spec["paths"]["/v1/answer"]["post"]["requestBody"]["content"]
+        ref = body["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+        fields = spec["components"]["schemas"][ref]["properties"]
+        assert {"question", "corpus_id", "documents", "max_tokens", "stream"} <= set(fields)
+        page = get(server.url + "/docs", headers=AUTH).text
+        assert "swagger" in page.lower() and "/v1/answer" in page  # the spec is in the page
+    finally:
+        server.shutdown()
+        server.server_close()
+    open_server = scripted_server()
+    try:
+        assert get(open_server.url + "/openapi.json").status_code == 200
+    finally:
+        open_server.shutdown()
+        open_server.server_close()
+
+
+def test_metrics_are_scrapable_without_the_key_or_with_their_own_key():
+    from orchestra.server import ServeSettings
+
+    server = scripted_server(ServeSettings(api_key=KEY))
+    try:
+        r = get(server.url + "/metrics")
+        assert r.status_code == 200 and "orchestra_requests_total" in r.text
+        assert get(server.url + "/v1/models").status_code == 401  # the rest needs it
+    finally:
+        server.shutdown()
+        server.server_close()
+    server = scripted_server(ServeSettings(api_key=KEY, metrics_key="scrape-me"))
+    try:
+        assert get(server.url + "/metrics").status_code == 401
+        assert get(server.url + "/metrics", headers=AUTH).status_code == 401
+        r = get(server.url + "/metrics", headers={"Authorization": "Bearer scrape-me"})
+        assert r.status_code == 200 and "orchestra_requests_total" in r.text
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_error_codes_are_strings_or_null_as_in_openai():
+    import openai
+    from orchestra.server import ServeSettings
+
+    server = scripted_server(ServeSettings(api_key=KEY))
+    try:
+        bad = post(server.url + "/v1/answer", headers=AUTH, json={"question": ""})
+        wrong_model = post(server.url + "/v1/chat/completions", headers=AUTH, json={
+            "model": "other", "messages": [{"role": "user", "content": "x"}]})
+        unauthorized = get(server.url + "/v1/models")
+        missing = get(server.url + "/v1/nothing", headers=AUTH)
+        for r, status in ((bad, 400), (wrong_model, 404), (unauthorized, 401), (missing, 404)):
+            err = r.json()["error"]
+            assert r.status_code == status
+            assert err["code"] is None or isinstance(err["code"], str), err
+            assert set(err) == {"message", "type", "param", "code"}
+        assert wrong_model.json()["error"]["code"] == "model_not_found"
+        assert unauthorized.json()["error"]["code"] == "invalid_api_key"
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0)
+        with pytest.raises(openai.NotFoundError) as e:
+            client.chat.completions.create(model="other", messages=[
+                {"role": "user", "content": "x"}])
+        assert e.value.code == "model_not_found"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_documents_and_corpus_id_in_extra_body_beside_metadata():
+    import openai
+
+    server = scripted_server()
+    try:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+        q = [{"role": "user", "content": "When?"}]
+        inline = client.chat.completions.create(
+            model="default", messages=q,
+            extra_body={"documents": ["One short text."], "strategy": "full_context"})
+        assert inline.choices[0].message.content == "Four score and seven years ago"
+        assert inline.model_extra["orchestra"]["corpus_id"] is None
+        cid = post(server.url + "/v1/corpora",
+                         json={"documents": ["A registered text."]}).json()["id"]
+        by_id = client.chat.completions.create(model="default", messages=q,
+                                               extra_body={"corpus_id": cid})
+        assert by_id.model_extra["orchestra"]["corpus_id"] == cid
+        streamed = list(client.chat.completions.create(
+            model="default", messages=q, stream=True, extra_body={"corpus_id": cid}))
+        assert streamed[-1].model_extra["orchestra"]["corpus_id"] == cid
+        with pytest.raises(openai.BadRequestError, match="not both"):
+            client.chat.completions.create(model="default", messages=q,
+                                           metadata={"corpus_id": cid},
+                                           extra_body={"documents": ["x"]})
     finally:
         server.shutdown()
         server.server_close()

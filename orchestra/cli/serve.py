@@ -20,7 +20,8 @@ def add_parser(sub) -> None:
         description="Serve a pipeline (the embedded default, or PIPELINE.yaml) over HTTP: "
                     "POST/GET/DELETE /v1/corpora, POST /v1/answer, POST /v1/chat/completions "
                     "(the pipeline as the model; streaming), GET /v1/models, GET /health, "
-                    "GET /metrics. --model-only serves the backend's model alone "
+                    "GET /metrics (no key, or --metrics-key), GET /docs and /openapi.json. "
+                    "--model-only serves the backend's model alone "
                     "(OpenAI-compatible chat completions and /tokenize).")
     p.add_argument("pipeline", nargs="?", default=None, metavar="PIPELINE.yaml",
                    help="the pipeline file (default: the embedded default pipeline)")
@@ -33,6 +34,9 @@ def add_parser(sub) -> None:
     p.add_argument("--api-key", default=None,
                    help="the key clients send as 'Authorization: Bearer KEY' (default: "
                         "$ORCHESTRA_API_KEY; required unless bound to localhost)")
+    p.add_argument("--metrics-key", default=None,
+                   help="a separate key for GET /metrics (default: $ORCHESTRA_METRICS_KEY; "
+                        "unset, /metrics is open to scrapers as vLLM's is)")
     p.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024,
                    help="largest request body; larger ones get 413 unread (default 8 MiB)")
     p.add_argument("--max-documents", type=int, default=64,
@@ -101,15 +105,14 @@ def check_args(args: argparse.Namespace) -> str | None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from orchestra.extras import require
-
-    require("server", "orchestra serve")
     from orchestra.server.app import ServeSettings, create_app
     from orchestra.server.runner import bind, url_of, uvicorn_server
 
     key = check_args(args)
     sock = bind(args.host, args.port)  # before loading: a port in use fails at once
-    settings = ServeSettings(api_key=key, max_body_bytes=args.max_body_bytes,
+    metrics_key = args.metrics_key or os.environ.get("ORCHESTRA_METRICS_KEY") or None
+    settings = ServeSettings(api_key=key, metrics_key=metrics_key,
+                             max_body_bytes=args.max_body_bytes,
                              max_documents=args.max_documents,
                              max_request_tokens=args.max_request_tokens,
                              max_queue=args.max_queue, body_timeout=args.body_timeout,

@@ -9,8 +9,9 @@ Two modes:
 - model (``orchestra serve --model-only``): a ``ModelService``; the model-only API
   (routes_model.py: /v1/chat/completions, /tokenize).
 
-Both: ``GET /v1/models``, ``GET /health`` (no key), ``GET /metrics`` (Prometheus text), an API
-key (``Authorization: Bearer``) when one is set, a body cap checked from Content-Length before
+Both: ``GET /v1/models``, ``GET /health`` (no key), ``GET /metrics`` (Prometheus text; no key,
+or its own ``metrics_key``, as vLLM's), ``GET /docs`` and ``GET /openapi.json`` (behind the API
+key when one is set), an API key (``Authorization: Bearer``) when one is set, a body cap checked from Content-Length before
 anything is read (413), a body read timeout (408), a bounded queue of requests running or
 waiting (429 when full), validated fields (400), tokenization on request threads (never in
 the batch worker or the event loop), and one log line for a client that leaves early. The
@@ -23,6 +24,8 @@ from __future__ import annotations
 import time
 
 from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -30,11 +33,12 @@ from orchestra.backends.base import Backend
 from orchestra.errors import OrchestraError
 from orchestra.server.errors import ServiceError
 from orchestra.server.http import BodyLimit, Context, CountRequests, Gate, ServeSettings, \
-    error_response, log
+    authorizer, error_response, log
 from orchestra.server.metrics import Metrics
 from orchestra.server.routes_model import model_routes
 from orchestra.server.routes_openai import chat_routes, models_routes
 from orchestra.server.routes_pipeline import pipeline_routes
+from orchestra.server.schemas import AnswerBody, ChatBody, CorpusBody, TokenizeBody
 from orchestra.server.service import Limits, ModelService, PipelineService
 
 __all__ = ["ServeSettings", "create_app"]
@@ -58,6 +62,7 @@ def create_app(*, pipeline=None, backend: Backend | None = None, name: str,
     _error_handlers(app)
     app.add_middleware(CountRequests, metrics=ctx.metrics)
     _common_routes(app, ctx, service)
+    _doc_routes(app, ctx)
     app.include_router(models_routes(ctx, service.model_card))
     if isinstance(service, PipelineService):
         app.include_router(pipeline_routes(ctx, service))
@@ -99,7 +104,7 @@ def _error_handlers(app: FastAPI) -> None:
             return error_response(ServiceError(
                 f"no route {request.method} {request.url.path}", "not_found"))
         body = {"error": {"message": str(err.detail), "type": "invalid_request_error",
-                          "code": err.status_code}}
+                          "param": None, "code": None}}
         return JSONResponse(body, status_code=err.status_code)
 
 
@@ -114,7 +119,45 @@ def _common_routes(app: FastAPI, ctx: Context, service) -> None:
             out["corpora"] = len(corpora.all())
         return out
 
-    @app.get("/metrics", summary="Prometheus metrics")
+    # Scrapers hold no API key (vLLM's /metrics is open too); a metrics_key guards it apart.
+    authorize_scrape = authorizer(ctx.settings.metrics_key)
+
+    @app.get("/metrics", summary="Prometheus metrics (no key, or the metrics key)")
     async def metrics_text(request: Request):
-        ctx.authorize(request)
+        authorize_scrape(request)
         return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+# Bodies the routes read themselves (under the body cap and read timeout), documented by model.
+REQUEST_MODELS = (AnswerBody, ChatBody, CorpusBody, TokenizeBody)
+
+
+def openapi_spec(app: FastAPI) -> dict:
+    """FastAPI's OpenAPI document plus the request models the routes check their bodies
+    with (their ``$defs`` hoisted into components, where the routes' ``$ref``s point)."""
+    if app.openapi_schema is None:
+        spec = get_openapi(title=app.title, version=app.version, routes=app.routes,
+                           description="orchestra serve: a pipeline (or a model) over HTTP")
+        schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+        for model in REQUEST_MODELS:
+            schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(schema.pop("$defs", {}))
+            schemas[model.__name__] = schema
+        app.openapi_schema = spec
+    return app.openapi_schema
+
+
+def _doc_routes(app: FastAPI, ctx: Context) -> None:
+    """/openapi.json and /docs (Swagger UI with the document inline, so one request with the
+    key shows it all), behind the API key when one is set."""
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(request: Request):
+        ctx.authorize(request)
+        return JSONResponse(openapi_spec(app))
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request):
+        ctx.authorize(request)
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="orchestra API",
+                                   swagger_ui_parameters={"spec": openapi_spec(app)})

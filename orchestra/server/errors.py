@@ -42,4 +42,6 @@ class ServiceError(Exception):
         return KINDS[self.kind][1]
 
     def body(self) -> dict:
-        return {"error": {"message": str(self), "type": self.type, "code": self.status}}
+        """OpenAI's error shape: message, type, param and code (a string or null)."""
+        return {"error": {"message": str(self), "type": self.type, "param": self.param,
+                          "code": self.code}}

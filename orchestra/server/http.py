@@ -9,6 +9,7 @@ import hmac
 import json
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable
 
@@ -19,6 +20,7 @@ from fastapi.responses import JSONResponse
 from orchestra.errors import OrchestraError
 from orchestra.server.errors import ServiceError
 from orchestra.server.metrics import Metrics
+from orchestra.server.schemas import ErrorBody, Usage
 
 log = logging.getLogger("orchestra.server")
 
@@ -26,6 +28,7 @@ log = logging.getLogger("orchestra.server")
 @dataclass
 class ServeSettings:
     api_key: str | None = None
+    metrics_key: str | None = None  # /metrics: open when None (scrapers hold no API key)
     max_body_bytes: int = 8 * 1024 * 1024
     max_documents: int = 64
     max_request_tokens: int = 1_000_000
@@ -172,23 +175,30 @@ async def read_json(request: Request, settings: ServeSettings) -> dict:
     body = await read_body(request, settings)
     try:
         data = json.loads(body or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ServiceError(f"the body is not valid JSON: {e}") from None
+    except RecursionError:  # json's scanner recurses once per level
+        raise ServiceError("the body is nested too deeply (arrays or objects inside each "
+                           "other beyond Python's recursion limit); no request here needs "
+                           "more than a few levels") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        # JSONDecodeError, and the integer limit: "Exceeds the limit (4300 digits) ..."
+        why = ("an integer has more digits than Python converts (4300)"
+               if "digits" in str(e) else str(e))
+        raise ServiceError(f"the body is not valid JSON: {why}") from None
     if not isinstance(data, dict):
         raise ServiceError("the body must be a JSON object")
     return data
 
 
-def authorizer(settings: ServeSettings) -> Callable[[Request], None]:
-    """Checks ``Authorization: Bearer KEY`` (or ``X-Api-Key``) when a key is set."""
+def authorizer(key: str | None) -> Callable[[Request], None]:
+    """Checks ``Authorization: Bearer KEY`` (or ``X-Api-Key``) when ``key`` is set."""
 
     def authorize(request: Request) -> None:
-        if not settings.api_key:
+        if not key:
             return
         given = request.headers.get("authorization", "")
         token = given[7:].strip() if given.lower().startswith("bearer ") else \
             request.headers.get("x-api-key", "")
-        if not token or not hmac.compare_digest(token.encode(), settings.api_key.encode()):
+        if not token or not hmac.compare_digest(token.encode(), key.encode()):
             raise ServiceError("missing or wrong API key (send Authorization: Bearer <key>)",
                                "unauthorized", code="invalid_api_key")
 
@@ -228,10 +238,48 @@ class Context:
     created: int
 
     def __post_init__(self) -> None:
-        self.authorize = authorizer(self.settings)
+        self.authorize = authorizer(self.settings.api_key)
 
     def check_model(self, model: str | None) -> None:
         if model not in (None, "", self.name):
             raise ServiceError(f"model {model!r} is not served here; this server serves "
                                f"{self.name!r}", "not_found", code="model_not_found",
                                param="model")
+
+
+# Error replies every route may give, for OpenAPI.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 404, 408, 409, 413, 429, 500)}
+
+
+def json_body(model) -> dict:
+    """OpenAPI's request body for a route that reads its own body (under the body cap and
+    read timeout) and checks it with ``model``."""
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
+
+
+class Completion:
+    """The id, clock and model of one chat completion, and its chunks."""
+
+    def __init__(self, model: str):
+        self.id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        self.created = int(time.time())
+        self.model = model
+
+    def whole(self, text: str, usage: Usage, finish: str | None = "stop",
+              **extra: Any) -> dict:
+        return {"id": self.id, "object": "chat.completion", "created": self.created,
+                "model": self.model,
+                "choices": [{"index": 0, "finish_reason": finish, "logprobs": None,
+                             "message": {"role": "assistant", "content": text}}],
+                "usage": usage.model_dump(), **extra}
+
+    def chunk(self, delta: dict, finish: str | None = None, **extra: Any) -> bytes:
+        return sse({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                    "model": self.model, "choices": [{"index": 0, "delta": delta,
+                                                      "finish_reason": finish}], **extra})
+
+    def usage_chunk(self, usage: Usage) -> bytes:
+        return sse({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                    "model": self.model, "choices": [], "usage": usage.model_dump()})

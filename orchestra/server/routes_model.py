@@ -13,9 +13,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from orchestra.backends.base import GenerationRequest, GenerationResult
-from orchestra.server.http import Context, as_service_error, guarded_stream, read_json, sse
-from orchestra.server.routes_openai import Completion
-from orchestra.server.routes_pipeline import ERRORS, json_body
+from orchestra.server.http import ERRORS, Completion, Context, as_service_error, \
+    guarded_stream, json_body, read_json, sse
 from orchestra.server.schemas import ChatBody, ChatCompletion, TokenizeBody, Usage, parse, \
     parse_messages
 from orchestra.server.service import ModelService

@@ -6,15 +6,13 @@ true`` sends tokens, the last chunk carries ``orchestra``: route, evidence and c
 
 from __future__ import annotations
 
-import time
-import uuid
-from typing import Any, AsyncIterator, Callable
+from typing import AsyncIterator, Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from orchestra.server.http import Context, as_service_error, guarded_stream, read_json, sse
-from orchestra.server.routes_pipeline import ERRORS, json_body
+from orchestra.server.http import ERRORS, Completion, Context, as_service_error, \
+    guarded_stream, json_body, read_json, sse
 from orchestra.server.schemas import ChatBody, ChatCompletion, Usage, parse
 from orchestra.server.service import PipelineService
 from orchestra.streaming import iterate_in_thread
@@ -30,32 +28,6 @@ def models_routes(ctx: Context, card: Callable[[str, int], dict]) -> APIRouter:
         return {"object": "list", "data": [card(ctx.name, ctx.created)]}
 
     return router
-
-
-class Completion:
-    """The id, clock and model of one chat completion, and its chunks."""
-
-    def __init__(self, model: str):
-        self.id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-        self.created = int(time.time())
-        self.model = model
-
-    def whole(self, text: str, usage: Usage, finish: str | None = "stop",
-              **extra: Any) -> dict:
-        return {"id": self.id, "object": "chat.completion", "created": self.created,
-                "model": self.model,
-                "choices": [{"index": 0, "finish_reason": finish, "logprobs": None,
-                             "message": {"role": "assistant", "content": text}}],
-                "usage": usage.model_dump(), **extra}
-
-    def chunk(self, delta: dict, finish: str | None = None, **extra: Any) -> bytes:
-        return sse({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                    "model": self.model, "choices": [{"index": 0, "delta": delta,
-                                                      "finish_reason": finish}], **extra})
-
-    def usage_chunk(self, usage: Usage) -> bytes:
-        return sse({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                    "model": self.model, "choices": [], "usage": usage.model_dump()})
 
 
 def chat_routes(ctx: Context, service: PipelineService) -> APIRouter:

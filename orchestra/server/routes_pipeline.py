@@ -5,29 +5,18 @@ the PipelineService on a worker thread."""
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from typing import AsyncIterator
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from orchestra.server.errors import ServiceError
-from orchestra.server.http import Context, as_service_error, guarded_stream, read_body, \
-    read_json, sse
-from orchestra.server.schemas import AnswerBody, CorpusBody, CorpusInfo, ErrorBody, \
+from orchestra.server.http import ERRORS, Context, as_service_error, guarded_stream, \
+    json_body, read_body, read_json, sse
+from orchestra.server.schemas import AnswerBody, CorpusBody, CorpusInfo, \
     documents_field, parse
 from orchestra.server.service import PipelineService
 from orchestra.streaming import iterate_in_thread
-
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (400, 401, 404, 408, 409, 413, 429, 500)}
-
-
-def json_body(model) -> dict:
-    """OpenAPI's request body for a route that reads its own body (under the body cap and
-    read timeout) and checks it with ``model``."""
-    return {"requestBody": {"required": True, "content": {
-        "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
-
 
 def pipeline_routes(ctx: Context, service: PipelineService) -> APIRouter:
     router = APIRouter()

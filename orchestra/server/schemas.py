@@ -1,7 +1,7 @@
 """The server's request and response bodies (pydantic): what each endpoint takes and gives.
 
 Every request field is checked before any work (max_tokens within the window, temperature
-finite, seed in range) with one message naming the field; fields
+finite, seed in range, ``stream`` a real boolean) with one message naming the field; fields
 this server cannot honour (``tools``, ``response_format``, ...) are refused naming them, never
 ignored. ``parse(Model, body, window=...)`` turns a failed check into a ``ServiceError``. The
 same models document the API at /docs and /openapi.json.
@@ -12,8 +12,8 @@ from __future__ import annotations
 import math
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, \
-    field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, \
+    ValidationInfo, field_validator, model_validator
 
 from orchestra.backends.base import GenerationRequest, GenerationSettings, Message
 from orchestra.server.errors import ServiceError
@@ -23,7 +23,8 @@ SEED_MAX = 2**63 - 1  # torch.manual_seed's range; larger seeds made the old ser
 # Fields a chat-completions client may send that change nothing here when at these values.
 NEUTRAL = {"top_p": 1, "frequency_penalty": 0, "presence_penalty": 0, "logprobs": False,
            "parallel_tool_calls": None, "store": False, "service_tier": None}
-# Where a pipeline server takes a chat request's documents: inside ``metadata``.
+# Where a pipeline server takes a chat request's documents: top-level fields (the openai
+# client's extra_body, as vLLM takes its extras) or, as before, inside ``metadata``.
 PIPELINE_EXTRAS = ("documents", "corpus_id", "strategy")
 
 
@@ -65,7 +66,7 @@ def _window(info: ValidationInfo) -> int:
 
 
 class Body(BaseModel):
-    """A JSON request body."""
+    """A JSON request body; ``stream`` and the other flags are real booleans (no "yes", no 1)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -192,7 +193,8 @@ class CorpusBody(Body):
     """POST /v1/corpora as JSON (a multipart upload sends ``files`` and ``warm`` instead)."""
 
     documents: Documents
-    warm: bool = Field(True, description="index and prefill now (default) or on first use")
+    warm: StrictBool = Field(True, description="index and prefill now (default) or on first "
+                                               "use")
 
     @model_validator(mode="before")
     @classmethod
@@ -227,8 +229,8 @@ class AnswerBody(Sampling):
     corpus_id: Optional[str] = None
     documents: Optional[Documents] = None
     strategy: Optional[str] = Field(None, description="a strategy of the pipeline, or auto")
-    stream: Any = Field(False, description="server-sent events: route, evidence, tokens, "
-                                           "answer")
+    stream: StrictBool = Field(False, description="server-sent events: route, evidence, "
+                                                  "tokens, answer")
 
     @model_validator(mode="before")
     @classmethod
@@ -240,6 +242,7 @@ class AnswerBody(Sampling):
             q = body.get("question")
             if not isinstance(q, str) or not q.strip():
                 raise ValueError("'question' must be a non-empty string")
+            _strict_bool(body, "stream")
         return body
 
     @field_validator("documents", mode="before")
@@ -271,23 +274,27 @@ class ChatMessage(BaseModel):
 
 
 class StreamOptions(BaseModel):
-    include_usage: bool = False
+    include_usage: StrictBool = False
 
 
 class ChatBody(Sampling):
     """POST /v1/chat/completions. A pipeline server also takes ``documents`` or ``corpus_id``
-    (and ``strategy``) in ``metadata``."""
+    (and ``strategy``) as top-level fields (the openai client's ``extra_body``) or in
+    ``metadata``."""
 
     model_config = ConfigDict(extra="allow")  # the NEUTRAL fields, checked in _fields
 
     model: Optional[str] = None
     messages: list[ChatMessage]
     max_completion_tokens: Optional[int] = None
-    stream: Any = False
+    stream: StrictBool = False
     stream_options: Optional[StreamOptions] = None
     n: Optional[int] = None
     user: Optional[str] = None
     metadata: Optional[dict[str, Any]] = None
+    documents: Optional[Documents] = None
+    corpus_id: Optional[str] = None
+    strategy: Optional[str] = None
 
     @model_validator(mode="before")
     @classmethod
@@ -302,6 +309,7 @@ class ChatBody(Sampling):
             raise ValueError(f"field {key!r} is not supported by this server (it serves "
                              "plain chat completions: no tools, response formats, logprobs or "
                              "sampling penalties); remove it")
+        _strict_bool(body, "stream")
         if body.get("n", 1) not in (None, 1):
             raise ValueError(f"only n=1 is supported, got n={body.get('n')!r}")
         so = body.get("stream_options")
@@ -309,6 +317,11 @@ class ChatBody(Sampling):
             raise ValueError("'stream_options' must be an object")
         body["messages"] = _messages(body.get("messages"))
         return body
+
+    @field_validator("documents", mode="before")
+    @classmethod
+    def _documents(cls, v: Any) -> Any:
+        return _shape(v, "documents")
 
     @field_validator("max_completion_tokens", mode="before")
     @classmethod
@@ -343,21 +356,31 @@ class ChatBody(Sampling):
             raise ServiceError("the question (the user message) is empty")
         return messages[-1].content
 
+    def extras(self) -> dict[str, Any]:
+        """The pipeline fields given at the top level (extra_body)."""
+        return {k: getattr(self, k) for k in PIPELINE_EXTRAS if getattr(self, k) is not None}
+
     def source(self, max_documents: int) -> Source:
-        """What to read: ``metadata``'s documents or corpus_id."""
+        """What to read: top-level fields (extra_body) or ``metadata``, not both."""
+        top = {k: _plain_list(v) for k, v in self.extras().items()}
         meta = self.metadata or {}
         unknown = set(meta) - set(PIPELINE_EXTRAS)
         if unknown:
             raise ServiceError(f"unknown metadata field(s) {sorted(unknown)}; give "
                                "metadata.documents or metadata.corpus_id (and optionally "
                                "metadata.strategy)")
+        if top and meta:
+            raise ServiceError("give the documents (or corpus_id) either as top-level fields "
+                               "(extra_body) or in metadata, not both")
+        if top:
+            return source_of(top, "", max_documents)
         return source_of(meta, "metadata.", max_documents)
 
     def generation_request(self, window: int) -> GenerationRequest:
         """A model-level chat body as a GenerationRequest (OpenAI's defaults)."""
-        if self.metadata:
-            raise ServiceError("'metadata' (documents) needs a pipeline server; this one "
-                               "serves the model only (orchestra serve --model-only)")
+        if self.metadata or self.extras():
+            raise ServiceError("documents (metadata or extra_body) need a pipeline server; "
+                               "this one serves the model only (orchestra serve --model-only)")
         s = self.settings()
         return GenerationRequest(
             messages=self.chat_messages(),
@@ -424,7 +447,7 @@ class TokenizeBody(BaseModel):
     prompt: Optional[str] = None
     content: Optional[str] = None
     messages: Optional[list[ChatMessage]] = None
-    return_offsets: bool = False
+    return_offsets: StrictBool = False
 
 
 # -- responses ----------------------------------------------------------------------------------
