@@ -43,6 +43,9 @@ def add_parser(sub) -> None:
     p.add_argument("--report-only", action="store_true",
                    help="answer nothing: rewrite report.md and the plot from the results "
                         "already in --out (e.g. while a long run is still going)")
+    from orchestra.cluster.connect import add_ray_arguments
+
+    add_ray_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -67,6 +70,12 @@ def run(args) -> int:
     from orchestra.extras import require
 
     require("plot", "orchestra eval's quality_vs_cost.png")
+
+    from orchestra.cluster.connect import check_ray_arguments
+
+    if args.ray is not None and args.report_only:
+        raise InputError("--report-only answers nothing; drop --ray")
+    check_ray_arguments(args)  # Ray installed, the address answers: before anything loads
     lengths = parse_lengths(args.lengths)
     check_spec(args.dataset)
     if args.split:  # written into the dataset's name, so run.json and the report say it
@@ -123,17 +132,31 @@ def _evaluate(args, lengths, strategies) -> int:
                            split=args.split, dev_fraction=args.dev_fraction)
     for problem in dataset.problems:
         print(f"orchestra eval: warning: {problem}", file=sys.stderr)
-    runner = Runner(pipe, args.out, strategies, seed=args.seed, progress=not args.no_progress,
-                    run_info={"dataset": args.dataset, "lengths": lengths, "limit": args.limit,
-                              "pipeline": args.pipeline, "pipeline_hash": pipeline_hash,
-                              "strategies": strategies,
-                              # every component's every option, defaults included (spec.py)
-                              "pipeline_spec": pipe.to_config(full=True)})
+    runner_kw = dict(seed=args.seed, progress=not args.no_progress)
+    if args.ray is not None:
+        from orchestra.cluster.eval import RayRunner
+
+        runner_cls = RayRunner
+        runner_kw.update(pipeline_file=args.pipeline, allow_modules=args.allow_module,
+                         actors=args.ray_actors, cpus=args.ray_cpus, gpus=args.ray_gpus)
+    else:
+        runner_cls = Runner
+    run_info = {"dataset": args.dataset, "lengths": lengths, "limit": args.limit,
+                "pipeline": args.pipeline, "pipeline_hash": pipeline_hash,
+                "strategies": strategies,
+                # every component's every option, defaults included (spec.py)
+                "pipeline_spec": pipe.to_config(full=True)}
+    runner = runner_cls(pipe, args.out, strategies, run_info=run_info, **runner_kw)
     if args.report_only:
         rows = runner.current_rows(read_results(runner.results_path, repair=False),
                                    dataset.samples)
         if not rows:
             raise InputError(f"{runner.results_path}: no results to report yet")
+    elif args.ray is not None:
+        from orchestra.cluster.connect import cluster
+
+        with cluster(args.ray, num_cpus=_local_cpus(args)):
+            rows = runner.run(dataset)
     else:
         rows = runner.run(dataset)
     out = write_reports(rows, args.out, title=f"orchestra eval: {args.dataset}")
@@ -143,3 +166,12 @@ def _evaluate(args, lengths, strategies) -> int:
               f"{s['seconds']:.1f} s (n={s['n']})")
     print(f"wrote {runner.results_path}, {out['report']}, {out['plot']}")
     return 0
+
+
+def _local_cpus(args) -> int:
+    """A local cluster's CPUs: the machine's, or enough for every actor asked for (Ray's CPUs
+    are a count for scheduling; more actors than cores share them)."""
+    import math
+    import os
+
+    return max(os.cpu_count() or 1, math.ceil(args.ray_actors * args.ray_cpus))

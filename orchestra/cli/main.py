@@ -13,7 +13,7 @@ from orchestra import __version__
 from orchestra.errors import OrchestraError
 
 # Subcommand modules under orchestra.cli; each defines add_parser(subparsers).
-SUBCOMMANDS = ["ask", "run", "validate", "serve", "train_router", "eval", "tune"]
+SUBCOMMANDS = ["ask", "run", "validate", "serve", "train_router", "eval", "tune", "index"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -61,6 +61,13 @@ def add_parser(sub) -> None:
                         "pipeline file's stem, 'default', or the backend's model)")
     p.add_argument("--max-batch", type=int, default=16,
                    help="--model-only: most concurrent requests generated as one batch")
+    p.add_argument("--replicas", type=int, default=None, metavar="N",
+                   help="serve the pipeline as N replicas (each with its own backend) behind "
+                        "one endpoint on Ray Serve; --ray ADDRESS joins a cluster (default: "
+                        "a local one)")
+    from orchestra.cluster.connect import add_ray_arguments
+
+    add_ray_arguments(p, what=None)
     p.set_defaults(func=run)
 
 
@@ -93,6 +100,19 @@ def check_args(args: argparse.Namespace) -> str | None:
     if not args.model_only and (args.model or args.option or args.backend != "transformers"):
         raise ConfigError("--backend, --model and --option apply with --model-only; a "
                           "pipeline names its backend in its file")
+    if args.ray is not None and args.replicas is None:
+        args.replicas = 1
+    if args.replicas is not None:
+        from orchestra.cluster.connect import check_ray_arguments
+
+        if args.model_only:
+            raise ConfigError("--replicas serves a pipeline; --model-only serves one model "
+                              "(run one `orchestra serve --model-only` per GPU instead)")
+        if args.replicas < 1:
+            raise ConfigError(f"--replicas must be at least 1, got {args.replicas}")
+        if args.ray is None:
+            args.ray = "local"
+        check_ray_arguments(args)
     key = args.api_key or os.environ.get("ORCHESTRA_API_KEY") or None
     if key is None and args.host not in LOCAL_HOSTS:
         raise ConfigError(
@@ -109,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
     from orchestra.server.runner import bind, url_of, uvicorn_server
 
     key = check_args(args)
+    if args.replicas is not None:
+        return _run_replicas(args, key)
     sock = bind(args.host, args.port)  # before loading: a port in use fails at once
     metrics_key = args.metrics_key or os.environ.get("ORCHESTRA_METRICS_KEY") or None
     settings = ServeSettings(api_key=key, metrics_key=metrics_key,
@@ -157,4 +179,47 @@ def run(args: argparse.Namespace) -> int:
         print("orchestra serve: stopped", file=sys.stderr)
     finally:
         sock.close()
+    return 0
+
+
+def _settings(args, key):
+    from orchestra.server.app import ServeSettings
+
+    return ServeSettings(api_key=key, max_body_bytes=args.max_body_bytes,
+                         max_documents=args.max_documents,
+                         max_request_tokens=args.max_request_tokens,
+                         max_queue=args.max_queue, body_timeout=args.body_timeout,
+                         max_batch=args.max_batch, max_corpora=args.max_corpora)
+
+
+def _run_replicas(args: argparse.Namespace, key: str | None) -> int:
+    """The pipeline as one Ray Serve deployment of --replicas replicas (orchestra/cluster)."""
+    import math
+    import threading
+    from pathlib import Path
+
+    from orchestra.cluster import serve as ray_serve
+    from orchestra.cluster.connect import cluster
+    from orchestra.config import load_config
+    from orchestra.server.runner import bind
+
+    if args.pipeline:
+        load_config(args.pipeline)  # a bad file is named before any replica starts
+    bind(args.host, args.port).close()  # a port in use fails at once, as without replicas
+    name = args.served_model_name or (Path(args.pipeline).stem if args.pipeline else "default")
+    pipeline = str(Path(args.pipeline).resolve()) if args.pipeline else None
+    cpus = max(os.cpu_count() or 1, math.ceil(args.replicas * args.ray_cpus))
+    with cluster(args.ray, num_cpus=cpus):
+        try:
+            url = ray_serve.start(pipeline, name=name, settings=_settings(args, key),
+                                  replicas=args.replicas, host=args.host, port=args.port,
+                                  cpus=args.ray_cpus, gpus=args.ray_gpus)
+            print(f"orchestra serve: listening on {url} (pipeline {name!r}, {args.replicas} "
+                  f"replica{'s' if args.replicas > 1 else ''} on Ray Serve; API key "
+                  f"{'required' if key else 'off (localhost only)'})", flush=True)
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            print("orchestra serve: stopped", file=sys.stderr)
+        finally:
+            ray_serve.stop()
     return 0

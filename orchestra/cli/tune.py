@@ -40,6 +40,9 @@ def add_parser(sub) -> None:
     p.add_argument("--allow-zero", action="store_true",
                    help="write best.yaml even when every trial scored 0 (otherwise that is "
                         "an error: exit 2, nothing written but the report)")
+    from orchestra.cluster.connect import add_ray_arguments
+
+    add_ray_arguments(p, what="actors answering a trial's questions")
     p.set_defaults(func=run)
 
 
@@ -47,13 +50,18 @@ def run(args) -> int:
     from orchestra.eval.datasets import parse_lengths
     from orchestra.tune import command_line, tune
 
+    from orchestra.cluster.connect import check_ray_arguments
+
+    check_ray_arguments(args)  # Ray installed, the address answers: before anything loads
+    ray = None if args.ray is None else {"address": args.ray, "actors": args.ray_actors,
+                                         "cpus": args.ray_cpus, "gpus": args.ray_gpus}
     params = [x.strip() for x in args.params.split(",") if x.strip()] if args.params else None
     result = tune(args.pipeline, args.dataset, args.out, lengths=parse_lengths(args.lengths),
                   trials=args.trials, minutes=args.minutes, limit=args.limit,
                   target=args.target, params=params, seed=args.seed,
                   dev_fraction=args.dev_fraction, data_root=args.data_root,
                   allow_modules=args.allow_module, progress=not args.no_progress,
-                  command=command_line(), allow_zero=args.allow_zero)
+                  command=command_line(), allow_zero=args.allow_zero, ray=ray)
     for note in result.notes:
         print(f"orchestra tune: note: {note}")
     b = result.best

@@ -20,7 +20,7 @@ import threading
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from tqdm import tqdm  # plain tqdm: tqdm.auto warns in a kernel without ipywidgets
 
@@ -226,15 +226,20 @@ class Runner:
                 total=len(samples) * len(self.strategies), initial=len(samples) *
                 len(self.strategies) - len(todo), desc="eval", unit="answer",
                 disable=not self.progress) as bar:
-            for sample, name in todo:
-                bar.set_postfix_str(f"{sample.sample_id} {name}"[-60:])
-                row = self.evaluate(sample, name)
+            for row in self.answers(todo, bar):
                 f.write(json.dumps(row, default=str) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
                 rows.append(row)
                 bar.update(1)
         return self.current_rows(rows, samples)
+
+    def answers(self, todo: Sequence[tuple[Sample, str]], bar) -> Iterator[dict]:
+        """The rows of ``todo``, as each is answered (here in order; orchestra.cluster.eval
+        answers them on Ray actors, in the order they finish)."""
+        for sample, name in todo:
+            bar.set_postfix_str(f"{sample.sample_id} {name}"[-60:])
+            yield self.evaluate(sample, name)
 
     def _corpus(self, sample: Sample) -> Corpus:
         # Built here rather than by pipeline.corpus(), which memoises corpora by content: a

@@ -89,11 +89,14 @@ def tune(pipeline: str | Path | dict, dataset: str, out: str | Path, *,
          limit: int = 20, target: str = "router", params: Sequence[str] | None = None,
          seed: int = 0, dev_fraction: float = 0.5, backend: Any = None,
          data_root: str | Path | None = None, allow_modules: Sequence[str] = (),
-         progress: bool = True, command: str | None = None, allow_zero: bool = False):
+         progress: bool = True, command: str | None = None, allow_zero: bool = False,
+         ray: dict | None = None):
     """Tune ``pipeline`` on the dev split of ``dataset``; write best.yaml, report.md and
     trials.png into ``out``. Returns the TuneResult. Bad input raises InputError/ConfigError
     (the CLI prints it and exits 2) before any model is loaded. When every finished trial
-    scored 0, best.yaml is not written and ZeroScoreError is raised, unless ``allow_zero``."""
+    scored 0, best.yaml is not written and ZeroScoreError is raised, unless ``allow_zero``.
+    ``ray``: ``{"address", "actors", "cpus", "gpus"}`` to answer each trial's questions on
+    Ray actors (orchestra.cluster.tune)."""
     from orchestra.eval.datasets import check_spec, parse_split
     from orchestra.tune.space import plan as make_plan
 
@@ -137,12 +140,12 @@ def tune(pipeline: str | Path | dict, dataset: str, out: str | Path, *,
                      base=base, lengths=lengths, trials=trials, minutes=minutes, limit=limit,
                      target=target, seed=seed, dev_fraction=dev_fraction, backend=backend,
                      data_root=data_root, allow_modules=allow_modules, progress=progress,
-                     command=command, allow_zero=allow_zero)
+                     command=command, allow_zero=allow_zero, ray=ray)
 
 
 def _tune(cfg, data, source, pipeline_hash, the_plan, param_list, out_dir, *, base, lengths,
           trials, minutes, limit, target, seed, dev_fraction, backend, data_root,
-          allow_modules, progress, command, allow_zero):
+          allow_modules, progress, command, allow_zero, ray=None):
     from orchestra.eval.datasets import load_dataset
     from orchestra.eval.metrics import headline
     from orchestra.tune import report
@@ -162,9 +165,15 @@ def _tune(cfg, data, source, pipeline_hash, the_plan, param_list, out_dir, *, ba
     info = {"dataset": f"{base}:dev", "lengths": list(lengths), "limit": limit,
             "pipeline_hash": pipeline_hash, "params": param_list, "dev_fraction": dev_fraction,
             "space": the_plan.signature()}
-    tuner = Tuner(data, backend, ds.samples, out_dir, the_plan, target=target, seed=seed,
-                  progress=progress, allow_modules=allow_modules, info=info)
-    result = tuner.run(trials, minutes)
+    kw = dict(target=target, seed=seed, progress=progress, allow_modules=allow_modules,
+              info=info)
+    if ray is None:
+        result = Tuner(data, backend, ds.samples, out_dir, the_plan, **kw).run(trials, minutes)
+    else:
+        from orchestra.cluster.tune import run_on_ray
+
+        result = run_on_ray(ray, data, backend, ds.samples, out_dir, the_plan, trials, minutes,
+                            **kw)
 
     # -- what it found --------------------------------------------------------------------
     metric = ", ".join(sorted({headline(s.task) for s in ds.samples}))

@@ -229,31 +229,33 @@ class Tuner:
         """Mean quality, prompt tokens and seconds of one configuration over the samples."""
         data = S.apply(self.data, self.plan, labels)
         config_key = stable_hash(data, self.target)
-        pipe = None
-        rows = []
-        for sample in self.samples:
-            key = stable_hash(config_key, sample.sample_id)
-            row = self._cache.get(key)
-            if row is None:
-                if pipe is None:
-                    pipe = self.build(data)
-                row = self.answer(pipe, sample)
-                row["key"] = key
-                self._cache[key] = row
-                self.answered += 1
-                if cache_file is not None:
-                    cache_file.write(json.dumps(row, default=str) + "\n")
-                    cache_file.flush()
-                    os.fsync(cache_file.fileno())
-            rows.append(row)
+        keys = {s.sample_id: stable_hash(config_key, s.sample_id) for s in self.samples}
+        missing = [s for s in self.samples if keys[s.sample_id] not in self._cache]
+        for sample, row in self.answer_samples(data, missing):
+            row["key"] = keys[sample.sample_id]
+            self._cache[row["key"]] = row
+            self.answered += 1
+            if cache_file is not None:
+                cache_file.write(json.dumps(row, default=str) + "\n")
+                cache_file.flush()
+                os.fsync(cache_file.fileno())
             if bar is not None:
                 bar.set_postfix_str(f"answered {self.answered}")
+        rows = [self._cache[keys[s.sample_id]] for s in self.samples]
         return {
             "quality": statistics.fmean(r["quality"] for r in rows),
             "prompt_tokens": statistics.fmean(r["prompt_tokens"] for r in rows),
             "seconds": statistics.fmean(r["seconds"] for r in rows),
             "n": len(rows),
         }
+
+    def answer_samples(self, data: dict, samples: Sequence[Sample]):
+        """(sample, row) for each of ``samples`` answered with configuration ``data``, as each
+        is done (here in order, on this backend; orchestra.cluster.tune answers them on Ray
+        actors)."""
+        pipe = self.build(data) if samples else None
+        for sample in samples:
+            yield sample, self.answer(pipe, sample)
 
     def answer(self, pipe, sample: Sample) -> dict[str, Any]:
         corpus = self.corpus(sample, pipe.chunk_tokens, pipe.overlap)

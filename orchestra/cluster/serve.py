@@ -1,0 +1,265 @@
+"""``orchestra serve PIPELINE.yaml --replicas N``: the pipeline service as one Ray Serve
+deployment with N replicas behind Serve's HTTP proxy.
+
+Each replica builds the pipeline from the file (its own backend: one model per replica) and
+runs the very app ``orchestra serve`` runs (orchestra.server.app.create_app): the same
+OpenAI-compatible and ``/v1/answer`` API, API key, body/queue/document limits and /metrics
+(per replica). Nothing of the server is copied here; a thin ASGI layer in front of it does two
+things Serve needs:
+
+- **A corpus registered on one replica is usable on every replica.** A registration's
+  documents are recorded in one small actor (the corpus book, keyed by the corpus id, which is
+  the documents' content hash). A replica asked about an id it does not hold reads the
+  documents from the book and registers them itself: same id, and its retriever indexes load
+  from the index cache the first replica wrote (nothing is embedded twice on one machine, or
+  with ORCHESTRA_CACHE on a shared folder).
+- **Corpus affinity.** Requests naming a corpus (``corpus_id`` or ``metadata.corpus_id`` in the
+  body, or the ``serve_multiplexed_model_id`` header) load it through Serve's model
+  multiplexing (``@serve.multiplexed``), so Serve knows which replicas hold which corpora. A
+  client that sends the corpus id in the ``serve_multiplexed_model_id`` header is routed by
+  Serve to a replica that already holds its index and KV prefill.
+
+Every response names the replica that answered in ``x-orchestra-replica``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+from dataclasses import asdict
+from typing import Any
+
+from orchestra.errors import ConfigError
+
+log = logging.getLogger("orchestra.server")
+
+BOOK = "orchestra-corpus-book"
+NAMESPACE = "orchestra"  # the book's: the driver's own namespace is anonymous
+APP = "orchestra"
+AFFINITY_HEADER = "serve_multiplexed_model_id"  # Serve's own header for multiplexed routing
+
+
+class CorpusBook:
+    """Registered corpora's documents by id, for every replica (a Ray actor)."""
+
+    def __init__(self):
+        self.docs: dict[str, list[tuple[str, str]]] = {}
+
+    def put(self, corpus_id: str, docs: list[tuple[str, str]]) -> None:
+        self.docs[corpus_id] = docs
+
+    def get(self, corpus_id: str) -> list[tuple[str, str]] | None:
+        return self.docs.get(corpus_id)
+
+    def drop(self, corpus_id: str) -> None:
+        self.docs.pop(corpus_id, None)
+
+
+def _corpus_id_in(body: bytes) -> str | None:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    cid = data.get("corpus_id")
+    meta = data.get("metadata")
+    if cid is None and isinstance(meta, dict):
+        cid = meta.get("corpus_id")
+    return cid if isinstance(cid, str) and cid else None
+
+
+class SharedCorpora:
+    """Hooks on one replica's Corpora (orchestra.server.corpora): registrations are written to
+    the book, and an id this replica lacks is read from it and registered here."""
+
+    def __init__(self, corpora: Any, book: Any):
+        self.corpora, self.book = corpora, book
+        self.new_ids: list[str] = []  # registered here since the last request finished
+        self._lock = threading.Lock()
+        build, get, delete = corpora.build, corpora.get, corpora.delete
+
+        def shared_build(docs, warm: bool = True):
+            import ray
+
+            entry, new = build(docs, warm)
+            ray.get(book.put.remote(entry.id, [tuple(d) for d in docs]))
+            with self._lock:
+                self.new_ids.append(entry.id)
+            return entry, new
+
+        def shared_get(corpus_id: str):
+            if corpus_id not in {e.id for e in corpora.all()}:
+                self.fetch(corpus_id)
+            return get(corpus_id)
+
+        def shared_delete(corpus_id: str):
+            import ray
+
+            entry = delete(corpus_id)
+            ray.get(book.drop.remote(corpus_id))
+            return entry
+
+        corpora.build, corpora.get, corpora.delete = shared_build, shared_get, shared_delete
+        self._build = build
+
+    def fetch(self, corpus_id: str) -> bool:
+        """Register ``corpus_id`` here from the book (blocking); False if nobody registered
+        it."""
+        import ray
+
+        if corpus_id in {e.id for e in self.corpora.all()}:
+            return True
+        docs = ray.get(self.book.get.remote(corpus_id))
+        if docs is None:
+            return False
+        entry, _ = self._build([tuple(d) for d in docs], True)
+        return entry.id == corpus_id
+
+    def drain(self) -> list[str]:
+        with self._lock:
+            out, self.new_ids = self.new_ids, []
+        return out
+
+
+class Affinity:
+    """ASGI layer in front of one replica's app: loads the corpus a request names through
+    Serve's multiplexing (so Serve routes that corpus's header-carrying requests here), and
+    tells Serve about corpora registered here."""
+
+    def __init__(self, app: Any, shared: SharedCorpora, max_corpora: int, max_body: int,
+                 replica: str):
+        from ray import serve
+
+        self.app, self.shared, self.max_body, self.replica = app, shared, max_body, replica
+
+        async def load(corpus_id: str) -> bool:
+            import anyio
+
+            return await anyio.to_thread.run_sync(shared.fetch, corpus_id)
+
+        self.load = serve.multiplexed(max_num_models_per_replica=max_corpora)(load)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        from ray import serve
+
+        receive, cid = await self._peek(scope, receive)
+        cid = serve.get_multiplexed_model_id() or cid
+        if cid:
+            try:
+                await self.load(cid)
+            except Exception as e:  # the app answers for it (404, or the error it meets)
+                log.warning("corpus %s could not be loaded here: %s", cid, e)
+
+        async def send_named(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []),
+                                                  (b"x-orchestra-replica",
+                                                   self.replica.encode())]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_named)
+        finally:
+            for new in self.shared.drain():
+                try:
+                    await self.load(new)
+                except Exception as e:  # routing stays by load alone for it
+                    log.warning("corpus %s: %s", new, e)
+
+    async def _peek(self, scope, receive):
+        """The corpus id of a JSON body (read once and replayed to the app), or None."""
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        kind = headers.get(b"content-type", b"")
+        if scope.get("method") != "POST" or b"json" not in kind or length is None or \
+                not length.isdigit() or int(length) > self.max_body:
+            return receive, None  # the app refuses or reads what it must
+        chunks, more = [], True
+        messages = []
+        while more:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+
+        async def replay():
+            return messages.pop(0) if messages else await receive()
+
+        return replay, _corpus_id_in(b"".join(chunks))
+
+
+class PipelineReplica:
+    """One replica: the pipeline, its backend, and orchestra's app (built in the replica)."""
+
+    def __init__(self, pipeline_file: str | None, allow_modules: list[str], name: str,
+                 settings: dict):
+        import os
+
+        import ray
+
+        from orchestra.pipeline import Pipeline
+        from orchestra.server.app import ServeSettings, create_app
+
+        pipeline = (Pipeline.from_yaml(pipeline_file, allow_modules=allow_modules)
+                    if pipeline_file else Pipeline.default())
+        self.settings = ServeSettings(**settings)
+        self.app = create_app(pipeline=pipeline, name=name, settings=self.settings)
+        self.shared = SharedCorpora(self.app.state.corpora,
+                                    ray.get_actor(BOOK, namespace=NAMESPACE))
+        self.replica = f"{socket.gethostname()}:{os.getpid()}"
+
+    def __serve_build_asgi_app__(self):
+        return Affinity(self.app, self.shared, self.settings.max_corpora,
+                        self.settings.max_body_bytes, self.replica)
+
+
+def free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def start(pipeline_file: str | None, *, name: str, settings: Any, replicas: int, host: str,
+          port: int, cpus: float = 1.0, gpus: float = 0.0,
+          allow_modules: list[str] | None = None) -> str:
+    """Deploy on the Ray cluster this process joined; returns the URL once every replica is
+    up. ``port`` 0 picks a free one."""
+    import ray
+    from ray import serve
+
+    from orchestra.cluster.connect import worker_env
+
+    if replicas < 1:
+        raise ConfigError(f"--replicas must be at least 1, got {replicas}")
+    ray.remote(CorpusBook).options(name=BOOK, namespace=NAMESPACE, get_if_exists=True,
+                                   num_cpus=0).remote()
+    port = port or free_port(host)
+    serve.start(http_options={"host": host, "port": port})
+    env = worker_env(cpus)
+    deployment = serve.deployment(
+        serve.ingress()(PipelineReplica), name="pipeline", num_replicas=replicas,
+        # The replica's own queue gate answers 429 past --max-queue, as `orchestra serve` does.
+        max_ongoing_requests=settings.max_queue + 1,
+        ray_actor_options={"num_cpus": cpus, "num_gpus": gpus,
+                           "runtime_env": {"env_vars": env}})
+    serve.run(deployment.bind(pipeline_file, list(allow_modules or []), name, asdict(settings)),
+              name=APP, route_prefix="/")
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def stop() -> None:
+    import ray
+    from ray import serve
+
+    serve.shutdown()
+    try:
+        ray.kill(ray.get_actor(BOOK, namespace=NAMESPACE))
+    except ValueError:
+        pass
