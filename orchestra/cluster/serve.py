@@ -1,11 +1,12 @@
 """``orchestra serve PIPELINE.yaml --replicas N``: the pipeline service as one Ray Serve
 deployment with N replicas behind Serve's HTTP proxy.
 
-Each replica builds the pipeline from the file (its own backend: one model per replica) and
-runs the very app ``orchestra serve`` runs (orchestra.server.app.create_app): the same
+Each replica builds the pipeline from the file (its own backend: one model per replica), wraps
+it in orchestra's service object (orchestra.server.service.PipelineService) and serves that
+with the very app ``orchestra serve`` runs (``create_app(service=...)``): the same
 OpenAI-compatible and ``/v1/answer`` API, API key, body/queue/document limits and /metrics
-(per replica). Nothing of the server is copied here; a thin ASGI layer in front of it does two
-things Serve needs:
+(per replica). Nothing of the server is copied here; the service's corpus registry is shared,
+and a thin ASGI layer in front of the app does what Serve's routing needs:
 
 - **A corpus registered on one replica is usable on every replica.** A registration's
   documents are recorded in one small actor (the corpus book, keyed by the corpus id, which is
@@ -71,57 +72,64 @@ def _corpus_id_in(body: bytes) -> str | None:
     return cid if isinstance(cid, str) and cid else None
 
 
-class SharedCorpora:
-    """Hooks on one replica's Corpora (orchestra.server.corpora): registrations are written to
-    the book, and an id this replica lacks is read from it and registered here."""
+def _shared_service(pipeline, settings, book):
+    """orchestra's PipelineService for one replica, its Corpora shared through ``book``."""
+    from orchestra.server.corpora import Corpora
+    from orchestra.server.service import Limits, PipelineService
 
-    def __init__(self, corpora: Any, book: Any):
-        self.corpora, self.book = corpora, book
-        self.new_ids: list[str] = []  # registered here since the last request finished
-        self._lock = threading.Lock()
-        build, get, delete = corpora.build, corpora.get, corpora.delete
+    class SharedCorpora(Corpora):
+        """Registrations are written to the book; an id this replica lacks is read from it
+        and registered here (the same id: it is the documents' content hash)."""
 
-        def shared_build(docs, warm: bool = True):
+        def __init__(self, *args: Any):
+            super().__init__(*args)
+            self.new_ids: list[str] = []  # registered here since the last request finished
+            self._new_lock = threading.Lock()
+
+        def build(self, docs, warm: bool = True):
             import ray
 
-            entry, new = build(docs, warm)
+            entry, new = super().build(docs, warm)
             ray.get(book.put.remote(entry.id, [tuple(d) for d in docs]))
-            with self._lock:
+            with self._new_lock:
                 self.new_ids.append(entry.id)
             return entry, new
 
-        def shared_get(corpus_id: str):
-            if corpus_id not in {e.id for e in corpora.all()}:
+        def get(self, corpus_id: str):
+            if corpus_id not in self._entries:
                 self.fetch(corpus_id)
-            return get(corpus_id)
+            return super().get(corpus_id)
 
-        def shared_delete(corpus_id: str):
+        def delete(self, corpus_id: str):
             import ray
 
-            entry = delete(corpus_id)
+            entry = super().delete(corpus_id)
             ray.get(book.drop.remote(corpus_id))
             return entry
 
-        corpora.build, corpora.get, corpora.delete = shared_build, shared_get, shared_delete
-        self._build = build
+        def fetch(self, corpus_id: str) -> bool:
+            """Register ``corpus_id`` here from the book (blocking); False if no replica
+            registered it."""
+            import ray
 
-    def fetch(self, corpus_id: str) -> bool:
-        """Register ``corpus_id`` here from the book (blocking); False if nobody registered
-        it."""
-        import ray
+            if corpus_id in self._entries:
+                return True
+            docs = ray.get(book.get.remote(corpus_id))
+            if docs is None:
+                return False
+            entry, _ = super().build([tuple(d) for d in docs], True)
+            return entry.id == corpus_id
 
-        if corpus_id in {e.id for e in self.corpora.all()}:
-            return True
-        docs = ray.get(self.book.get.remote(corpus_id))
-        if docs is None:
-            return False
-        entry, _ = self._build([tuple(d) for d in docs], True)
-        return entry.id == corpus_id
+        def drain(self) -> list[str]:
+            with self._new_lock:
+                out, self.new_ids = self.new_ids, []
+            return out
 
-    def drain(self) -> list[str]:
-        with self._lock:
-            out, self.new_ids = self.new_ids, []
-        return out
+    limits = Limits(settings.max_documents, settings.max_request_tokens, settings.max_corpora)
+    service = PipelineService(pipeline, limits)
+    service.corpora = SharedCorpora(pipeline, service.metrics, limits.max_request_tokens,
+                                    limits.max_corpora)
+    return service
 
 
 class Affinity:
@@ -129,8 +137,7 @@ class Affinity:
     Serve's multiplexing (so Serve routes that corpus's header-carrying requests here), and
     tells Serve about corpora registered here."""
 
-    def __init__(self, app: Any, shared: SharedCorpora, max_corpora: int, max_body: int,
-                 replica: str):
+    def __init__(self, app: Any, shared: Any, max_corpora: int, max_body: int, replica: str):
         from ray import serve
 
         self.app, self.shared, self.max_body, self.replica = app, shared, max_body, replica
@@ -148,6 +155,9 @@ class Affinity:
         from ray import serve
 
         receive, cid = await self._peek(scope, receive)
+        path = scope.get("path", "")
+        if cid is None and path.startswith("/v1/corpora/") and scope.get("method") == "GET":
+            cid = path.rsplit("/", 1)[-1] or None
         cid = serve.get_multiplexed_model_id() or cid
         if cid:
             try:
@@ -210,9 +220,10 @@ class PipelineReplica:
         pipeline = (Pipeline.from_yaml(pipeline_file, allow_modules=allow_modules)
                     if pipeline_file else Pipeline.default())
         self.settings = ServeSettings(**settings)
-        self.app = create_app(pipeline=pipeline, name=name, settings=self.settings)
-        self.shared = SharedCorpora(self.app.state.corpora,
-                                    ray.get_actor(BOOK, namespace=NAMESPACE))
+        service = _shared_service(pipeline, self.settings,
+                                  ray.get_actor(BOOK, namespace=NAMESPACE))
+        self.shared = service.corpora
+        self.app = create_app(name=name, settings=self.settings, service=service)
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
 
     def __serve_build_asgi_app__(self):
