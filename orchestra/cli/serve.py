@@ -185,7 +185,9 @@ def run(args: argparse.Namespace) -> int:
 def _settings(args, key):
     from orchestra.server.app import ServeSettings
 
-    return ServeSettings(api_key=key, max_body_bytes=args.max_body_bytes,
+    return ServeSettings(api_key=key,
+                         metrics_key=args.metrics_key or os.environ.get("ORCHESTRA_METRICS_KEY")
+                         or None, max_body_bytes=args.max_body_bytes,
                          max_documents=args.max_documents,
                          max_request_tokens=args.max_request_tokens,
                          max_queue=args.max_queue, body_timeout=args.body_timeout,
