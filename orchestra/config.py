@@ -201,7 +201,8 @@ def check(cfg: PipelineConfig, located: Located, allow_modules: Iterable[str] = 
                         f"defined {what} (defined: {', '.join(defined) or 'none'})"
                     )
 
-    check_options(cls_for("backend", cfg.backend, ("backend",)), cfg.backend, ("backend",))
+    backend_cls = cls_for("backend", cfg.backend, ("backend",))
+    check_options(backend_cls, cfg.backend, ("backend",))
     for name, comp in cfg.retrievers.items():
         path = ("retrievers", name)
         check_options(cls_for("retriever", comp, path), comp, path)
@@ -212,7 +213,9 @@ def check(cfg: PipelineConfig, located: Located, allow_modules: Iterable[str] = 
                                                 if k != name}, "retriever")
     for name, comp in cfg.strategies.items():
         path = ("strategies", name)
-        check_options(cls_for("strategy", comp, path), comp, path)
+        strategy_cls = cls_for("strategy", comp, path)
+        check_options(strategy_cls, comp, path)
+        check_capabilities(backend_cls, strategy_cls, located, path)
         check_refs(comp, path, RETRIEVER_REFS, cfg.retrievers, "retriever")
     path = ("router",)
     check_options(cls_for("router", cfg.router, path), cfg.router, path)
@@ -230,6 +233,22 @@ def _env_typed(value: EnvValue, hint: Any, where: str) -> Any:
                           f"{kind} ({e.errors()[0]['msg']})") from None
     except Exception:  # an annotation pydantic cannot read: the text goes on as text
         return str(value)
+
+
+def check_capabilities(backend_cls, strategy_cls, located: Located, path: tuple) -> None:
+    """A strategy needing what the backend can never do (kv_pages on vLLM) is refused here,
+    before any model loads. Only backends that declare ``offers`` (their capabilities, known
+    without loading) are checked; the others are checked when the strategy is built."""
+    offers = getattr(backend_cls, "offers", None)
+    missing = sorted(set(getattr(strategy_cls, "requires", ())) - set(offers or ()))
+    if offers is None or not missing:
+        return
+    p = path + ("type",)
+    raise ConfigError(
+        f"{located.where(p)}: field {'.'.join(map(str, p))}: strategy "
+        f"{strategy_cls.name!r} needs the backend capability {', '.join(map(repr, missing))}, "
+        f"which the {backend_cls.name} backend does not have (it has: "
+        f"{', '.join(sorted(offers))}); use the transformers backend for it")
 
 
 def option_types(cls) -> dict[str, Any]:

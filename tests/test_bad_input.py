@@ -759,6 +759,7 @@ def test_c3_incomplete_embedded_conversion_is_converted_again(tmp_path, monkeypa
         target.mkdir(parents=True, exist_ok=True)
         for f in E.CONVERTED_FILES:
             (target / f).write_text("{}")
+        (target / E.MARKER).write_text(f'{{"version": {E.CONVERSION_VERSION}}}')
 
     monkeypatch.setattr(E, "_convert", convert)
     first = E.embedded_model_dir()

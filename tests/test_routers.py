@@ -290,6 +290,8 @@ def test_self_route_without_rag_reads_directly_and_without_fallback_keeps_the_re
     ('The answer to the question is: "unanswerable"', True),
     ("The answer to this question is: The text does not mention the area.", True),
     ('The answer to the question is: "The area of the modern city is 517 km2"', False),
+    # an empty reply (a model that generated nothing readable) is never an answer
+    ("", True), ("  \n ", True),
 ])
 def test_declines_are_recognised_in_plain_words(text, expected):
     from orchestra.routers.self_route import declined

