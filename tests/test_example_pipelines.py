@@ -1,4 +1,5 @@
-"""Every example pipeline file builds and answers on the embedded default (vLLM's needs a GPU)."""
+"""Every example pipeline file builds and answers on the embedded default (vllm.yaml on the real
+engine: tests/test_vllm_engine.py)."""
 
 from pathlib import Path
 
@@ -35,4 +36,4 @@ def test_vllm_example_needs_vllm(capsys):
         err = capsys.readouterr().err
         assert code == 2 and "pip install" in err and "vllm" in err
     else:
-        pytest.skip("vLLM is installed; tests/test_vllm_backend.py runs it")
+        pytest.skip("vLLM is installed; tests/test_vllm_engine.py runs it")

@@ -163,24 +163,29 @@ def test_map_reduce_reads_every_chunk_in_one_engine_batch(vllm_backend):
         ans = pipe.run("What did the speaker ask the living to resolve?", [str(GETTYSBURG)])
     finally:
         del vllm_backend.generate
-    n_chunks = ans.cost.model_calls - (len(calls) - 1)
-    assert calls[0] >= 3 and ans.text.strip()
+    assert calls[0] >= 3 and ans.text.strip()  # the map phase: every chunk in one call
     # vLLM's scheduler ran the whole map phase at once.
-    assert vllm_backend.engine_stats()["max_running"] >= calls[0] >= 3, (calls, n_chunks)
+    assert vllm_backend.engine_stats()["max_running"] >= calls[0], calls
 
 
 def test_prefix_cache_reuses_the_document_across_questions(vllm_backend):
-    """Shown by vLLM's own scheduler metrics: the second question's prompt hits the blocks
-    the first one prefilled (the document comes first, the question last)."""
+    """Shown by vLLM's own scheduler metrics: the second question's prompt hits every full
+    cache block of the prefix it shares with the first (the document first, the question
+    last)."""
     doc = GETTYSBURG.read_text()
-    first = vllm_backend.generate([ask("Who is speaking?", doc, max_tokens=8)])[0]
+    reqs = [ask("Who is speaking?", doc, max_tokens=8),
+            ask("What was the nation dedicated to?", doc, max_tokens=8)]
+    vllm_backend.generate(reqs[:1])
     before = vllm_backend.engine_stats()
-    vllm_backend.generate([ask("What was the nation dedicated to?", doc, max_tokens=8)])
+    vllm_backend.generate(reqs[1:])
     after = vllm_backend.engine_stats()
     hits = after["prefix_cache_hits"] - before["prefix_cache_hits"]
-    n_doc = vllm_backend.count_tokens(doc)
-    assert first.prompt_tokens > n_doc > 300
-    assert hits >= n_doc - 32, (hits, n_doc)  # all but the last partial block or two
+    a, b = (vllm_backend.prompt_ids(r.messages) for r in reqs)
+    shared = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+    block = vllm_backend.engine.block_size
+    assert shared > vllm_backend.count_tokens(doc) > 300
+    assert hits >= shared // block * block > 0, (hits, shared, block)
+    assert hits < len(b)  # the question itself was computed
 
 
 def test_serve_sends_concurrent_pipeline_requests_to_the_engine_together(vllm_backend):

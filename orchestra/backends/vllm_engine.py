@@ -157,5 +157,10 @@ class Engine:
         return self.llm.get_tokenizer()
 
     @property
+    def block_size(self) -> int:
+        """Tokens per KV-cache block (the prefix cache's unit)."""
+        return int(self.llm.vllm_config.cache_config.block_size)
+
+    @property
     def max_model_len(self) -> int:
         return int(self.llm.model_config.max_model_len)
