@@ -180,8 +180,8 @@ def test_the_main_job_needs_no_extra(tmp_path):
     blocked = ["fastapi", "uvicorn", "starlette", "prometheus_client", "multipart", "optuna",
                "sqlalchemy", "alembic", "matplotlib", "networkx"]
     (tmp_path / "p.yaml").write_text(
-        'backend: {type: "orchestra.backends.scripted:ScriptedBackend", replies: ["30"],'
-        ' context_window: 2048}\n'
+        'backend: {type: "orchestra.backends.scripted:ScriptedBackend", replies: '
+        + json.dumps(["30"] * 40) + ', context_window: 2048}\n'
         "strategies:\n  rag: {type: rag, retriever: bm25}\n  full: {type: full_context}\n"
         "  coa: {type: chain_of_agents}\n"
         "router: {type: self_route, first: rag, fallback: [full, coa]}\n")

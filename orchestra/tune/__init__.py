@@ -89,12 +89,13 @@ def tune(pipeline: str | Path | dict, dataset: str, out: str | Path, *,
          limit: int = 20, target: str = "router", params: Sequence[str] | None = None,
          seed: int = 0, dev_fraction: float = 0.5, backend: Any = None,
          data_root: str | Path | None = None, allow_modules: Sequence[str] = (),
-         progress: bool = True, command: str | None = None, allow_zero: bool = False,
+         progress: bool = True, command: str | None = None, allow_zero: bool = True,
          ray: dict | None = None):
     """Tune ``pipeline`` on the dev split of ``dataset``; write best.yaml, report.md and
     trials.png into ``out``. Returns the TuneResult. Bad input raises InputError/ConfigError
-    (the CLI prints it and exits 2) before any model is loaded. When every finished trial
-    scored 0, best.yaml is not written and ZeroScoreError is raised, unless ``allow_zero``.
+    (the CLI prints it and exits 2) before any model is loaded. With ``allow_zero=False`` (the
+    CLI's default; --allow-zero sets it) a study whose every finished trial scored 0 writes no
+    best.yaml and raises ZeroScoreError.
     ``ray``: ``{"address", "actors", "cpus", "gpus"}`` to answer each trial's questions on
     Ray actors (orchestra.cluster.tune)."""
     from orchestra.eval.datasets import check_spec, parse_split
