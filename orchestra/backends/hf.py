@@ -184,7 +184,8 @@ class TransformersBackend(HFTokenizerBackend):
         groups: dict[tuple, list[int]] = {}
         for i, r in enumerate(requests):
             groups.setdefault((r.max_tokens, r.temperature, tuple(r.stop), r.seed,
-                                r.repetition_penalty, r.no_repeat_ngram_size), []).append(i)
+                                r.repetition_penalty, r.no_repeat_ngram_size, r.logprobs),
+                               []).append(i)
         with self.lock:
             for idx in groups.values():
                 for s in range(0, len(idx), self.batch_size):
@@ -228,13 +229,19 @@ class TransformersBackend(HFTokenizerBackend):
         if r0.stop:
             kwargs.update(stop_strings=list(r0.stop), tokenizer=self.hf_tokenizer)
         kwargs.update(decoding_guards(r0))
+        if r0.logprobs:  # the raw logits of each step, before any logits processor
+            kwargs.update(output_logits=True, return_dict_in_generate=True)
         with torch.inference_mode():
             out = self.model.generate(**enc, **kwargs, **generate_kw)
+        logprobs = None
+        if r0.logprobs:
+            logprobs = _chosen_logprobs(out.logits, out.sequences[:, enc["input_ids"].shape[1]:])
+            out = out.sequences
         new = out[:, enc["input_ids"].shape[1] :].tolist()
         seconds = time.perf_counter() - t0
         eos = self.eos_ids()
         results = []
-        for n_prompt, ids in zip(lengths, new):
+        for b, (n_prompt, ids) in enumerate(zip(lengths, new)):
             n_gen = len(ids)
             finish = "length"
             for j, t in enumerate(ids):
@@ -248,6 +255,7 @@ class TransformersBackend(HFTokenizerBackend):
             results.append(GenerationResult(
                 text=text.strip(), prompt_tokens=int(n_prompt), generated_tokens=n_gen,
                 seconds=seconds / len(reqs), finish_reason=finish,
+                token_logprobs=logprobs[b][:n_gen] if logprobs is not None else None,
             ))
         return results
 
@@ -267,3 +275,14 @@ class TransformersBackend(HFTokenizerBackend):
             elif isinstance(v, (list, tuple)):
                 ids.update(v)
         return ids
+
+
+def _chosen_logprobs(logits, new_ids) -> list[list[float]]:
+    """Per sequence, the log-probability of each generated token (``logits``: one
+    (batch, vocab) tensor per step, as ``generate(output_logits=True)`` returns them)."""
+    import torch
+
+    steps = torch.stack(list(logits), dim=1).float()  # (batch, steps, vocab)
+    lp = torch.log_softmax(steps, dim=-1)
+    ids = new_ids[:, : lp.shape[1]].unsqueeze(-1)
+    return lp.gather(-1, ids).squeeze(-1).tolist()

@@ -39,6 +39,10 @@ def add_parser(sub) -> None:
                                        "(default: $ORCHESTRA_DATA or ../shared/data)")
     p.add_argument("--allow-module", action="append", default=[], metavar="MODULE",
                    help="allow component types given as import paths from this module")
+    p.add_argument("--second-read", action="store_true",
+                   help="RAG rows also read their best passage alone and record whether the "
+                        "two replies agree (a routing signal; one small extra call per row, "
+                        "not counted in the row's cost)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--report-only", action="store_true",
                    help="answer nothing: rewrite report.md and the plot from the results "
@@ -141,6 +145,7 @@ def _evaluate(args, lengths, strategies) -> int:
                          actors=args.ray_actors, cpus=args.ray_cpus, gpus=args.ray_gpus)
     else:
         runner_cls = Runner
+        runner_kw.update(second_read=args.second_read)
     run_info = {"dataset": args.dataset, "lengths": lengths, "limit": args.limit,
                 "pipeline": args.pipeline, "pipeline_hash": pipeline_hash,
                 "strategies": strategies,

@@ -137,6 +137,24 @@ def true_false_accuracy(prediction: str, golds: Sequence[str]) -> float:
     return float(any(g.strip().lower().startswith(said) for g in golds))
 
 
+def contains_all(prediction: str, golds: Sequence[str]) -> float:
+    """The share of the gold answers the reply holds (RULER's string_match_all), for tasks
+    whose answer is several values (multi-value needles, the most common words)."""
+    golds = [g for g in golds if isinstance(g, str) and normalize_answer(g)]
+    if not golds:
+        return 0.0
+    return sum(_contains(prediction, g) for g in golds) / len(golds)
+
+
+def declined(prediction: str, golds: Sequence[str]) -> float:
+    """1 when the reply declines (the text does not hold the answer): the score of an
+    unanswerable question, by the one decline rule Self-Route escalates on."""
+    from orchestra.routers.self_route import declined as is_decline
+    from orchestra.types import Answer
+
+    return float(is_decline(Answer(question="", text=prediction or "", strategy="")))
+
+
 def evidence_recall(golds: Sequence[str], seen_texts: Iterable[str]) -> float:
     """1 when some gold answer occurs (normalised) in the text the reader saw."""
     seen = " ".join(normalize_answer(t) for t in seen_texts)
@@ -174,6 +192,8 @@ METRICS = {
     "rouge_l": rouge_l,
     "option_accuracy": option_accuracy,
     "true_false": true_false_accuracy,
+    "contains_all": contains_all,
+    "declined": declined,
 }
 
 # Which metrics a task kind is scored with; the first is its headline metric.
@@ -185,11 +205,13 @@ TASK_METRICS = {
     "f1": ("f1", "contains", "rouge_l"),
     "rouge": ("rouge_l", "f1"),
     "exact": ("exact_match", "contains", "f1"),
+    "multi_value": ("contains_all", "contains"),
+    "unanswerable": ("declined",),
 }
 
 
 # Tasks whose gold answers are spans of the documents, so evidence recall means something.
-EXTRACTIVE_TASKS = frozenset({"qa", "niah", "exact", "f1"})
+EXTRACTIVE_TASKS = frozenset({"qa", "niah", "exact", "f1", "multi_value"})
 
 
 def headline(task: str) -> str:

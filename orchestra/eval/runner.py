@@ -130,7 +130,8 @@ class Runner:
     """
 
     def __init__(self, pipeline: Any, out_dir: str | Path, strategies: Sequence[str] = ("router",),
-                 seed: int = 0, progress: bool = True, run_info: dict | None = None):
+                 seed: int = 0, progress: bool = True, run_info: dict | None = None,
+                 second_read: bool = False):
         self.pipeline = pipeline
         self.backend = pipeline.backend
         self.out_dir = Path(out_dir)
@@ -140,6 +141,9 @@ class Runner:
         self.run_info = {**(run_info or {}), "seed": seed}
         self._feature_cache: dict[str, dict] = {}  # per sample: features do not depend on the route
         self._spec_hash: dict[str, str] = {}
+        # RAG rows also read their best passage alone (one small call, not in the row's
+        # cost): the "agrees with a second cheap read" routing signal.
+        self.second_read = second_read
 
     def _resolve(self, names: Sequence[str]) -> list[str]:
         return resolve_strategies(names, list(self.pipeline.strategies))
@@ -283,11 +287,24 @@ class Runner:
             "cost": (ans.cost or Cost()).model_dump(), "route": route.model_dump(),
             "reason": route.reason, "evidence_recall": recall,
             "unanswerable": ans.unanswerable, "features": self._compute_features(sample, corpus),
+            "signals": self._read_signals(name, ans, corpus) if not error else {},
             "meta": sample.meta,
         }
         if error:
             row["error"] = error
         return row
+
+    def _read_signals(self, name: str, ans: Answer, corpus: Corpus) -> dict:
+        """The routing signals of this read (orchestra/signals.py): what a router could have
+        measured from it, kept so their power to predict the winner can be measured."""
+        from orchestra import signals as S
+
+        out = S.read_signals(ans, corpus)
+        strategy = self.pipeline.strategies.get(name)
+        if self.second_read and hasattr(strategy, "second_read"):
+            second = strategy.second_read(ans.question, corpus)
+            out["second_read_agreement"] = S.agreement(ans.text, second.text)
+        return out
 
     def _type_of(self, name: str) -> str | None:
         from orchestra.spec import type_name

@@ -281,7 +281,12 @@ class Strategy(Component, ABC):
         from orchestra.declines import declined
         from orchestra.streaming import stream_read
 
+        from orchestra.backends.base import LOGPROBS
+        from orchestra.signals import logprob_profile
+
         req = self.reader_request(context, question, may_decline, generation=generation)
+        if LOGPROBS in self.backend.capabilities:  # how sure the reader was: a routing signal
+            req = req.model_copy(update={"logprobs": True})
         evidence = [Evidence(chunk_id=c.id, doc_id=c.doc_id, start=c.start, end=c.end)
                     for c in chunks]
         decline = (lambda text: declined(text, question, titles)) if may_decline else None
@@ -289,7 +294,8 @@ class Strategy(Component, ABC):
             # Inside Pipeline.stream the tokens stream out; otherwise one generate call.
             res = stream_read(self, req, evidence, decline)
             st.detail.update(prompt_tokens=res.prompt_tokens,
-                             generated_tokens=res.generated_tokens)
+                             generated_tokens=res.generated_tokens,
+                             **logprob_profile(res.token_logprobs))
         cost = Cost()
         cost.add_generation(res)
         text = res.text

@@ -239,6 +239,22 @@ class RAG(Strategy):
         return ans
 
 
+    def second_read(self, question: str, corpus: Corpus) -> Answer:
+        """A second, cheap read for routers to compare with the first: the best-scoring
+        passage alone (one chunk instead of ``top_k_tokens``), with the ordinary reader
+        prompt. An answer both reads give is more likely right (orchestra/signals.py)."""
+        question = check_question(question)
+        chunks, _ = self.retrieve_with_profile(question, corpus)
+        trace = Trace()
+        if not chunks:
+            return Answer(question=question, text=NOT_FOUND, strategy=self.name, trace=trace)
+        best = max(chunks, key=lambda c: c.score)
+        ans = self.read(self.format_context([best.chunk]), question, [best.chunk], trace,
+                        step="second_read")
+        ans.evidence = [_evidence(best)]
+        return ans
+
+
 def _overlap(a: set, b: set) -> float:
     """Share of the smaller shingle set found in the other (1.0: one contains the other)."""
     if not a or not b:

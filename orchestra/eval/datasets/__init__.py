@@ -4,7 +4,10 @@ answers, task kind, target length). One module per family, found by name in ``re
 - ``niah`` / ``niah:single`` / ``niah:multi`` (niah.py): needles in Paul Graham essays;
 - ``ruler_qa`` (ruler_qa.py): a SQuAD question's gold paragraph among distractors;
 - ``leval`` / ``leval:FILE`` (leval.py): L-Eval jsonl files;
-- ``jsonl:PATH`` or a path ending in .jsonl (user_jsonl.py): a user's file.
+- ``jsonl:PATH`` or a path ending in .jsonl (user_jsonl.py): a user's file;
+- the task mix (mix.py): ``niah:multivalue`` and ``threading`` (needle_tasks.py),
+  ``aggregation`` (aggregation.py), ``leval_global`` (leval_global.py), ``unanswerable``
+  (unanswerable.py), and ``mix``, all of them with ruler_qa and niah.
 
 Splits (``NAME[:subset]:dev`` / ``:test``, or ``split=``): every built-in dataset has a fixed
 dev/test split, half and half, by what a question is built from, so nothing crosses it (each
@@ -33,6 +36,10 @@ from orchestra.eval.datasets.niah import niah  # noqa: E402
 from orchestra.eval.datasets.ruler_qa import ruler_qa  # noqa: E402
 from orchestra.eval.datasets.leval import leval  # noqa: E402
 from orchestra.eval.datasets.user_jsonl import user_jsonl  # noqa: E402
+# The task mix (issue 20): tasks where the best way of reading differs; mix.py holds them all.
+from orchestra.eval.datasets import (  # noqa: E402, F401
+    aggregation, leval_global, mix, needle_tasks, unanswerable,
+)
 from orchestra.eval.needles import CITIES  # noqa: E402
 
 __all__ = [

@@ -20,7 +20,7 @@ CLOSED_TASKS = {"coursera": "options", "tpo": "options", "quality": "options",
 OPEN_EVALUATIONS = {"f1": "f1", "rouge": "rouge"}
 
 
-def _leval_files(root: Path) -> dict[str, Path]:
+def leval_files(root: Path) -> dict[str, Path]:
     folder = need(root / "leval", "the L-Eval data")
     return {p.stem: p for p in sorted(folder.glob("*/*.jsonl"))}
 
@@ -81,7 +81,7 @@ def leval(tokenizer: Tokenizer, lengths: Sequence[int], limit: int, seed: int = 
     the smallest requested length that holds its document. ``split``: the dev or test half of
     each file's documents (by a hash of the document text, so a document is in one only)."""
     check_split(split)
-    files = _leval_files(root or default_data_root())
+    files = leval_files(root or default_data_root())
     if subset:
         if subset not in files:
             raise InputError(f"unknown L-Eval file {subset!r}; known: {', '.join(files)}")

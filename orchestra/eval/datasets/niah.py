@@ -21,7 +21,7 @@ from orchestra.eval.needles import CITIES, cut_to_tokens, insert_needles, magic_
 MULTI_NEEDLES = 3
 
 
-def _essays(root: Path) -> list[str]:
+def read_essays(root: Path) -> list[str]:
     folder = need(root / "needle_haystack" / "PaulGrahamEssays", "the needle-in-a-haystack essays")
     texts = [p.read_text(encoding="utf-8").strip() for p in sorted(folder.glob("*.txt"))]
     texts = [t for t in texts if t]
@@ -36,7 +36,7 @@ def niah(tokenizer: Tokenizer, lengths: Sequence[int], limit: int, seed: int = 0
     """``limit`` samples per length; depths cycle over the samples. ``split``: dev or test
     essays and cities (disjoint halves)."""
     check_split(split)
-    essays = _essays(root or default_data_root())
+    essays = read_essays(root or default_data_root())
     keep = fixed_half(essays, split)
     essays = [e for e in essays if e in keep]
     city_keep = fixed_half(CITIES, split)
@@ -87,18 +87,23 @@ def _sample(tokenizer: Tokenizer, rng: random.Random, name: str, length: int, i:
 
 
 def niah_mode(subset: str) -> bool:
-    """Whether a ``niah`` subset asks for several needles."""
+    """Whether a ``niah`` subset asks for several needles (``multivalue``: needle_tasks.py)."""
     if subset in ("", "single"):
         return False
-    if subset == "multi":
+    if subset in ("multi", "multivalue"):
         return True
-    raise InputError(f"unknown niah subset {subset!r}; known: single, multi")
+    raise InputError(f"unknown niah subset {subset!r}; known: single, multi, multivalue")
 
 
 def load(r: Request) -> Dataset:
+    if r.subset == "multivalue":  # several values of one key (issue 20's task mix)
+        from orchestra.eval.datasets.needle_tasks import multivalue
+
+        return multivalue(r.tokenizer, r.lengths, r.limit, r.seed, r.root, split=r.split)
     return niah(r.tokenizer, r.lengths, r.limit, r.seed, r.root, multi=niah_mode(r.subset),
                 depths=r.depths, split=r.split)
 
 
-FAMILY = register(Family("niah", load, names=("niah", "niah:single", "niah:multi"),
+FAMILY = register(Family("niah", load, names=("niah", "niah:single", "niah:multi",
+                                              "niah:multivalue"),
                          check=niah_mode, needs_lengths=True))

@@ -67,7 +67,7 @@ def ruler_qa(tokenizer: Tokenizer, lengths: Sequence[int], limit: int, seed: int
                 raise InputError(f"length {length} is below the size of question {qa['id']}: its "
                                  f"gold paragraph and question need {needed} tokens")
             srng = random.Random(f"{seed}:ruler_qa:{length}:{qa['id']}")
-            chosen, total = _distractors(srng, paragraphs, gold, tokens, sep, length)
+            chosen, total = hide_among_distractors(srng, paragraphs, gold, tokens, sep, length)
             answers = list(dict.fromkeys(a["text"].strip() for a in qa["answers"]))
             samples.append(Sample(
                 sample_id=f"ruler_qa:{length}:{qa['id']}", dataset=name,
@@ -80,8 +80,9 @@ def ruler_qa(tokenizer: Tokenizer, lengths: Sequence[int], limit: int, seed: int
     return Dataset(name, samples)
 
 
-def _distractors(srng: random.Random, paragraphs: list[tuple[int, str]], gold: int,
-                 tokens: Callable[[int], int], sep: int, length: int) -> tuple[list[int], int]:
+def hide_among_distractors(srng: random.Random, paragraphs: list[tuple[int, str]], gold: int,
+                           tokens: Callable[[int], int], sep: int, length: int
+                           ) -> tuple[list[int], int]:
     """Paragraphs of other articles around the gold one, up to ``length`` tokens; the gold
     paragraph at a random place. Returns the paragraph indices and their token total."""
     pool = [j for j, (a, _) in enumerate(paragraphs) if a != paragraphs[gold][0]]

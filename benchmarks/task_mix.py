@@ -1,0 +1,231 @@
+"""The task mix (issue 20): which fixed strategy wins per task, the oracle's headroom, how well
+each routing signal predicts "rag was wrong but another strategy was right", and what routers
+built on those signals score, from `orchestra eval` results of the mix.
+
+    export OMP_NUM_THREADS=1
+    orchestra eval --dataset mix:dev --lengths 4000,16000 --limit 3 \\
+        --strategies rag,full_context,chain_of_agents --second-read --out runs/mix-dev
+    python benchmarks/task_mix.py runs/mix-dev/results.jsonl
+
+Tables:
+1. per task and length: each fixed strategy's quality (the task's headline metric) and mean
+   prompt tokens, the best fixed strategy, the per-question oracle and its headroom;
+2. per signal: its AUC for the target above on the rag rows (ROC AUC, scikit-learn; 0.5 is no
+   power, below 0.5 means low values predict it), with the positives counted;
+3. Self-Route policies (escalate_on and budget, routers/self_route.py) replayed on the same
+   rows: the router's first read is the rag row's read (same prompt, greedy decoding) and its
+   escalation reads as the fixed row of that strategy does, so the replay is what the router
+   would answer; rows of the pipeline's own router (``router``), where present, are shown as
+   measured. Wins/losses against rag are paired per question (exact sign test).
+A question is right when its quality is at least ``--threshold`` (0.5, as train-router).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from orchestra.eval.results import read_results  # noqa: E402
+from orchestra.eval.datasets.mix import task_of  # noqa: E402
+
+SIGNALS = ("window_ratio", "fits_window", "kind_aggregation", "kind_multi_hop",
+           "retrieval_top", "retrieval_rel_margin", "retrieval_lead", "logprob_mean",
+           "logprob_min", "logprob_head", "answer_in_passages", "answer_support", "declined",
+           "reply_tokens", "second_read_agreement")
+FALLBACK = ("full_context", "kv_pages", "chain_of_agents", "map_reduce")
+ROUTER = "router"
+
+
+def questions(rows: list[dict]) -> dict[str, dict[str, dict]]:
+    """sample_id -> strategy -> row."""
+    out: dict[str, dict[str, dict]] = defaultdict(dict)
+    for r in rows:
+        out[r["sample_id"]][r["strategy"]] = r
+    return out
+
+
+def rag_signals(q: dict[str, dict]) -> dict[str, float]:
+    rag = q["rag"]
+    return {**{k: v for k, v in rag.get("features", {}).items()
+               if isinstance(v, (int, float))}, **rag.get("signals", {})}
+
+
+def target(q: dict[str, dict], threshold: float) -> int:
+    others = [r["quality"] for s, r in q.items() if s not in ("rag", ROUTER)]
+    return int(q["rag"]["quality"] < threshold and any(x >= threshold for x in others))
+
+
+def fallback_row(q: dict[str, dict], skip: set[str], budget: float, spent: float):
+    """The first fallback strategy that read this sample (no error) within the budget."""
+    for s in FALLBACK:
+        r = q.get(s)
+        if r is None or r.get("error") or s in skip:
+            continue
+        if spent + r["cost"]["prompt_tokens"] > budget:
+            continue
+        return r
+    return None
+
+
+def self_route(on: tuple[str, ...], min_logprob=-1.0, min_support=0.5, min_agreement=0.5,
+               kinds=("aggregation",), budget=float("inf")) -> Callable:
+    def policy(q: dict[str, dict]) -> tuple[float, float, str]:
+        rag = q["rag"]
+        sig = rag_signals(q)
+        if "kind" in on and rag["features"].get("question_kind") in kinds:
+            r = fallback_row(q, set(), budget, 0)
+            if r is not None:
+                return r["quality"], r["cost"]["prompt_tokens"], r["strategy"]
+        fired = (("decline" in on and sig.get("declined"))
+                 or ("low_confidence" in on and sig.get("logprob_mean", 0) < min_logprob)
+                 or ("unsupported" in on and sig.get("answer_support", 1) < min_support)
+                 or ("disagree" in on and sig.get("second_read_agreement", 1) < min_agreement))
+        spent = rag["cost"]["prompt_tokens"]
+        r = fallback_row(q, set(), budget, spent) if fired else None
+        if r is None:
+            return rag["quality"], spent, "rag"
+        return r["quality"], spent + r["cost"]["prompt_tokens"], r["strategy"]
+    return policy
+
+
+def fixed(name: str) -> Callable:
+    def policy(q):
+        r = q.get(name)
+        if r is None:
+            return None
+        return r["quality"], r["cost"]["prompt_tokens"], name
+    return policy
+
+
+def oracle(q):
+    rs = [r for s, r in q.items() if s != ROUTER]
+    best = min(rs, key=lambda r: (-r["quality"], r["cost"]["prompt_tokens"]))
+    return best["quality"], best["cost"]["prompt_tokens"], best["strategy"]
+
+
+def measured_router(q):
+    r = q.get(ROUTER)
+    return None if r is None else (r["quality"], r["cost"]["prompt_tokens"],
+                                   r["route"]["strategy"])
+
+
+def sign_test(wins: int, losses: int) -> float:
+    from scipy.stats import binomtest
+
+    n = wins + losses
+    return 1.0 if n == 0 else binomtest(wins, n, 0.5).pvalue
+
+
+def table_tasks(qs: dict, strategies: list[str]) -> str:
+    groups: dict[tuple[str, int], list[dict]] = defaultdict(list)
+    for q in qs.values():
+        r = next(iter(q.values()))
+        groups[(task_of(r["dataset"]), r["length"])].append(q)
+    head = " | ".join(strategies)
+    lines = [f"| task | length | n | {head} | best fixed | oracle | headroom |",
+             "|" + "---|" * (6 + len(strategies))]
+    for (task, length), group in sorted(groups.items()):
+        cells, means = [], {}
+        for s in strategies:
+            rs = [q[s] for q in group if s in q]
+            if not rs:
+                cells.append("")
+                continue
+            means[s] = sum(r["quality"] for r in rs) / len(rs)
+            tok = sum(r["cost"]["prompt_tokens"] for r in rs) / len(rs)
+            err = sum(1 for r in rs if r.get("error"))
+            cells.append(f"{means[s]:.2f} / {tok:.0f}" + (f" ({err} err)" if err else ""))
+        best = max(means, key=lambda s: means[s]) if means else "-"
+        orc = sum(oracle(q)[0] for q in group) / len(group)
+        lines.append(f"| {task} | {length} | {len(group)} | {' | '.join(cells)} | {best} | "
+                     f"{orc:.2f} | {orc - means.get(best, 0):+.2f} |")
+    return "\n".join(lines)
+
+
+def table_auc(qs: dict, threshold: float) -> str:
+    from sklearn.metrics import roc_auc_score
+
+    data = [(rag_signals(q), target(q, threshold)) for q in qs.values() if "rag" in q]
+    pos = sum(t for _, t in data)
+    lines = [f"target: rag wrong and another strategy right: {pos} of {len(data)} questions",
+             "", "| signal | n | AUC | direction |", "|---|---|---|---|"]
+    for name in SIGNALS:
+        pairs = [(s[name], t) for s, t in data if isinstance(s.get(name), (int, float))]
+        ys = [t for _, t in pairs]
+        if not pairs or len(set(ys)) < 2:
+            lines.append(f"| {name} | {len(pairs)} | n/a | (one class only) |")
+            continue
+        auc = roc_auc_score(ys, [float(x) for x, _ in pairs])
+        lines.append(f"| {name} | {len(pairs)} | {auc:.2f} | "
+                     f"{'high predicts it' if auc >= 0.5 else 'low predicts it'} |")
+    return "\n".join(lines)
+
+
+def table_policies(qs: dict, policies: dict[str, Callable]) -> str:
+    base = {sid: fixed("rag")(q) for sid, q in qs.items() if "rag" in q}
+    lines = ["| policy | n | quality | prompt tokens | not rag | wins/losses vs rag | p |",
+             "|---|---|---|---|---|---|---|"]
+    for name, pol in policies.items():
+        got = {sid: pol(q) for sid, q in qs.items() if "rag" in q}
+        got = {k: v for k, v in got.items() if v is not None}
+        if not got:
+            continue
+        n = len(got)
+        qual = sum(v[0] for v in got.values()) / n
+        tok = sum(v[1] for v in got.values()) / n
+        other = sum(v[2] != "rag" for v in got.values()) / n
+        wins = sum(v[0] > base[k][0] for k, v in got.items())
+        losses = sum(v[0] < base[k][0] for k, v in got.items())
+        lines.append(f"| {name} | {n} | {qual:.3f} | {tok:.0f} | {other:.0%} | {wins}/{losses}"
+                     f" | {sign_test(wins, losses):.3f} |")
+    return "\n".join(lines)
+
+
+def default_policies(budgets: list[int]) -> dict[str, Callable]:
+    pol: dict[str, Any] = {"rag": fixed("rag"), "full_context": fixed("full_context"),
+                           "chain_of_agents": fixed("chain_of_agents")}
+    variants = {
+        "self_route[decline]": ("decline",),
+        "self_route[decline,kind]": ("decline", "kind"),
+        "self_route[decline,low_confidence]": ("decline", "low_confidence"),
+        "self_route[decline,unsupported]": ("decline", "unsupported"),
+        "self_route[decline,disagree]": ("decline", "disagree"),
+        "self_route[decline,kind,unsupported]": ("decline", "kind", "unsupported"),
+        "self_route[all]": ("decline", "kind", "low_confidence", "unsupported", "disagree"),
+    }
+    for name, on in variants.items():
+        pol[name] = self_route(on)
+    for b in budgets:
+        pol[f"self_route[decline,kind,unsupported] budget={b}"] = self_route(
+            ("decline", "kind", "unsupported"), budget=b)
+    pol["router (measured)"] = measured_router
+    pol["oracle"] = oracle
+    return pol
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("results", nargs="+", help="results.jsonl files of orchestra eval runs")
+    ap.add_argument("--threshold", type=float, default=0.5)
+    ap.add_argument("--budgets", default="1500,5000,20000",
+                    help="prompt-token budgets for the budget curve")
+    args = ap.parse_args(argv)
+    rows = [r for p in args.results for r in read_results(p, missing_ok=False)]
+    qs = questions(rows)
+    strategies = [s for s in dict.fromkeys(r["strategy"] for r in rows) if s != ROUTER]
+    print(f"{len(qs)} questions, {len(rows)} rows from {', '.join(args.results)}\n")
+    print("quality / mean prompt tokens per fixed strategy\n")
+    print(table_tasks(qs, strategies), "\n")
+    print(table_auc(qs, args.threshold), "\n")
+    budgets = [int(b) for b in args.budgets.split(",") if b]
+    print(table_policies(qs, default_policies(budgets)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""The task mix (issue 20): each task's loader on the real data (a regex tokenizer: the
+structure does not depend on the tokenizer), its metric, and its dev/test split."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import pytest
+from conftest import data_path
+
+from orchestra.backends.scripted import RegexTokenizer
+from orchestra.errors import InputError
+from orchestra.eval import metrics
+from orchestra.eval.datasets import check_spec, load_dataset
+from orchestra.eval.datasets.mix import MIX, task_of
+
+TOK = RegexTokenizer()
+MAGIC = re.compile(r"The special magic number for ([A-Za-z ]+) is (\d{6})\.")
+
+
+def test_multivalue_hides_four_values_of_one_city_and_scores_the_share_found():
+    data_path("needle_haystack", "PaulGrahamEssays")
+    ds = load_dataset("niah:multivalue:dev", TOK, [3000], limit=3)
+    assert ds.name == "niah:multivalue:dev" and len(ds.samples) == 3
+    for s in ds.samples:
+        text = s.documents[0].text
+        found = re.findall(r"One of the special magic numbers for ([A-Za-z ]+) is (\d{6})\.",
+                           text)
+        assert sorted(n for _, n in found) == sorted(s.answers) and len(found) == 4
+        assert {c for c, _ in found} == {s.question.split(" for ")[1].split(" mentioned")[0]}
+        assert abs(TOK.count(text) - 3000) < 60
+    s = ds.samples[0]
+    assert metrics.score(s.task, f"They are {s.answers[0]} and {s.answers[2]}.", s.answers,
+                         s.question)["contains_all"] == 0.5
+
+
+def test_threading_chains_two_or_three_facts_behind_a_decoy():
+    data_path("needle_haystack", "PaulGrahamEssays")
+    ds = load_dataset("threading:test", TOK, [4000], limit=4)
+    assert [s.meta["hops"] for s in ds.samples] == [2, 3, 2, 3]
+    for s in ds.samples:
+        text = s.documents[0].text
+        chain = s.meta["chain"]
+        for a, b in zip(chain, chain[1:]):
+            assert f"{a}'s partner city is {b}." in text
+        magic = dict(MAGIC.findall(text))
+        assert magic[chain[-1]] == s.answers[0]
+        # The decoy: the first city has a number of its own, which is not the answer.
+        assert magic[chain[0]] == s.meta["decoy"] != s.answers[0]
+        assert chain[0] in s.question and chain[-1] not in s.question
+    assert "the partner city of" in ds.samples[1].question
+
+
+def test_aggregation_lists_common_words_and_splits_the_vocabulary():
+    data_path("needle_haystack", "PaulGrahamEssays")
+    dev = load_dataset("aggregation:dev", TOK, [4000], limit=2)
+    test = load_dataset("aggregation:test", TOK, [4000], limit=2)
+    for s in dev.samples:
+        words = re.findall(r"\d+\. ([a-z]+)", s.documents[0].text)
+        counts = {w: words.count(w) for w in set(words)}
+        top = sorted(counts, key=lambda w: -counts[w])[:5]
+        assert sorted(top) == sorted(s.answers)
+        assert min(counts[w] for w in s.answers) > 3 >= max(
+            c for w, c in counts.items() if w not in s.answers)
+        assert TOK.count(s.documents[0].text) <= 4000
+    vocab = lambda ds: {w for s in ds.samples  # noqa: E731
+                        for w in re.findall(r"\d+\. ([a-z]+)", s.documents[0].text)}
+    assert not vocab(dev) & vocab(test)
+
+
+def test_unanswerable_hides_the_questions_own_paragraph_and_scores_the_decline():
+    path = data_path("ruler", "squad.json")
+    import json
+
+    squad = json.loads(path.read_text())["data"]
+    impossible = {qa["question"].strip(): p["context"].strip() for a in squad
+                  for p in a["paragraphs"] for qa in p["qas"] if qa.get("is_impossible")}
+    ds = load_dataset("unanswerable:dev", TOK, [2000], limit=3)
+    for s in ds.samples:
+        assert s.question in impossible
+        own = [d for d in s.documents if d.id == s.meta["own_doc"]][0]
+        assert own.text == impossible[s.question] and len(s.documents) > 1
+    s = ds.samples[0]
+    assert metrics.score(s.task, "The text does not mention it.", s.answers)["declined"] == 1.0
+    assert metrics.score(s.task, "It was 1066.", s.answers)["declined"] == 0.0
+
+
+def test_leval_global_takes_summaries_topics_and_options_by_length():
+    data_path("leval")
+    ds = load_dataset("leval_global:test", TOK, [8000, 24000], limit=6)
+    files = {s.meta["file"] for s in ds.samples}
+    assert len(files) >= 3 and files <= {
+        "news_summ", "gov_report_summ", "patent_summ", "tv_show_summ", "meeting_summ",
+        "review_summ", "topic_retrieval_longchat", "quality", "tpo", "coursera"}
+    for s in ds.samples:
+        assert s.meta["tokens"] <= s.length and s.dataset == "leval_global:test"
+        assert s.length // 2 < s.meta["tokens"] <= s.length
+    assert {s.task for s in ds.samples} <= {"rouge", "options", "exact"}
+
+
+def test_mix_holds_every_task_at_every_length():
+    data_path("ruler", "squad.json")
+    data_path("needle_haystack", "PaulGrahamEssays")
+    data_path("leval")
+    ds = load_dataset("mix:dev", TOK, [4000, 16000], limit=2)
+    cells = {(t, L) for t, _ in MIX for L in (4000, 16000)}
+    got = [(task_of(s.dataset), s.length) for s in ds.samples]
+    assert Counter(got) == {c: 2 for c in cells}
+    # Interleaved: the first question of every task and length comes before any second one.
+    assert set(got[:len(cells)]) == cells
+
+
+def test_task_names_are_known_and_synthetic_tasks_need_lengths():
+    for name in ("mix", "threading:dev", "niah:multivalue", "aggregation:test",
+                 "unanswerable", "leval_global:dev"):
+        check_spec(name)
+    with pytest.raises(InputError, match="give --lengths"):
+        load_dataset("threading", TOK, [], limit=1)
+    assert task_of("niah:single:dev") == "niah" and task_of("leval_global:test") == \
+        "leval_global" and task_of("niah:multivalue:dev") == "niah:multivalue"
