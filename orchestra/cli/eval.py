@@ -15,8 +15,10 @@ def add_parser(sub) -> None:
                     "quality_vs_cost.png into --out. Rerunning with the same --out resumes.")
     p.add_argument("--pipeline", help="pipeline YAML file (default: the embedded default)")
     p.add_argument("--dataset", required=True, metavar="NAME[:subset]",
-                   help="niah, niah:single, niah:multi, ruler_qa, leval, leval:FILE "
-                        "(e.g. leval:coursera), or jsonl:PATH / PATH.jsonl")
+                   help="niah, niah:single, niah:multi, niah:multivalue, ruler_qa, threading, "
+                        "aggregation, unanswerable, leval, leval:FILE (e.g. leval:coursera), "
+                        "leval_global, mix (all tasks of issue 20's mix), or jsonl:PATH / "
+                        "PATH.jsonl")
     p.add_argument("--lengths", default="",
                    help="target corpus sizes in tokens, comma-separated (4000,16k); required "
                         "by niah and ruler_qa; for leval/jsonl an upper bound per bucket")
