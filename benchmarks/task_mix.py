@@ -6,6 +6,7 @@ built on those signals score, from `orchestra eval` results of the mix.
     orchestra eval --dataset mix:dev --lengths 4000,16000 --limit 3 \\
         --strategies rag,full_context,chain_of_agents --second-read --out runs/mix-dev
     python benchmarks/task_mix.py runs/mix-dev/results.jsonl
+    python benchmarks/task_mix.py runs/mix-test/results.jsonl --train runs/mix-dev/results.jsonl
 
 Tables:
 1. per task and length: each fixed strategy's quality (the task's headline metric) and mean
@@ -16,7 +17,10 @@ Tables:
    rows: the router's first read is the rag row's read (same prompt, greedy decoding) and its
    escalation reads as the fixed row of that strategy does, so the replay is what the router
    would answer; rows of the pipeline's own router (``router``), where present, are shown as
-   measured. Wins/losses against rag are paired per question (exact sign test).
+   measured; with ``--train DEV``, the learned router (routers/tree.py's train on the dev rows,
+   rag's read signals among its features) replayed the same way: a tree that splits on a read
+   signal reads rag first and pays for it. Wins/losses against rag are paired per question
+   (exact sign test).
 A question is right when its quality is at least ``--threshold`` (0.5, as train-router).
 """
 
@@ -108,6 +112,24 @@ def oracle(q):
     return best["quality"], best["cost"]["prompt_tokens"], best["strategy"]
 
 
+def learned(model) -> Callable:
+    from orchestra.routers.features import READ_FEATURES
+
+    reads = any(model.uses(f) for f in READ_FEATURES)
+
+    def policy(q):
+        rag = q["rag"]
+        feats = {**rag.get("features", {}), **{k: v for k, v in rag.get("signals", {}).items()
+                                               if k in READ_FEATURES}}
+        for name, count in model.predict_dist(feats)[0]:
+            r = q.get(name)
+            if count and r is not None and not r.get("error"):
+                spent = rag["cost"]["prompt_tokens"] if reads and name != "rag" else 0
+                return r["quality"], spent + r["cost"]["prompt_tokens"], name
+        return rag["quality"], rag["cost"]["prompt_tokens"], "rag"
+    return policy
+
+
 def measured_router(q):
     r = q.get(ROUTER)
     return None if r is None else (r["quality"], r["cost"]["prompt_tokens"],
@@ -157,7 +179,10 @@ def table_auc(qs: dict, threshold: float) -> str:
     for name in SIGNALS:
         pairs = [(s[name], t) for s, t in data if isinstance(s.get(name), (int, float))]
         ys = [t for _, t in pairs]
-        if not pairs or len(set(ys)) < 2:
+        if not pairs:
+            lines.append(f"| {name} | 0 | n/a | (not in these rows) |")
+            continue
+        if len(set(ys)) < 2:
             lines.append(f"| {name} | {len(pairs)} | n/a | (one class only) |")
             continue
         auc = roc_auc_score(ys, [float(x) for x, _ in pairs])
@@ -208,12 +233,22 @@ def default_policies(budgets: list[int]) -> dict[str, Callable]:
     return pol
 
 
+def _nodes(node: dict):
+    if "feature" in node:
+        yield node
+        yield from _nodes(node["left"])
+        yield from _nodes(node["right"])
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("results", nargs="+", help="results.jsonl files of orchestra eval runs")
     ap.add_argument("--threshold", type=float, default=0.5)
     ap.add_argument("--budgets", default="1500,5000,20000",
                     help="prompt-token budgets for the budget curve")
+    ap.add_argument("--train", nargs="*", default=[],
+                    help="dev results to train the learned router on (it is then replayed on "
+                         "the results given)")
     args = ap.parse_args(argv)
     rows = [r for p in args.results for r in read_results(p, missing_ok=False)]
     qs = questions(rows)
@@ -223,7 +258,17 @@ def main(argv=None) -> int:
     print(table_tasks(qs, strategies), "\n")
     print(table_auc(qs, args.threshold), "\n")
     budgets = [int(b) for b in args.budgets.split(",") if b]
-    print(table_policies(qs, default_policies(budgets)))
+    policies = default_policies(budgets)
+    if args.train:
+        from orchestra.routers.tree import train
+
+        model = train([r for p in args.train for r in read_results(p, missing_ok=False)],
+                      min_leaf=1)
+        print(f"learned tree on {model.meta['questions']} dev questions "
+              f"(labels {model.meta['label_counts']}); features used: "
+              f"{sorted({model.features[n['feature']] for n in _nodes(model.tree)})}\n")
+        policies = {**policies, "learned": learned(model)}
+    print(table_policies(qs, policies))
     return 0
 
 

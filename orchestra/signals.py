@@ -21,8 +21,6 @@ import math
 from typing import Any, Sequence
 
 HEAD = 4
-READ_SIGNALS = ("logprob_mean", "logprob_min", "logprob_head", "answer_in_passages",
-                "answer_support", "declined", "reply_tokens", "second_read_agreement")
 
 
 def logprob_profile(token_logprobs: Sequence[float] | None) -> dict[str, float]:

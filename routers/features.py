@@ -57,13 +57,17 @@ PROMPT_RESERVE = 256
 
 QUESTION_KINDS = ("lookup", "aggregation", "multi_hop")
 
+# Signals of the first (RAG) read (orchestra/signals.py): known only after reading, so a
+# learned router that uses one reads RAG first (routers/learned.py).
+READ_FEATURES = ("logprob_mean", "logprob_min", "logprob_head", "answer_in_passages",
+                 "answer_support", "declined", "reply_tokens", "second_read_agreement")
 # The numeric features the learned router may train on (categorical ones are one-hot above).
 NUMERIC_FEATURES = (
     "corpus_tokens", "n_documents", "max_doc_tokens", "window_ratio", "effective_ratio",
     "fits_window", "fits_effective", "question_tokens", "question_words",
     "kind_lookup", "kind_aggregation", "kind_multi_hop",
     "retrieval_top", "retrieval_margin", "retrieval_rel_margin", "retrieval_lead",
-)
+) + READ_FEATURES
 
 _AGGREGATION = [
     ("summary", r"\bsummar(y|ies|ize|ise|izing|ising)\b|\boverview\b|\bgist\b|\brecap\b"),

@@ -10,13 +10,16 @@ and only these, are:
   ``strategy`` (a pipeline name, a kind or a type). A label is found in the routed pipeline
   by its name, its kind or its type (routers/kinds.py), never by guessing from other names.
 - ``scores`` (dict metric -> float): quality; ``metric`` picks one (default: the first of
-  ``contains``, ``f1``, ``accuracy``, ``exact_match``, ``rouge_l`` present in every row).
+  ``contains``, ``f1``, ``accuracy``, ``exact_match``, ``rouge_l`` present in every row; for
+  rows of several tasks that share none, ``quality``, each row's headline metric).
   A row is correct when that score >= ``threshold`` (0.5). Rows without scores, rows with an
   ``error`` (the strategy could not read that sample) and rows whose strategy is ``router``
   (answered through a router) are skipped.
 - ``cost`` (Cost dict): ``prompt_tokens`` (then ``generated_tokens``, ``model_calls``) rank
   correct strategies by cost.
 - ``features`` (dict): ``orchestra.routers.features.compute_features`` output for the question.
+- ``signals`` (dict, optional): the read's signals (orchestra/signals.py); those of the
+  question's ``rag`` row join its features (``READ_FEATURES``: what a first RAG read measures).
 - ``sample_id`` (optional) groups the rows of one question; without it, ``question`` and the
   corpus size do.
 
@@ -29,9 +32,15 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from orchestra.errors import InputError
+from orchestra.routers.features import READ_FEATURES
 
 METRIC_PREFERENCE = ("contains", "f1", "accuracy", "exact_match", "rouge_l")
 ROUTER_ROW = "router"  # the eval runner's name for rows answered through the pipeline's router
+QUALITY = "quality"  # a row's headline metric (the eval runner writes it beside its scores)
+
+
+def score_of(row: dict, metric: str) -> float:
+    return float(row[QUALITY] if metric == QUALITY else row["scores"][metric])
 
 
 def _pick_metric(rows: Sequence[dict], metric: str | None, where: str) -> str:
@@ -48,6 +57,8 @@ def _pick_metric(rows: Sequence[dict], metric: str | None, where: str) -> str:
             return m
     if common:
         return sorted(common)[0]
+    if all(isinstance(r.get(QUALITY), (int, float)) for r in rows):
+        return QUALITY  # a task mix: each task's own headline metric
     raise InputError(f"{where}: the rows share no score metric; pass metric=")
 
 
@@ -99,15 +110,18 @@ def labelled_questions(rows: Sequence[dict], metric: str | None = None,
         groups.setdefault(_group_key(row), []).append(row)
     feats, labels = [], []
     for rs in groups.values():
-        correct = [r for r in rs if float(r["scores"][metric]) >= threshold]
+        correct = [r for r in rs if score_of(r, metric) >= threshold]
         if correct:
             best = min(correct, key=_cost_key)
         else:
-            best = min(rs, key=lambda r: (-float(r["scores"][metric]), *_cost_key(r)))
+            best = min(rs, key=lambda r: (-score_of(r, metric), *_cost_key(r)))
         merged: dict[str, Any] = {}
         for r in rs:
             for k, v in r["features"].items():
                 merged.setdefault(k, v)
+            if (r.get("strategy_type") or r["strategy"]) == "rag":
+                merged.update({k: v for k, v in (r.get("signals") or {}).items()
+                               if k in READ_FEATURES})
         feats.append(merged)
         labels.append(str(best.get("strategy_type") or best["strategy"]))
     return feats, labels, metric, skipped

@@ -145,3 +145,41 @@ def test_self_route_refuses_bad_options(options, field):
     b = ScriptedBackend()
     with pytest.raises(ConfigError, match=field):
         SelfRouter({"rag": rag(b)}, **options)
+
+
+def _signal_rows(n: int) -> list[dict]:
+    """Rows of a task mix (no metric shared) where full context is right exactly when rag's
+    short answer was not in its passages."""
+    rows = []
+    for q in range(n):
+        unsupported = q % 2
+        feats = {"corpus_tokens": 400 + q, "context_window": 2048, "effective_window": 256}
+        for strat, prompt in (("rag", 100), ("full_context", 400)):
+            right = (strat == "full_context") == bool(unsupported)
+            scores = {"contains": float(right)} if q % 3 else {"rouge_l": float(right)}
+            rows.append({"sample_id": f"q{q}", "strategy": strat, "strategy_type": strat,
+                         "scores": scores, "quality": float(right),
+                         "cost": {"prompt_tokens": prompt}, "features": feats,
+                         "signals": {"answer_support": 0.0 if unsupported else 1.0}
+                         if strat == "rag" else {"answer_support": 1.0}})
+    return rows
+
+
+def test_learned_router_trains_on_read_signals_and_reads_rag_first(tmp_path):
+    from orchestra.routers.learned import LearnedRouter
+    from orchestra.routers.tree import train
+
+    model = train(_signal_rows(24))
+    assert model.meta["metric"] == "quality" and model.uses("answer_support")
+    path = tmp_path / "router.json"
+    model.save(path)
+    b = ScriptedBackend(["5000", "4217", "4217"])
+    c = corpus(b)
+    router = LearnedRouter({"rag": rag(b), "full_context": FullContext(b)}, model=str(path))
+    assert router.route(Q, c, b).strategy == "rag"  # it cannot decide before reading
+    ans = router.route_and_answer(Q, c, b)
+    assert ans.route.strategy == "full_context" and ans.text == "4217"
+    assert "answer_support" in ans.route.reason and ans.cost.model_calls == 2
+    assert ans.route.cost.model_calls == 1  # the first read is what routing cost
+    ans = router.route_and_answer(Q, c, b)
+    assert ans.route.strategy == "rag" and ans.route.signals["answer_support"] == 1.0

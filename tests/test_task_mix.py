@@ -119,3 +119,46 @@ def test_task_names_are_known_and_synthetic_tasks_need_lengths():
         load_dataset("threading", TOK, [], limit=1)
     assert task_of("niah:single:dev") == "niah" and task_of("leval_global:test") == \
         "leval_global" and task_of("niah:multivalue:dev") == "niah:multivalue"
+
+
+def _rows(n: int) -> list[dict]:
+    """rag is right on even questions; full context on every third; rag's answer is in its
+    passages exactly when it is right."""
+    rows = []
+    for q in range(n):
+        for strat, right, tokens in (("rag", q % 2 == 0, 800), ("full_context", q % 3 == 0, 4000)):
+            rows.append({
+                "sample_id": f"s{q}", "dataset": "threading:dev" if q % 2 else "niah:single:dev",
+                "length": 4000, "task": "niah", "strategy": strat, "strategy_type": strat,
+                "quality": float(right), "scores": {"contains": float(right)},
+                "cost": {"prompt_tokens": tokens}, "route": {"strategy": strat},
+                "features": {"question_kind": "lookup", "window_ratio": 0.5},
+                "signals": {"answer_support": float(right) if strat == "rag" else 1.0,
+                            "declined": 0}})
+    return rows
+
+
+def test_task_mix_benchmark_tables(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in _rows(12)))
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "task_mix.py"), str(path),
+                          "--train", str(path)], capture_output=True, text=True, check=True,
+                         timeout=120).stdout
+    # threading: rag 0/6, full context right on 3 and 9 (2 of 6): the oracle's headroom.
+    assert "| threading | 4000 | 6 | 0.00 / 800 | 0.33 / 4000 | full_context | 0.33 | +0.00 |" \
+        in out
+    # The target (rag wrong, full right: questions 3 and 9) has low support, as do the four
+    # questions nobody answered (ties): AUC 0.20.
+    assert "target: rag wrong and another strategy right: 2 of 12 questions" in out
+    assert "| answer_support | 12 | 0.20 | low predicts it |" in out
+    assert "| logprob_mean | 0 | n/a | (not in these rows) |" in out
+    # Escalating on an unsupported answer wins those two and loses none.
+    line = next(x for x in out.splitlines() if x.startswith("| self_route[decline,unsupported] |"))
+    assert "| 2/0 |" in line
+    assert "| learned |" in out
