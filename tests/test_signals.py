@@ -99,7 +99,8 @@ def test_self_route_escalates_on_an_unsupported_answer_and_says_why():
     assert ans.route.signals["corpus_tokens"] == c.n_tokens
     assert ans.cost.model_calls == 2
     ans = router.route_and_answer(Q, c, b)  # "4217" is in the passages: kept
-    assert ans.route.strategy == "rag" and "no escalation signal" in ans.route.reason
+    assert ans.route.strategy == "rag" and "no escalation signal: decline, unsupported" in \
+        ans.route.reason
     # Without "unsupported" the same reply is kept (the default escalates on a decline only).
     b2 = ScriptedBackend(["5000"])
     default = SelfRouter({"rag": rag(b2), "full_context": FullContext(b2)})
