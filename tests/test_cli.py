@@ -75,7 +75,7 @@ def _orchestra(argv, cwd, **env):
 DENSE_SCRIPTED = (
     'backend: {type: "orchestra.backends.scripted:ScriptedBackend", replies: ["30"],'
     ' context_window: 512}\n'
-    "retrievers:\n  d: {type: dense}\n"
+    "retrievers:\n  d: {type: dense, chunking: tokens, chunk_tokens: 256, overlap: 32}\n"
     "strategies:\n  rag: {type: rag, retriever: d, top_k_tokens: 300}\n")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, data_path
+from conftest import REPO, data_path
 
 PARITY = REPO / "examples" / "pipelines" / "parity_langchain_ruler.yaml"
 N_QUESTIONS = 30

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from tests.conftest import REPO
+from conftest import REPO
 
 
 def test_plain_and_orchestra_reads_are_the_same_tokens_and_reply(tiny_llama_dir, tiny_backend):

@@ -123,6 +123,8 @@ def test_eval_cli_passes_the_split_to_the_loader(tmp_path, capsys, monkeypatch):
         raise InputError("stop here")
 
     monkeypatch.setattr(D, "load_dataset", loader)
+    monkeypatch.chdir(tmp_path)  # eval checks that the dataset file exists before loading
+    (tmp_path / "mine.jsonl").write_text('{"question": "q", "answers": ["a"], "documents": ["d"]}\n')
     pipe = tmp_path / "p.yaml"
     pipe.write_text("backend: {type: 'orchestra.backends.scripted:ScriptedBackend'}\n"
                     "strategies: {full: {type: full_context}}\n")

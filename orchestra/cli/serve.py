@@ -125,6 +125,9 @@ def check_args(args: argparse.Namespace) -> str | None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from orchestra.extras import require
+
+    require("server", "orchestra serve")
     from orchestra.server.app import ServeSettings, create_app
     from orchestra.server.runner import bind, url_of, uvicorn_server
 
