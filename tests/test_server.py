@@ -104,9 +104,9 @@ def sse_events(lines) -> list[tuple[str | None, str]]:
 def test_ten_questions_reuse_the_corpus_nothing_reembedded_or_reprefilled(served, corpus_id):
     before = served.get(f"/v1/corpora/{corpus_id}").json()
     # Built at registration: chunks, every retriever's index, the KV prefill of 'pages'.
-    # Dense and BM25 indexes, built (or read back from the on-disk index cache) once.
-    assert before["index_builds"] + before["index_loads"] >= 2 and before["kv_prefills"] == 1
-    assert before["warm"]["retriever dense"] == before["warm"]["retriever bm25"] == "indexed"
+    # The default's one (dense) index, built (or read back from the on-disk index cache) once.
+    assert before["index_builds"] + before["index_loads"] >= 1 and before["kv_prefills"] == 1
+    assert before["warm"]["retriever dense"] == "indexed"
     assert before["warm"]["strategy kv_pages"] == "prefilled"
     assert before["documents"][0]["name"] == DOC.name and before["chunks"] >= 1
     strategies = ["auto", "rag", "full_context", "kv_pages", "auto", "rag", "full_context",

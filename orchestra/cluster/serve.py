@@ -249,8 +249,10 @@ def start(pipeline_file: str | None, *, name: str, settings: Any, replicas: int,
 
     if replicas < 1:
         raise ConfigError(f"--replicas must be at least 1, got {replicas}")
+    # Detached: nothing in the driver keeps the handle, and a named actor whose last handle goes
+    # is collected before the replicas look it up; stop() kills it.
     ray.remote(CorpusBook).options(name=BOOK, namespace=NAMESPACE, get_if_exists=True,
-                                   num_cpus=0).remote()
+                                   lifetime="detached", num_cpus=0).remote()
     port = port or free_port(host)
     serve.start(http_options={"host": host, "port": port})
     env = worker_env(cpus)
