@@ -223,11 +223,12 @@ class PipelineReplica:
         service = _shared_service(pipeline, self.settings,
                                   ray.get_actor(BOOK, namespace=NAMESPACE))
         self.shared = service.corpora
-        self.app = create_app(name=name, settings=self.settings, service=service)
+        # not `app`: serve.ingress gives the wrapped class a read-only `app` property
+        self.asgi = create_app(name=name, settings=self.settings, service=service)
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
 
     def __serve_build_asgi_app__(self):
-        return Affinity(self.app, self.shared, self.settings.max_corpora,
+        return Affinity(self.asgi, self.shared, self.settings.max_corpora,
                         self.settings.max_body_bytes, self.replica)
 
 
