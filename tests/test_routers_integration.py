@@ -129,7 +129,7 @@ def test_self_route_escalates_when_rag_declines(embedded, strategies, small_hays
     assert not set(terms(question)) & set(terms(corpus.documents[0].text))
     ans = SelfRouter(strategies).route_and_answer(question, corpus, embedded)
     assert ans.route.signals["declined"] and ans.route.strategy == "full_context"
-    assert "rag declined" in ans.route.reason and "fits the window" in ans.route.reason
+    assert "rag: it declined" in ans.route.reason and "fits the window" in ans.route.reason
     assert ans.cost.model_calls == 1 + ans.route.cost.model_calls
     assert ans.cost.prompt_tokens > corpus.n_tokens  # the full corpus was read
     assert any(s.name == "self_route.rag.retrieve" for s in ans.trace.steps)
