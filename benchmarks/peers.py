@@ -24,7 +24,10 @@ vocabulary at first use; offline, we give it the backend's own tokenizer instead
     python benchmarks/peers.py --dataset ruler_qa --lengths 4000,16000 --limit 5 --out ...
 
 It prints one table: system x task x length -> quality, evidence recall, prompt tokens,
-seconds (means per question).
+seconds (means per question). Every system, peers included, is scored the same way: orchestra's
+``orchestra.eval.metrics.score`` on the reply text (the task's headline metric, RULER's
+``contains`` for QA), and ``--report-only`` rescores every stored row from its reply text, so
+rows scored by an older rule are compared on today's.
 """
 
 from __future__ import annotations
@@ -284,6 +287,27 @@ def peers_runner(pipeline: PeersPipeline, out: str, systems: list[str], seed: in
     return PeersRunner(pipeline, out, systems, seed=seed, run_info=info)
 
 
+def rescore(rows: list[dict]) -> list[dict]:
+    """Every row scored again from its reply text with orchestra's metrics
+    (``orchestra.eval.metrics.score``, the task's headline as ``quality``), peers and ours
+    alike: a row stored under an older or other scoring (a more lenient ``contains``) is
+    compared on the same terms as the rest. A row without its reply, gold answers or task
+    cannot be rescored and is left out (with a warning), not compared on its stored score."""
+    from orchestra.eval import metrics
+
+    out, dropped = [], 0
+    for r in rows:
+        if not isinstance(r.get("answer"), str) or "gold" not in r or "task" not in r:
+            dropped += 1
+            continue
+        scores = metrics.score(r["task"], r["answer"], r["gold"], r.get("question"))
+        out.append({**r, "scores": scores, "quality": scores[metrics.headline(r["task"])]})
+    if dropped:
+        print(f"peers: warning: {dropped} row(s) without reply, gold or task left out "
+              "(they cannot be rescored)", file=sys.stderr)
+    return out
+
+
 def table(rows: list[dict]) -> str:
     from orchestra.eval.report import fmt, group_rows, summarize
 
@@ -337,7 +361,7 @@ def group_rows_(rows):
     return group_rows(rows)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pipeline", default=str(Path(__file__).parent / "pipelines" /
                                               "eval_all.yaml"))
@@ -354,40 +378,53 @@ def main(argv: list[str] | None = None) -> int:
                          "(the router's first read is LangChain-RULER's); its seconds are "
                          "counted for both")
     ap.add_argument("--report-only", action="store_true",
-                    help="answer nothing: print the table from the rows already in --out")
-    args = ap.parse_args(argv)
+                    help="answer nothing: print the table from the rows already in --out, "
+                         "every row rescored from its reply text")
+    return ap
 
-    from orchestra.errors import OrchestraError
-    from orchestra.eval.datasets import load_dataset, parse_lengths
+
+def stored_rows(out: str | Path, systems: Sequence[str]) -> list[dict]:
+    """The rows already in ``out`` for ``systems``, the last per (sample, system), rescored
+    from their reply text, on the questions every system answered (a run stopped early
+    compares like with like)."""
     from orchestra.eval.runner import RESULTS, read_results
+
+    rows = rescore(_latest([r for r in read_results(Path(out) / RESULTS, repair=False)
+                            if r["strategy"] in systems]))
+    done: dict[str, set] = {}
+    for r in rows:
+        done.setdefault(r["sample_id"], set()).add(r["strategy"])
+    return [r for r in rows if done[r["sample_id"]] >= set(systems)]
+
+
+def _answer(args, systems: list[str]) -> list[dict]:
+    """Run every system on the dataset (resuming from --out); its rows, rescored."""
+    from orchestra.eval.datasets import load_dataset, parse_lengths
     from orchestra.pipeline import Pipeline
 
+    pipe = Pipeline.from_yaml(args.pipeline)
+    memo = ReadMemo(pipe.backend) if args.reuse_reads else None
+    peers = {name: cls(pipe.backend) for name, cls in PEERS.items() if name in systems}
+    ds = load_dataset(args.dataset, pipe.backend.tokenizer, parse_lengths(args.lengths),
+                      args.limit, args.seed)
+    runner = peers_runner(PeersPipeline(pipe, peers), args.out, systems, args.seed,
+                          {"dataset": args.dataset, "seed": args.seed}, memo)
+    rows = runner.run(ds)
+    wanted = {s.sample_id for s in ds.samples}
+    # Rows resumed from an earlier run were scored then: score them all as of now.
+    return rescore([r for r in rows if r["sample_id"] in wanted and r["strategy"] in systems])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from orchestra.errors import OrchestraError
+
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
-    if args.report_only:
-        rows = _latest([r for r in read_results(Path(args.out) / RESULTS, repair=False)
-                        if r["strategy"] in systems])
-        # Only questions every system answered: a run stopped early compares like with like.
-        done = {}
-        for r in rows:
-            done.setdefault(r["sample_id"], set()).add(r["strategy"])
-        rows = [r for r in rows if done[r["sample_id"]] >= set(systems)]
-        print(table(rows))
-        print(pairs(rows, systems))
-        return 0
     try:
-        pipe = Pipeline.from_yaml(args.pipeline)
-        memo = ReadMemo(pipe.backend) if args.reuse_reads else None
-        peers = {name: cls(pipe.backend) for name, cls in PEERS.items() if name in systems}
-        ds = load_dataset(args.dataset, pipe.backend.tokenizer, parse_lengths(args.lengths),
-                          args.limit, args.seed)
-        runner = peers_runner(PeersPipeline(pipe, peers), args.out, systems, args.seed,
-                              {"dataset": args.dataset, "seed": args.seed}, memo)
-        rows = runner.run(ds)
+        rows = stored_rows(args.out, systems) if args.report_only else _answer(args, systems)
     except OrchestraError as e:
         print(f"peers: error: {e}", file=sys.stderr)
         return 2
-    wanted = {s.sample_id for s in ds.samples}
-    rows = [r for r in rows if r["sample_id"] in wanted and r["strategy"] in systems]
     print(table(rows))
     print(pairs(rows, systems))
     return 0
