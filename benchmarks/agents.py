@@ -17,13 +17,12 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from orchestra.backends import load_backend  # noqa: E402
-from orchestra.corpus import Corpus, Document  # noqa: E402
-from orchestra.eval.needles import cut_to_tokens, essays_text, insert_needles  # noqa: E402
-from orchestra.spec import entry  # noqa: E402
-from orchestra.strategies.agents import ChainOfAgents, MapReduce  # noqa: E402
+from orchestra.backends import load_backend
+from orchestra.corpus import Corpus, Document
+from orchestra.eval.needles import cut_to_tokens, essays_text, insert_needles
+from orchestra.spec import entry
+from orchestra.strategies.agents import ChainOfAgents, MapReduce
 
 DATA = Path(os.environ.get("ORCHESTRA_DATA",
                           Path(__file__).resolve().parents[2] / "shared" / "data"))

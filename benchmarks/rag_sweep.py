@@ -19,14 +19,13 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from squad_haystack import needle_cases, squad_cases  # noqa: E402
+from squad_haystack import needle_cases, squad_cases
 
-from orchestra.backends import default_backend  # noqa: E402
-from orchestra.corpus import Corpus, Document  # noqa: E402
-from orchestra.strategies.rag import RAG  # noqa: E402
-from orchestra.retrievers.base import make_retriever  # noqa: E402
+from orchestra.backends import default_backend
+from orchestra.corpus import Corpus, Document
+from orchestra.strategies.rag import RAG
+from orchestra.retrievers.base import make_retriever
 
 
 def _norm(s: str) -> str:
@@ -90,7 +89,7 @@ def main(argv=None) -> int:
                           reorder=args.reorder, max_tokens=32)
                 t0 = time.perf_counter()
                 if args.no_read:
-                    chunks, prof = rag.retrieve_with_profile(case.question, corpus)
+                    chunks, prof = rag.retrieve_with_shape(case.question, corpus)
                     seen = " ".join(c.chunk.text for c in chunks)
                     reply, prompt_tokens = "", prof["selected_tokens"]
                 else:

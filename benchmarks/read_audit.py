@@ -30,7 +30,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -83,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
-    from benchmarks.reader_ceiling import read as ceiling_read
+    from reader_ceiling import read as ceiling_read
     from orchestra.corpus import Corpus
     from orchestra.errors import OrchestraError
     from orchestra.eval.datasets import load_dataset

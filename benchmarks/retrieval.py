@@ -18,9 +18,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
-from orchestra.corpus import Corpus, Document  # noqa: E402
+from orchestra.corpus import Corpus, Document
 
 
 def texts(data: Path) -> list[str]:

@@ -32,10 +32,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from orchestra.eval.results import read_results  # noqa: E402
-from orchestra.eval.datasets.mix import task_of  # noqa: E402
+from orchestra.eval.results import read_results
+from orchestra.eval.datasets.mix import task_of
 
 SIGNALS = ("window_ratio", "fits_window", "kind_aggregation", "kind_multi_hop",
            "retrieval_top", "retrieval_rel_margin", "retrieval_lead", "logprob_mean",

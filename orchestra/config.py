@@ -137,46 +137,71 @@ def load_config_text(text: str, source: str = "<string>") -> tuple[PipelineConfi
 
 def check(cfg: PipelineConfig, located: Located, allow_modules: Iterable[str] = ()) -> None:
     """Every type registered (or allowed), every option known, every reference defined."""
-    allow = tuple(allow_modules)
+    c = _Checker(located, tuple(allow_modules))
+    backend_cls = c.cls_for("backend", cfg.backend, ("backend",))
+    c.options(backend_cls, cfg.backend, ("backend",))
+    for name, comp in cfg.retrievers.items():
+        path = ("retrievers", name)
+        c.options(c.cls_for("retriever", comp, path), comp, path)
+        if "backend" in comp.options:
+            raise ConfigError(f"{located.where(path + ('backend',))}: field "
+                              f"{'.'.join(path)}.backend: components share the pipeline's backend")
+        c.refs(comp, path, RETRIEVER_REFS, {k: v for k, v in cfg.retrievers.items()
+                                            if k != name}, "retriever")
+    for name, comp in cfg.strategies.items():
+        path = ("strategies", name)
+        strategy_cls = c.cls_for("strategy", comp, path)
+        c.options(strategy_cls, comp, path)
+        check_capabilities(backend_cls, strategy_cls, located, path)
+        c.refs(comp, path, RETRIEVER_REFS, cfg.retrievers, "retriever")
+    path = ("router",)
+    c.options(c.cls_for("router", cfg.router, path), cfg.router, path)
+    c.refs(cfg.router, path, STRATEGY_REFS, cfg.strategies, "strategy")
 
-    def cls_for(kind: str, comp: Component, path: tuple):
+
+class _Checker:
+    """check()'s steps for one file: each error names the file, the line and the field."""
+
+    def __init__(self, located: Located, allow: tuple[str, ...]):
+        self.located = located
+        self.allow = allow
+
+    def field(self, path: tuple) -> str:
+        return f"{self.located.where(path)}: field {'.'.join(map(str, path))}"
+
+    def cls_for(self, kind: str, comp: Component, path: tuple):
         try:
-            return resolve(kind, comp.type, allow)
+            return resolve(kind, comp.type, self.allow)
         except ConfigError as e:
-            raise ConfigError(f"{located.where(path + ('type',))}: field "
-                              f"{'.'.join(map(str, path))}.type: {e}") from None
+            raise ConfigError(f"{self.field(path + ('type',))}: {e}") from None
 
-    def check_options(cls, comp: Component, path: tuple) -> None:
+    def options(self, cls, comp: Component, path: tuple) -> None:
         allowed, open_kw = parameters(cls)
         hints = option_types(cls)
         for opt, value in comp.options.items():
-            where = f"{located.where(path + (opt,))}: field {'.'.join(map(str, path))}.{opt}"
+            where = self.field(path + (opt,))
             if opt not in allowed and not open_kw:
                 raise ConfigError(f"{where}: unknown option for {comp.type!r}; "
                                   f"known: {', '.join(sorted(allowed)) or 'none'}")
             if isinstance(value, EnvValue) and opt in hints:
                 value = comp.model_extra[opt] = _env_typed(value, hints[opt], where)
             if opt in hints and opt not in RETRIEVER_REFS | STRATEGY_REFS:
-                try:
-                    TypeAdapter(hints[opt]).validate_python(value)
-                except ValidationError as e:
-                    raise ConfigError(f"{where}: {e.errors()[0]['msg']} "
-                                      f"(got {value!r})") from None
-                except Exception:  # an annotation pydantic cannot check; the constructor will
-                    pass
-        # The component's own value checks, the same ones its constructor runs (orchestra.checks).
+                _check_type(hints[opt], value, where)
+        self.values(cls, comp, path)
+
+    def values(self, cls, comp: Component, path: tuple) -> None:
+        """The component's own value checks, the ones its constructor runs (orchestra.checks)."""
         try:
-            with allowing(allow):  # import paths in options (a foreign retriever's factory)
+            with allowing(self.allow):  # import paths in options (a foreign retriever's factory)
                 run_checks(cls, {k: v for k, v in comp.options.items()
                                  if k not in RETRIEVER_REFS | STRATEGY_REFS})
         except OptionError as e:
             p = path + (e.option,) if e.option in comp.options else path
-            raise ConfigError(f"{located.where(p)}: field {'.'.join(map(str, p))}: {e}") from None
+            raise ConfigError(f"{self.field(p)}: {e}") from None
         except ConfigError as e:
-            raise ConfigError(f"{located.where(path)}: field {'.'.join(map(str, path))}: "
-                              f"{e}") from None
+            raise ConfigError(f"{self.field(path)}: {e}") from None
 
-    def check_refs(comp: Component, path: tuple, fields: set[str], defined: dict, what: str):
+    def refs(self, comp: Component, path: tuple, fields: set[str], defined: dict, what: str):
         for opt, value in comp.options.items():
             if opt not in fields:
                 continue
@@ -189,37 +214,25 @@ def check(cfg: PipelineConfig, located: Located, allow_modules: Iterable[str] = 
                         and n in registry_names("retriever"):
                     continue
                 p = path + (opt,) + ((i,) if isinstance(value, list) else ())
+                known = ', '.join(defined) or 'none'
                 if not isinstance(n, str):
                     # YAML reads `strategy: 1` as a number; names (keys) are always text.
                     raise ConfigError(
-                        f"{located.where(p)}: field {'.'.join(map(str, p))}: expected the name "
-                        f"of a {what}, got the {type(n).__name__} {n!r}; write names in quotes "
-                        f"(\"{n}\") (defined: {', '.join(defined) or 'none'})")
+                        f"{self.field(p)}: expected the name of a {what}, got the "
+                        f"{type(n).__name__} {n!r}; write names in quotes (\"{n}\") "
+                        f"(defined: {known})")
                 if n not in defined:
-                    raise ConfigError(
-                        f"{located.where(p)}: field {'.'.join(map(str, p))}: {n!r} is not a "
-                        f"defined {what} (defined: {', '.join(defined) or 'none'})"
-                    )
+                    raise ConfigError(f"{self.field(p)}: {n!r} is not a defined {what} "
+                                      f"(defined: {known})")
 
-    backend_cls = cls_for("backend", cfg.backend, ("backend",))
-    check_options(backend_cls, cfg.backend, ("backend",))
-    for name, comp in cfg.retrievers.items():
-        path = ("retrievers", name)
-        check_options(cls_for("retriever", comp, path), comp, path)
-        if "backend" in comp.options:
-            raise ConfigError(f"{located.where(path + ('backend',))}: field "
-                              f"{'.'.join(path)}.backend: components share the pipeline's backend")
-        check_refs(comp, path, RETRIEVER_REFS, {k: v for k, v in cfg.retrievers.items()
-                                                if k != name}, "retriever")
-    for name, comp in cfg.strategies.items():
-        path = ("strategies", name)
-        strategy_cls = cls_for("strategy", comp, path)
-        check_options(strategy_cls, comp, path)
-        check_capabilities(backend_cls, strategy_cls, located, path)
-        check_refs(comp, path, RETRIEVER_REFS, cfg.retrievers, "retriever")
-    path = ("router",)
-    check_options(cls_for("router", cfg.router, path), cfg.router, path)
-    check_refs(cfg.router, path, STRATEGY_REFS, cfg.strategies, "strategy")
+
+def _check_type(hint: Any, value: Any, where: str) -> None:
+    try:
+        TypeAdapter(hint).validate_python(value)
+    except ValidationError as e:
+        raise ConfigError(f"{where}: {e.errors()[0]['msg']} (got {value!r})") from None
+    except Exception:  # an annotation pydantic cannot check; the constructor will
+        pass
 
 
 def _env_typed(value: EnvValue, hint: Any, where: str) -> Any:

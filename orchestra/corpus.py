@@ -63,7 +63,7 @@ def check_chunking(chunk_tokens: Any, overlap: Any, where: str = "",
     return chunk_tokens, overlap
 
 
-def _chunk_id(doc_id: str, start: int, end: int, text: str) -> str:
+def chunk_id(doc_id: str, start: int, end: int, text: str) -> str:
     h = hashlib.sha256(f"{doc_id}\x00{start}\x00{end}\x00".encode() + text.encode())
     return h.hexdigest()[:16]
 
@@ -254,7 +254,7 @@ class Corpus:
                     c1 = len(doc.text) if t1 >= len(offs) else offs[t1][0]
                     text = doc.text[c0:c1]
                     chunks.append(Chunk(
-                        id=_chunk_id(doc.id, c0, c1, text), doc_id=doc.id, index=i,
+                        id=chunk_id(doc.id, c0, c1, text), doc_id=doc.id, index=i,
                         order=len(chunks), start=c0, end=c1, text=text, n_tokens=t1 - t0,
                     ))
                     if t1 >= len(offs):
@@ -274,7 +274,7 @@ class Corpus:
                 for i, (c0, c1) in enumerate(spans):
                     text = doc.text[c0:c1]
                     chunks.append(Chunk(
-                        id=_chunk_id(doc.id, c0, c1, text), doc_id=doc.id, index=i,
+                        id=chunk_id(doc.id, c0, c1, text), doc_id=doc.id, index=i,
                         order=len(chunks), start=c0, end=c1, text=text,
                         n_tokens=self.tokenizer.count(text),
                     ))

@@ -84,6 +84,13 @@ def declined(text: str, question: str | None = None, titles: Iterable[str] = ())
     return question is not None and offers_nothing(text, question, titles)
 
 
+def answer_declined(answer, corpus=None) -> bool:
+    """Whether an Answer's read declined: the rule above over its text, question and the
+    corpus's titles, or the strategy's own ``unanswerable`` (Self-Route escalates on it)."""
+    titles = corpus_titles(corpus) if corpus is not None else ()
+    return answer.unanswerable or declined(answer.text, answer.question or None, titles)
+
+
 def corpus_titles(corpus) -> list[str]:
     """What names each document: its id (a file's stem, "gettysburg_address"), its metadata
     title, and its first line when that line is short enough to be a title."""

@@ -31,7 +31,7 @@ class Estimate(BaseModel):
     kv_pages_read: int | None = None  # KV pages attended per decoding step (kv_pages)
     kv_pages_total: int | None = None
     note: str = ""
-    # The strategy's own cheap measurements (RAG: its retrieval score profile), which
+    # The strategy's own cheap measurements (RAG: its retrieval score shape), which
     # routers such as `rules` decide from.
     signals: dict[str, Any] = Field(default_factory=dict)
 

@@ -1,7 +1,7 @@
 """Signals of a read: what a router can measure during the first (RAG) read to decide whether
 to trust it, kept in the trace and in every Route that used them.
 
-- ``logprob_profile(token_logprobs)``: the reply's token log-probabilities (the transformers
+- ``logprob_shape(token_logprobs)``: the reply's token log-probabilities (the transformers
   backend returns them; ``logprob_mean``, ``logprob_min``, ``logprob_head``: the mean over
   the first ``HEAD`` tokens, where a small reader commits to an answer or not).
 - ``read_signals(answer, corpus)``: those (from the read step of ``answer.trace``), whether the
@@ -23,7 +23,7 @@ from typing import Any, Sequence
 HEAD = 4
 
 
-def logprob_profile(token_logprobs: Sequence[float] | None) -> dict[str, float]:
+def logprob_shape(token_logprobs: Sequence[float] | None) -> dict[str, float]:
     lp = [x for x in (token_logprobs or ()) if math.isfinite(x)]
     if not lp:
         return {}
@@ -55,7 +55,7 @@ def answer_support(short: str, passages: Sequence[str]) -> tuple[int, float]:
 def read_signals(answer, corpus) -> dict[str, float]:
     """The signals of one read (``answer`` from a strategy over ``corpus``)."""
     from orchestra.eval.metrics import evidence_texts
-    from orchestra.routers.self_route import declined
+    from orchestra.declines import answer_declined as declined
 
     detail = _read_step(answer)
     out: dict[str, float] = {k: float(detail[k]) for k in ("logprob_mean", "logprob_min",

@@ -52,7 +52,7 @@ class ScoredChunk:
         return self.chunk.text
 
 
-def score_profile(scores: Iterable[float | ScoredChunk],
+def score_shape(scores: Iterable[float | ScoredChunk],
                   score_kind: str | None = None) -> dict[str, Any]:
     """How sure retrieval is, scale-free, for routers (no model call): ``retrieval_top`` (best
     score), ``retrieval_margin`` (best minus second), ``retrieval_rel_margin`` (margin over
@@ -77,7 +77,7 @@ def score_profile(scores: Iterable[float | ScoredChunk],
 
 class Retriever(Component, ABC):
     name: ClassVar[str] = "retriever"
-    # What the scores mean; routers compare score profiles only within one kind.
+    # What the scores mean; routers compare score shapes only within one kind.
     score_kind: ClassVar[str] = "score"
     # 128 tokens of SmolLM2's tokenizer are ~130-170 MiniLM word pieces: within its 256 limit.
     default_chunk_tokens: ClassVar[int] = 128

@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from orchestra.corpus import Chunk, _chunk_id
+from orchestra.corpus import Chunk, chunk_id
 from orchestra.retrievers.base import ScoredChunk
 
 # A sentence ends at . ! ? (optionally followed by a closing quote or bracket) before
@@ -83,6 +83,14 @@ def compress(question: str, scored: Sequence[ScoredChunk], budget: int,
     else:
         sim = lexical_scores(question, texts)
     score = np.asarray(sim, dtype=float) - RANK_WEIGHT * np.array([r for r, *_ in sents])
+    keep = _within_budget(score, texts, budget, count)
+    pieces = _merge(sents, keep, score, documents, count)
+    return sorted(pieces, key=lambda p: -p.score)
+
+
+def _within_budget(score: np.ndarray, texts: list[str], budget: int,
+                   count: Callable[[str], int]) -> set[int]:
+    """The sentences kept, best score first, while they fit ``budget``."""
     keep: set[int] = set()
     used = 0
     for i in np.argsort(-score, kind="stable"):
@@ -91,7 +99,12 @@ def compress(question: str, scored: Sequence[ScoredChunk], budget: int,
             continue
         keep.add(int(i))
         used += cost
-    # Merge adjacent kept sentences of the same chunk into one piece, with exact offsets.
+    return keep
+
+
+def _merge(sents: list[tuple[int, Chunk, int, int]], keep: set[int], score: np.ndarray,
+           documents: dict[str, str], count: Callable[[str], int]) -> list[ScoredChunk]:
+    """Adjacent kept sentences of the same chunk as one piece, with exact offsets."""
     pieces: list[ScoredChunk] = []
     run: list[int] = []
 
@@ -101,7 +114,7 @@ def compress(question: str, scored: Sequence[ScoredChunk], budget: int,
         _, c, a, _ = sents[run[0]]
         b = sents[run[-1]][3]
         text = documents[c.doc_id][a:b]
-        piece = Chunk(id=_chunk_id(c.doc_id, a, b, text), doc_id=c.doc_id, index=c.index,
+        piece = Chunk(id=chunk_id(c.doc_id, a, b, text), doc_id=c.doc_id, index=c.index,
                       order=c.order, start=a, end=b, text=text, n_tokens=count(text))
         pieces.append(ScoredChunk(piece, float(max(score[j] for j in run))))
         run.clear()
@@ -114,4 +127,4 @@ def compress(question: str, scored: Sequence[ScoredChunk], budget: int,
             if i in keep:
                 run.append(i)
     flush()
-    return sorted(pieces, key=lambda p: -p.score)
+    return pieces

@@ -1,4 +1,4 @@
-"""Cheap signals a router decides from (a Pre-Route "query profile").
+"""Cheap signals a router decides from (a Pre-Route "query features").
 
 ``compute_features(question, corpus, backend, strategies=None)`` returns a flat JSON-able dict;
 the evaluation runner stores it with every results row, and the learned router trains on it, so
@@ -13,7 +13,7 @@ the keys below are a contract (add keys, never rename them):
   rule that fired, for reasons in words), and the one-hot ``kind_lookup`` / ``kind_aggregation``
   / ``kind_multi_hop``.
 - When a RAG strategy is among ``strategies``: its ``signals(question, corpus)``, the score
-  profile of its retrieval candidates (orchestra.retrievers.base.score_profile):
+  shape of its retrieval candidates (orchestra.retrievers.base.score_shape):
   ``retrieval_top`` (best score), ``retrieval_margin`` (best minus second),
   ``retrieval_rel_margin`` (margin over |best|), ``retrieval_lead`` ((best minus the candidates'
   mean) over |best|), ``retrieval_hits`` and ``retrieval_score_kind`` (cosine, bm25, rrf, ...).
@@ -112,7 +112,7 @@ def question_kind(question: str) -> tuple[str, str]:
     return "lookup", "default"
 
 
-def retrieval_profile(strategy: Strategy, question: str, corpus: Corpus) -> dict[str, Any]:
+def retrieval_shape(strategy: Strategy, question: str, corpus: Corpus) -> dict[str, Any]:
     """The ``retrieval_*`` signals of a RAG strategy for this question ({} without scores)."""
     return {k: v for k, v in strategy.signals(question, corpus).items()
             if k.startswith("retrieval_")}
@@ -135,8 +135,8 @@ def compute_features(question: str, corpus: Corpus, backend: Backend,
                      strategies: Mapping[str, Any] | None = None,
                      effective_fraction: float = DEFAULT_EFFECTIVE_FRACTION,
                      retrieval: bool = True) -> dict[str, Any]:
-    """The query profile (keys in the module docstring). ``strategies`` lets a RAG strategy
-    add the retrieval score profile; without it those keys are absent."""
+    """The query features (keys in the module docstring). ``strategies`` lets a RAG strategy
+    add the retrieval score shape; without it those keys are absent."""
     window = backend.context_window
     n_tokens = corpus.n_tokens
     effective = max(1, int(window * effective_fraction))
@@ -159,5 +159,5 @@ def compute_features(question: str, corpus: Corpus, backend: Backend,
     }
     rag = kinds.first_of(strategies or {}, kinds.RAG)
     if retrieval and rag is not None:
-        feats.update(retrieval_profile(strategies[rag], question, corpus))
+        feats.update(retrieval_shape(strategies[rag], question, corpus))
     return feats

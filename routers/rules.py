@@ -6,8 +6,8 @@ Rules, in order (defaults documented in routers/features.py and below):
 2. An aggregation/summary question over a longer corpus needs every part read: agents first
    (``aggregation`` order).
 3. A lookup or multi-hop question over a longer corpus: retrieval first (``lookup`` /
-   ``multi_hop`` orders). When a RAG strategy exists its score profile is measured; a flat
-   profile (the best hit under ``weak_rel_margin`` = 5% ahead of the second) means the
+   ``multi_hop`` orders). When a RAG strategy exists its score shape is measured; a flat
+   shape (the best hit under ``weak_rel_margin`` = 5% ahead of the second) means the
    retriever is unsure, so the ``weak_retrieval`` order is used (KV pages, which select inside
    attention, then agents, then RAG anyway). Measured with the dense retriever on 4k and 30k
    needle haystacks: a present needle leads by 62-85%; a "main ideas" question's best hit by
@@ -117,7 +117,7 @@ class RulesRouter(Router):
             return "aggregation", what
         rag = kinds.first_of(strategies, kinds.RAG)
         if self.use_retrieval and rag is not None:
-            feats.update(F.retrieval_profile(strategies[rag], question, corpus))
+            feats.update(F.retrieval_shape(strategies[rag], question, corpus))
             if "retrieval_rel_margin" in feats and \
                     feats.get("retrieval_score_kind") not in RANK_SCORES:
                 m = feats["retrieval_rel_margin"]

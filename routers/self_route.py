@@ -32,7 +32,7 @@ import time
 from typing import Any
 
 from orchestra.errors import ConfigError, ContextOverflowError
-from orchestra.declines import corpus_titles, declined as rule_declined
+from orchestra.declines import answer_declined
 from orchestra.types import Answer, Cost, Route
 from orchestra.strategies.base import given
 
@@ -49,12 +49,8 @@ DEFAULT_MIN_AGREEMENT = 0.5
 DEFAULT_KINDS = ("aggregation",)
 
 
-def declined(answer: Answer, corpus=None) -> bool:
-    """Whether the first read declined: orchestra.declines' rule (a worded decline, or a reply
-    offering nothing beyond the question and the documents' titles), or the strategy's own
-    ``unanswerable``."""
-    titles = corpus_titles(corpus) if corpus is not None else ()
-    return answer.unanswerable or rule_declined(answer.text, answer.question or None, titles)
+# Whether the first read declined (orchestra.declines; named here as Self-Route reads it).
+declined = answer_declined
 
 
 class SelfRouter(Router):

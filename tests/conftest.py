@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# Benchmarks are scripts (run as `python benchmarks/x.py`, their folder on sys.path), not a
+# package; tests import them and their shared helpers (squad_haystack) as top-level modules.
+if str(REPO / "benchmarks") not in sys.path:
+    sys.path.append(str(REPO / "benchmarks"))
 SHARED_DATA = Path(os.environ.get("ORCHESTRA_DATA", REPO.parent / "shared" / "data"))
 
 

@@ -4,7 +4,6 @@ the same reader input token ids and the same replies, question by question."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -74,8 +73,7 @@ def test_character_chunking_is_langchains_split_with_its_offsets():
 
 @pytest.mark.slow
 def test_parity_pipeline_reads_as_langchain_ruler():
-    sys.path.insert(0, str(REPO))
-    from benchmarks.peers import LangChainRuler
+    from peers import LangChainRuler
 
     from orchestra.corpus import Corpus
     from orchestra.eval.datasets import load_dataset

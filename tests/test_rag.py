@@ -76,7 +76,7 @@ def test_reads_within_budget_without_duplicates_in_document_order():
     assert step.detail["selected_tokens"] <= 80 and step.detail["duplicates_dropped"] >= 1
     assert step.detail["retrieval_top"] >= step.detail["retrieval_margin"] >= 0
     assert step.detail["retrieval_score_kind"] == "bm25"
-    # routers see the same profile through the Strategy interface
+    # routers see the same score shape through the Strategy interface
     assert {k: v for k, v in step.detail.items() if k.startswith("retrieval_")} == \
         rag.signals(q, corpus)
     # cost is what the backend measured for the prompt it actually got
@@ -199,8 +199,8 @@ def test_a_list_of_retrievers_means_hybrid_fusion_and_options_rebuild_it():
     opts = rag.spec()
     again = RAG(b, **opts)
     assert again.spec() == opts
-    chunks, profile = again.retrieve_with_profile("Quorvath lighthouse gulls", _corpus(b))
-    assert profile["retrieval_score_kind"] == "rrf" and chunks
+    chunks, shape = again.retrieve_with_shape("Quorvath lighthouse gulls", _corpus(b))
+    assert shape["retrieval_score_kind"] == "rrf" and chunks
 
 
 # -- end to end on the embedded model ------------------------------------------------------

@@ -5,14 +5,9 @@ real code paths in a second; the real model's audit is in benchmarks/README.md).
 
 from __future__ import annotations
 
-import sys
-
-from conftest import REPO
-
 
 def test_plain_and_orchestra_reads_are_the_same_tokens_and_reply(tiny_llama_dir, tiny_backend):
-    sys.path.insert(0, str(REPO))
-    from benchmarks.read_audit import PlainReader, orchestra_ids
+    from read_audit import PlainReader, orchestra_ids
 
     from orchestra.backends.base import GenerationRequest, Message
 

@@ -11,7 +11,7 @@ from conftest import data_path
 from orchestra.backends.scripted import RegexTokenizer
 from orchestra.corpus import Chunk, Corpus, Document
 from orchestra.errors import ConfigError, InputError
-from orchestra.retrievers.base import IndexCacheWarning, ScoredChunk, make_retriever, score_profile
+from orchestra.retrievers.base import IndexCacheWarning, ScoredChunk, make_retriever, score_shape
 from orchestra.spec import entry
 from orchestra.retrievers.bm25 import BM25Retriever
 from orchestra.retrievers.graph import GraphRetriever
@@ -292,9 +292,9 @@ def test_reorder_policies_put_chunks_where_they_say():
         reorder(items, "random")
 
 
-def test_score_profile_signals():
-    p = score_profile(_scored([0.2, 0.8, 0.5]))
+def test_score_shape_signals():
+    p = score_shape(_scored([0.2, 0.8, 0.5]))
     assert p["retrieval_top"] == 0.8 and p["retrieval_margin"] == pytest.approx(0.3)
     assert p["retrieval_lead"] == pytest.approx((0.8 - 0.5) / 0.8)
     assert p["retrieval_hits"] == 3 and "retrieval_score_kind" not in p
-    assert score_profile([]) == {}
+    assert score_shape([]) == {}

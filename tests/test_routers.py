@@ -14,7 +14,7 @@ from orchestra.backends.base import KV_PAGES
 from orchestra.backends.scripted import ScriptedBackend
 from orchestra.corpus import Corpus, Document
 from orchestra.errors import ConfigError, InputError
-from orchestra.retrievers.base import ScoredChunk, score_profile
+from orchestra.retrievers.base import ScoredChunk, score_shape
 from orchestra.strategies.base import AGENTS, PAGES, RAG, Fit, Strategy
 from orchestra.strategies.full_context import FullContext
 from orchestra.types import Answer, Trace
@@ -39,7 +39,7 @@ class StandInRAG(Strategy):
 
     def __init__(self, backend, scores=None, **kw):
         super().__init__(backend, **kw)
-        self.scores = scores  # fixed scores to return, when a test wants a given profile
+        self.scores = scores  # fixed scores to return, when a test wants a given score shape
         self.retrieve_calls = 0
 
     def retrieve(self, question, corpus):
@@ -52,7 +52,7 @@ class StandInRAG(Strategy):
                       key=lambda t: -t[1])[:5]
 
     def signals(self, question, corpus):
-        return score_profile([s for _, s in self.retrieve(question, corpus)])
+        return score_shape([s for _, s in self.retrieve(question, corpus)])
 
     def _answer(self, question, corpus, may_decline=False):
         hits = self.retrieve(question, corpus)[:2]
@@ -141,14 +141,14 @@ def test_question_kind_rules(question, kind):
     assert F.question_kind(question)[0] == kind
 
 
-def test_score_profile_of_scores_or_scored_chunks(backend):
+def test_score_shape_of_scores_or_scored_chunks(backend):
     chunks = corpus_of(backend, words(600)).chunks
     for hits in ([4.0, 2.0, 2.0], [ScoredChunk(c, s) for c, s in zip(chunks, (2.0, 4.0, 2.0))]):
-        p = score_profile(hits, "bm25")
+        p = score_shape(hits, "bm25")
         assert p["retrieval_top"] == 4.0 and p["retrieval_margin"] == 2.0
         assert p["retrieval_rel_margin"] == 0.5 and p["retrieval_lead"] == pytest.approx(1 / 3)
         assert p["retrieval_hits"] == 3 and p["retrieval_score_kind"] == "bm25"
-    assert score_profile([]) == {}
+    assert score_shape([]) == {}
 
 
 def test_compute_features_measures_sizes_and_adds_retrieval_only_with_rag(backend):
@@ -445,7 +445,7 @@ def test_llm_router_uses_the_reply_and_counts_its_call(backend):
         "Where is the stone?", long, backend)
     prompt = backend.requests[0].messages[-1].content
     # Full context cannot take 5000 tokens into 2048, so it is not offered; the rules' choice
-    # (retrieval, its profile is peaked) is listed first.
+    # (retrieval, its score shape is peaked) is listed first.
     assert "full:" not in prompt and "A) retrieval" in prompt and "5000 tokens" in prompt
     assert r.strategy == "agents" and r.cost.model_calls == 1 and r.signals["reply"] == "B"
     assert "the rules would pick retrieval" in r.reason

@@ -13,7 +13,7 @@ from orchestra.corpus import Corpus, Document
 from orchestra.errors import ConfigError
 from orchestra.retrievers.bm25 import BM25Retriever
 from orchestra.routers.self_route import SelfRouter
-from orchestra.signals import agreement, answer_support, logprob_profile, read_signals
+from orchestra.signals import agreement, answer_support, logprob_shape, read_signals
 from orchestra.strategies.full_context import FullContext
 from orchestra.strategies.rag import RAG
 
@@ -65,12 +65,12 @@ def test_transformers_logprobs_are_the_models_own(tiny_backend):
     assert all(x <= 0 for x in res.token_logprobs)
 
 
-def test_logprob_profile_and_answer_support():
-    assert logprob_profile(None) == {} and logprob_profile([]) == {}
-    p = logprob_profile([-0.1, -2.0, -0.3, -0.2, -5.0])
+def test_logprob_shape_and_answer_support():
+    assert logprob_shape(None) == {} and logprob_shape([]) == {}
+    p = logprob_shape([-0.1, -2.0, -0.3, -0.2, -5.0])
     assert p["logprob_min"] == -5.0 and p["logprob_head"] == pytest.approx(-2.6 / 4)
     assert p["logprob_mean"] == pytest.approx(-7.6 / 5)
-    assert not math.isnan(logprob_profile([float("-inf"), -1.0])["logprob_mean"])
+    assert not math.isnan(logprob_shape([float("-inf"), -1.0])["logprob_mean"])
     assert answer_support("4217 gulls", FACTS) == (1, 1.0)
     assert answer_support("5000 gulls", FACTS) == (0, 0.5)
     assert agreement("The answer is 4217.", "4217") == 1.0

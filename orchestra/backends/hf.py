@@ -190,7 +190,7 @@ class TransformersBackend(HFTokenizerBackend):
             for idx in groups.values():
                 for s in range(0, len(idx), self.batch_size):
                     part = idx[s : s + self.batch_size]
-                    for i, res in zip(part, self._generate_batch([requests[i] for i in part])):
+                    for i, res in zip(part, self.generate_batch([requests[i] for i in part])):
                         results[i] = res
         return results  # type: ignore[return-value]
 
@@ -202,8 +202,8 @@ class TransformersBackend(HFTokenizerBackend):
 
         return stream_generation(self, request)
 
-    def _generate_batch(self, reqs: list[GenerationRequest],
-                        **generate_kw: Any) -> list[GenerationResult]:
+    def generate_batch(self, reqs: list[GenerationRequest],
+                       **generate_kw: Any) -> list[GenerationResult]:
         import torch
 
         t0 = time.perf_counter()

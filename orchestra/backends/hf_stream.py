@@ -41,7 +41,7 @@ def stream_generation(backend: Any, request: GenerationRequest
     def work() -> None:
         try:
             with backend.lock:
-                box["result"] = backend._generate_batch(
+                box["result"] = backend.generate_batch(
                     [request], streamer=streamer,
                     stopping_criteria=StoppingCriteriaList([_stop_criterion(stop)]))[0]
         except BaseException as e:  # noqa: BLE001  (re-raised to the consumer)

@@ -55,7 +55,7 @@ class ServerTokenizer(Tokenizer):
             body["model"] = self.backend.model
         if offsets:
             body["return_offsets"] = True
-        data = self.backend._call_json("POST", self.backend.root_url + "/tokenize", body)
+        data = self.backend.call_json("POST", self.backend.root_url + "/tokenize", body)
         if not isinstance(data, dict):
             raise BackendError(f"openai backend: {self.backend.root_url}/tokenize replied with "
                                f"a JSON {type(data).__name__}, not an object")
@@ -187,7 +187,7 @@ class OpenAIBackend(Backend):
             return httpx.Response(r.status_code, headers=r.headers, content=b"".join(parts),
                                   request=r.request)
 
-    def _call_json(self, method: str, url: str, body: dict | None = None) -> Any:
+    def call_json(self, method: str, url: str, body: dict | None = None) -> Any:
         """The reply's JSON; a reply that is not JSON (a proxy's HTML page, a cut-short body)
         is a BackendError naming the URL, not a decoder traceback."""
         r = self._call(method, url, body)
@@ -230,7 +230,7 @@ class OpenAIBackend(Backend):
                                f"{e.cause}") from None
 
     def _models(self) -> list[dict]:
-        reply = self._call_json("GET", self.base_url + "/models")
+        reply = self.call_json("GET", self.base_url + "/models")
         data = reply.get("data") if isinstance(reply, dict) else None
         if not isinstance(data, list) or not all(isinstance(m, dict) for m in data):
             raise BackendError(f"openai backend: {self.base_url}/models did not reply with "
@@ -289,7 +289,7 @@ class OpenAIBackend(Backend):
         msgs = [m.model_dump() if isinstance(m, Message) else dict(m) for m in messages]
         self.tokenizer  # fails clearly when the server cannot count
         body = {"model": self.model_name(), "messages": msgs, "add_generation_prompt": True}
-        data = self._call_json("POST", self.root_url + "/tokenize", body)
+        data = self.call_json("POST", self.root_url + "/tokenize", body)
         try:
             return int(data["count"]) if "count" in data else len(data["tokens"])
         except (KeyError, TypeError, ValueError):
@@ -322,7 +322,7 @@ class OpenAIBackend(Backend):
     def _generate_one(self, req: GenerationRequest) -> GenerationResult:
         body = chat_body(self.model, req)
         t0 = time.perf_counter()
-        data = self._call_json("POST", self.base_url + "/chat/completions", body)
+        data = self.call_json("POST", self.base_url + "/chat/completions", body)
         seconds = time.perf_counter() - t0
         try:
             choice = data["choices"][0]

@@ -117,43 +117,23 @@ def run(args) -> int:
 
 
 def _evaluate(args, lengths, strategies) -> int:
-    from orchestra.cache import stable_hash
     from orchestra.errors import InputError
     from orchestra.eval.datasets import load_dataset
     from orchestra.eval.report import fmt, summarize, write_reports
-    from orchestra.eval.runner import Runner, read_results
-    from orchestra.pipeline import Pipeline
+    from orchestra.eval.runner import read_results
 
-    if args.pipeline:
-        path = Path(args.pipeline)
-        if not path.is_file():
-            raise InputError(f"{path}: no such pipeline file")
-        pipe = Pipeline.from_yaml(path, allow_modules=args.allow_module)
-        pipeline_hash = stable_hash(path.read_text())
-    else:
-        pipe = Pipeline.default()
-        pipeline_hash = "default"
+    pipe, pipeline_hash = _pipeline(args)
     dataset = load_dataset(args.dataset, pipe.backend.tokenizer, lengths, args.limit, args.seed,
                            Path(args.data_root) if args.data_root else None, _depths(args.depths),
                            split=args.split, dev_fraction=args.dev_fraction)
     for problem in dataset.problems:
         print(f"orchestra eval: warning: {problem}", file=sys.stderr)
-    runner_kw = dict(seed=args.seed, progress=not args.no_progress)
-    if args.ray is not None:
-        from orchestra.cluster.eval import RayRunner
-
-        runner_cls = RayRunner
-        runner_kw.update(pipeline_file=args.pipeline, allow_modules=args.allow_module,
-                         actors=args.ray_actors, cpus=args.ray_cpus, gpus=args.ray_gpus)
-    else:
-        runner_cls = Runner
-        runner_kw.update(second_read=args.second_read)
     run_info = {"dataset": args.dataset, "lengths": lengths, "limit": args.limit,
                 "pipeline": args.pipeline, "pipeline_hash": pipeline_hash,
                 "strategies": strategies,
                 # every component's every option, defaults included (spec.py)
                 "pipeline_spec": pipe.to_config(full=True)}
-    runner = runner_cls(pipe, args.out, strategies, run_info=run_info, **runner_kw)
+    runner = _runner(args, pipe, strategies, run_info)
     if args.report_only:
         rows = runner.current_rows(read_results(runner.results_path, repair=False),
                                    dataset.samples)
@@ -173,6 +153,36 @@ def _evaluate(args, lengths, strategies) -> int:
               f"{s['seconds']:.1f} s (n={s['n']})")
     print(f"wrote {runner.results_path}, {out['report']}, {out['plot']}")
     return 0
+
+
+def _pipeline(args):
+    """The pipeline evaluated and the hash of its file ("default" for the embedded one)."""
+    from orchestra.cache import stable_hash
+    from orchestra.errors import InputError
+    from orchestra.pipeline import Pipeline
+
+    if not args.pipeline:
+        return Pipeline.default(), "default"
+    path = Path(args.pipeline)
+    if not path.is_file():
+        raise InputError(f"{path}: no such pipeline file")
+    return (Pipeline.from_yaml(path, allow_modules=args.allow_module),
+            stable_hash(path.read_text()))
+
+
+def _runner(args, pipe, strategies, run_info):
+    """The local Runner, or with --ray the RayRunner over actors that build the pipeline."""
+    kw = dict(seed=args.seed, progress=not args.no_progress)
+    if args.ray is None:
+        from orchestra.eval.runner import Runner
+
+        return Runner(pipe, args.out, strategies, run_info=run_info,
+                      second_read=args.second_read, **kw)
+    from orchestra.cluster.eval import RayRunner
+
+    return RayRunner(pipe, args.out, strategies, run_info=run_info,
+                     pipeline_file=args.pipeline, allow_modules=args.allow_module,
+                     actors=args.ray_actors, cpus=args.ray_cpus, gpus=args.ray_gpus, **kw)
 
 
 def _local_cpus(args) -> int:

@@ -37,25 +37,8 @@ def add_parser(sub) -> None:
     p.add_argument("--metrics-key", default=None,
                    help="a separate key for GET /metrics (default: $ORCHESTRA_METRICS_KEY; "
                         "unset, /metrics is open to scrapers as vLLM's is)")
-    p.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024,
-                   help="largest request body; larger ones get 413 unread (default 8 MiB)")
-    p.add_argument("--max-documents", type=int, default=64,
-                   help="most documents per request (default 64)")
-    p.add_argument("--max-request-tokens", type=int, default=1_000_000,
-                   help="most document tokens per request (default 1,000,000)")
-    p.add_argument("--max-queue", type=int, default=16,
-                   help="requests running or waiting at once; one more gets 429 (default 16)")
-    p.add_argument("--max-corpora", type=int, default=8,
-                   help="registered corpora kept indexed and prefilled at once (default 8)")
-    p.add_argument("--body-timeout", type=float, default=30.0,
-                   help="seconds a client has to send its request body (default 30)")
-    p.add_argument("--backend", default="transformers",
-                   help="--model-only: backend type (default transformers)")
-    p.add_argument("--model", default=None,
-                   help="--model-only: the backend's model (transformers: 'embedded' or a "
-                        "local directory)")
-    p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
-                   help="--model-only: another backend option (YAML value), e.g. -o device=cpu")
+    _limit_arguments(p)
+    _model_only_arguments(p)
     p.add_argument("--served-model-name", default=None,
                    help="the model id clients send and /v1/models lists (default: the "
                         "pipeline file's stem, 'default', or the backend's model)")
@@ -69,6 +52,32 @@ def add_parser(sub) -> None:
 
     add_ray_arguments(p, what=None)
     p.set_defaults(func=run)
+
+
+def _limit_arguments(p) -> None:
+    """The request limits (http.py's ServeSettings)."""
+    p.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024,
+                   help="largest request body; larger ones get 413 unread (default 8 MiB)")
+    p.add_argument("--max-documents", type=int, default=64,
+                   help="most documents per request (default 64)")
+    p.add_argument("--max-request-tokens", type=int, default=1_000_000,
+                   help="most document tokens per request (default 1,000,000)")
+    p.add_argument("--max-queue", type=int, default=16,
+                   help="requests running or waiting at once; one more gets 429 (default 16)")
+    p.add_argument("--max-corpora", type=int, default=8,
+                   help="registered corpora kept indexed and prefilled at once (default 8)")
+    p.add_argument("--body-timeout", type=float, default=30.0,
+                   help="seconds a client has to send its request body (default 30)")
+
+
+def _model_only_arguments(p) -> None:
+    p.add_argument("--backend", default="transformers",
+                   help="--model-only: backend type (default transformers)")
+    p.add_argument("--model", default=None,
+                   help="--model-only: the backend's model (transformers: 'embedded' or a "
+                        "local directory)")
+    p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
+                   help="--model-only: another backend option (YAML value), e.g. -o device=cpu")
 
 
 def parse_options(items: list[str]) -> dict:
@@ -123,56 +132,18 @@ def check_args(args: argparse.Namespace) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from orchestra.extras import require
 
     require("server", "orchestra serve")
-    from orchestra.server.app import ServeSettings, create_app
     from orchestra.server.runner import bind, url_of, uvicorn_server
 
     key = check_args(args)
     if args.replicas is not None:
         return _run_replicas(args, key)
     sock = bind(args.host, args.port)  # before loading: a port in use fails at once
-    metrics_key = args.metrics_key or os.environ.get("ORCHESTRA_METRICS_KEY") or None
-    settings = ServeSettings(api_key=key, metrics_key=metrics_key,
-                             max_body_bytes=args.max_body_bytes,
-                             max_documents=args.max_documents,
-                             max_request_tokens=args.max_request_tokens,
-                             max_queue=args.max_queue, body_timeout=args.body_timeout,
-                             max_batch=args.max_batch, max_corpora=args.max_corpora)
-    if args.model_only:
-        from orchestra.backends import load_backend
-
-        options = parse_options(args.option)
-        model = args.model or ("embedded" if args.backend == "transformers" else None)
-        if model is not None:
-            options["model"] = model
-        backend = load_backend(args.backend, **options)
-        name = args.served_model_name or str(backend.spec().get("model") or backend.name)
-        app = create_app(backend=backend, name=name, settings=settings)
-        what = f"model {name!r}, backend {backend.name}"
-    else:
-        from orchestra.pipeline import Pipeline
-
-        if args.pipeline:
-            pipeline = Pipeline.from_yaml(args.pipeline)
-            name = args.served_model_name or Path(args.pipeline).stem
-        else:
-            pipeline = Pipeline.default()
-            name = args.served_model_name or "default"
-        app = create_app(pipeline=pipeline, name=name, settings=settings)
-        what = f"pipeline {name!r}, strategies {', '.join(pipeline.strategies)}"
-    # The server's own lines (a client leaving early) beside uvicorn's, whatever else set up
-    # the root logger.
-    server_log = logging.getLogger("orchestra.server")
-    server_log.setLevel(logging.INFO)
-    if not server_log.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
-        server_log.addHandler(handler)
-        server_log.propagate = False
+    settings = _settings(args, key)
+    app, what = _model_app(args, settings) if args.model_only else _pipeline_app(args, settings)
+    _server_logging()
     # One parseable line once the port is open (tests and scripts wait for it).
     print(f"orchestra serve: listening on {url_of(sock)} ({what}; "
           f"API key {'required' if key else 'off (localhost only)'})", flush=True)
@@ -183,6 +154,50 @@ def run(args: argparse.Namespace) -> int:
     finally:
         sock.close()
     return 0
+
+
+def _model_app(args: argparse.Namespace, settings):
+    """The --model-only app over the backend named on the command line, and its description."""
+    from orchestra.backends import load_backend
+    from orchestra.server.app import create_app
+
+    options = parse_options(args.option)
+    model = args.model or ("embedded" if args.backend == "transformers" else None)
+    if model is not None:
+        options["model"] = model
+    backend = load_backend(args.backend, **options)
+    name = args.served_model_name or str(backend.spec().get("model") or backend.name)
+    app = create_app(backend=backend, name=name, settings=settings)
+    return app, f"model {name!r}, backend {backend.name}"
+
+
+def _pipeline_app(args: argparse.Namespace, settings):
+    """The pipeline's app (the file's, or the embedded default), and its description."""
+    from pathlib import Path
+
+    from orchestra.pipeline import Pipeline
+    from orchestra.server.app import create_app
+
+    if args.pipeline:
+        pipeline = Pipeline.from_yaml(args.pipeline)
+        name = args.served_model_name or Path(args.pipeline).stem
+    else:
+        pipeline = Pipeline.default()
+        name = args.served_model_name or "default"
+    app = create_app(pipeline=pipeline, name=name, settings=settings)
+    return app, f"pipeline {name!r}, strategies {', '.join(pipeline.strategies)}"
+
+
+def _server_logging() -> None:
+    """The server's own lines (a client leaving early) beside uvicorn's, whatever else set up
+    the root logger."""
+    server_log = logging.getLogger("orchestra.server")
+    server_log.setLevel(logging.INFO)
+    if not server_log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+        server_log.addHandler(handler)
+        server_log.propagate = False
 
 
 def _settings(args, key):

@@ -83,12 +83,7 @@ class RayRunner(Runner):
         import ray
         from ray.exceptions import RayActorError
 
-        groups: deque[deque[tuple[Sample, str]]] = deque()
-        for sample, name in todo:  # todo lists a sample's strategies together
-            if groups and groups[-1][0][0] is sample:
-                groups[-1].append((sample, name))
-            else:
-                groups.append(deque([(sample, name)]))
+        groups = _by_sample(todo)
         n = min(self.n_actors, len(groups))
         if len(self.actors) < n:
             self.actors += [self._new_actor() for _ in range(n - len(self.actors))]
@@ -117,11 +112,7 @@ class RayRunner(Runner):
                     held[i].appendleft((sample, name))
                     feed(i)
                     continue
-                if row.get("key") != self.row_key(sample, name):
-                    raise OrchestraError(
-                        f"an actor's row for {sample.sample_id}/{name} has another key than "
-                        "this driver computes: the cluster runs other orchestra code or another "
-                        "pipeline file than this machine")
+                self._check_key(row, sample, name)
                 if row["key"] not in written:
                     written.add(row["key"])
                     bar.set_postfix_str(f"{sample.sample_id} {name}"[-60:])
@@ -131,6 +122,13 @@ class RayRunner(Runner):
             for a in self.actors:
                 ray.kill(a)
             self.actors = []
+
+    def _check_key(self, row: dict, sample: Sample, name: str) -> None:
+        if row.get("key") != self.row_key(sample, name):
+            raise OrchestraError(
+                f"an actor's row for {sample.sample_id}/{name} has another key than "
+                "this driver computes: the cluster runs other orchestra code or another "
+                "pipeline file than this machine")
 
     def warm(self) -> None:
         """Start every actor and wait until each has built its pipeline (benchmarks time the
@@ -151,3 +149,15 @@ class RayRunner(Runner):
                     str(error).splitlines()[0], sample.sample_id, name)
         self.replaced += 1
         self.actors[i] = self._new_actor()
+
+
+def _by_sample(todo: Sequence[tuple[Sample, str]]) -> deque[deque[tuple[Sample, str]]]:
+    """The (sample, strategy) pairs grouped by sample (todo lists a sample's strategies
+    together): an actor answers one sample's strategies in a row, over one corpus."""
+    groups: deque[deque[tuple[Sample, str]]] = deque()
+    for sample, name in todo:
+        if groups and groups[-1][0][0] is sample:
+            groups[-1].append((sample, name))
+        else:
+            groups.append(deque([(sample, name)]))
+    return groups

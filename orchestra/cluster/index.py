@@ -27,9 +27,9 @@ class Indexer:
 
         self.pipeline = (Pipeline.from_yaml(pipeline_file, allow_modules=allow_modules)
                          if pipeline_file else Pipeline.default())
-        from orchestra.server.corpora import _retrievers
+        from orchestra.server.corpora import retrievers_of
 
-        self.retrievers = [r for r in _retrievers(self.pipeline)
+        self.retrievers = [r for r in retrievers_of(self.pipeline)
                            if not getattr(r, "retrievers", None)]  # a hybrid fuses its members'
         if not self.retrievers:
             raise InputError("the pipeline has no retriever: there is nothing to index")

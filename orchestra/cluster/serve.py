@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import threading
 from dataclasses import asdict
 from typing import Any
 
@@ -74,60 +73,12 @@ def _corpus_id_in(body: bytes) -> str | None:
 
 def _shared_service(pipeline, settings, book):
     """orchestra's PipelineService for one replica, its Corpora shared through ``book``."""
-    from orchestra.server.corpora import Corpora
+    from orchestra.cluster.corpora import SharedCorpora
     from orchestra.server.service import Limits, PipelineService
-
-    class SharedCorpora(Corpora):
-        """Registrations are written to the book; an id this replica lacks is read from it
-        and registered here (the same id: it is the documents' content hash)."""
-
-        def __init__(self, *args: Any):
-            super().__init__(*args)
-            self.new_ids: list[str] = []  # registered here since the last request finished
-            self._new_lock = threading.Lock()
-
-        def build(self, docs, warm: bool = True):
-            import ray
-
-            entry, new = super().build(docs, warm)
-            ray.get(book.put.remote(entry.id, [tuple(d) for d in docs]))
-            with self._new_lock:
-                self.new_ids.append(entry.id)
-            return entry, new
-
-        def get(self, corpus_id: str):
-            if corpus_id not in self._entries:
-                self.fetch(corpus_id)
-            return super().get(corpus_id)
-
-        def delete(self, corpus_id: str):
-            import ray
-
-            entry = super().delete(corpus_id)
-            ray.get(book.drop.remote(corpus_id))
-            return entry
-
-        def fetch(self, corpus_id: str) -> bool:
-            """Register ``corpus_id`` here from the book (blocking); False if no replica
-            registered it."""
-            import ray
-
-            if corpus_id in self._entries:
-                return True
-            docs = ray.get(book.get.remote(corpus_id))
-            if docs is None:
-                return False
-            entry, _ = super().build([tuple(d) for d in docs], True)
-            return entry.id == corpus_id
-
-        def drain(self) -> list[str]:
-            with self._new_lock:
-                out, self.new_ids = self.new_ids, []
-            return out
 
     limits = Limits(settings.max_documents, settings.max_request_tokens, settings.max_corpora)
     service = PipelineService(pipeline, limits)
-    service.corpora = SharedCorpora(pipeline, service.metrics, limits.max_request_tokens,
+    service.corpora = SharedCorpora(book, pipeline, service.metrics, limits.max_request_tokens,
                                     limits.max_corpora)
     return service
 

@@ -149,10 +149,9 @@ def contains_all(prediction: str, golds: Sequence[str]) -> float:
 def declined(prediction: str, golds: Sequence[str]) -> float:
     """1 when the reply declines (the text does not hold the answer): the score of an
     unanswerable question, by the one decline rule Self-Route escalates on."""
-    from orchestra.routers.self_route import declined as is_decline
-    from orchestra.types import Answer
+    from orchestra.declines import declined as is_decline
 
-    return float(is_decline(Answer(question="", text=prediction or "", strategy="")))
+    return float(is_decline(prediction or ""))
 
 
 def evidence_recall(golds: Sequence[str], seen_texts: Iterable[str]) -> float:

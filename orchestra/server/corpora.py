@@ -80,7 +80,7 @@ class WorkCounter:
                 e.kv_prefills += 1
 
 
-def _retrievers(pipeline) -> list[Any]:
+def retrievers_of(pipeline) -> list[Any]:
     """Every retriever object the pipeline's strategies can index with (members of hybrids
     included), each once."""
     from orchestra.retrievers.base import Retriever
@@ -162,7 +162,7 @@ class Corpora:
     def _warm(self, entry: CorpusEntry) -> None:
         corpus = entry.corpus
         corpus.chunks  # the default chunking, memoised on the Corpus
-        for r in _retrievers(self.pipeline):
+        for r in retrievers_of(self.pipeline):
             r.index(corpus)  # under the retriever's own lock
             entry.warm[f"retriever {r.name}"] = "indexed"
         for name, s in _kv_strategies(self.pipeline):
@@ -178,6 +178,10 @@ class Corpora:
         with self._lock:
             if corpus.hash[:16] not in self._entries:
                 self.pipeline.forget(corpus)
+
+    def holds(self, corpus_id: str) -> bool:
+        """Whether ``corpus_id`` is registered here."""
+        return corpus_id in self._entries
 
     def get(self, corpus_id: str) -> CorpusEntry:
         entry = self._entries.get(corpus_id)

@@ -12,7 +12,7 @@ Strategies know nothing about routing; routers know strategies only through this
 - ``fits(corpus, question, *, generation=None) -> Fit``: whether this strategy can read this
   corpus with that reply budget (no model call).
 - ``signals(question, corpus) -> dict``: cheap measurements a router may decide from (RAG: its
-  retrieval score profile); ``{}`` by default.
+  retrieval score shape); ``{}`` by default.
 
 The question is validated once, where it enters (``Pipeline.run``, ``orchestra.ask`` or a direct
 ``Strategy.answer``): ``check_question`` returns a ``Question``, which later checks pass as is.
@@ -282,7 +282,7 @@ class Strategy(Component, ABC):
         from orchestra.streaming import stream_read
 
         from orchestra.backends.base import LOGPROBS
-        from orchestra.signals import logprob_profile
+        from orchestra.signals import logprob_shape
 
         req = self.reader_request(context, question, may_decline, generation=generation)
         if LOGPROBS in self.backend.capabilities:  # how sure the reader was: a routing signal
@@ -295,7 +295,7 @@ class Strategy(Component, ABC):
             res = stream_read(self, req, evidence, decline)
             st.detail.update(prompt_tokens=res.prompt_tokens,
                              generated_tokens=res.generated_tokens,
-                             **logprob_profile(res.token_logprobs))
+                             **logprob_shape(res.token_logprobs))
         cost = Cost()
         cost.add_generation(res)
         text = res.text

@@ -3,8 +3,8 @@
 Retrieve until ``top_k_tokens`` (counted with the backend's tokenizer) are filled, drop
 near-duplicate chunks, reorder (``document_order`` by default), read once. The Answer cites the
 exact character spans the reader was given, and its Cost is what the backend measured for that
-prompt. ``signals`` gives routers the score profile of that selection without a model call
-(``retrieve_with_profile``: the selection and the whole profile).
+prompt. ``signals`` gives routers the score shape of that selection without a model call
+(``retrieve_with_shape``: the selection, its score shape and bookkeeping).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from orchestra.errors import ConfigError, InputError
 from orchestra.prompts import UNANSWERABLE
 from orchestra.strategies.base import RAG as RAG_KIND, Strategy, check_question
 from orchestra.types import Answer, Evidence, Trace
-from orchestra.retrievers.base import Retriever, ScoredChunk, make_retriever, score_profile
+from orchestra.retrievers.base import Retriever, ScoredChunk, make_retriever, score_shape
 from orchestra.retrievers.compress import compress
 from orchestra.retrievers.reorder import check_policy, reorder
 
@@ -122,20 +122,50 @@ class RAG(Strategy):
 
     def retrieve(self, question: str, corpus: Corpus) -> list[ScoredChunk]:
         """The chunks the reader would be given, in the order it would read them."""
-        return self.retrieve_with_profile(check_question(question), corpus)[0]
+        return self.retrieve_with_shape(check_question(question), corpus)[0]
 
     def signals(self, question: str, corpus: Corpus) -> dict[str, Any]:
-        """The retrieval score profile (``retrieval_*`` keys of retrievers.base.score_profile)."""
-        profile = self.retrieve_with_profile(check_question(question), corpus)[1]
-        return {k: v for k, v in profile.items() if k.startswith("retrieval_")}
+        """The retrieval's score shape (``retrieval_*`` keys of retrievers.base.score_shape)."""
+        shape = self.retrieve_with_shape(check_question(question), corpus)[1]
+        return {k: v for k, v in shape.items() if k.startswith("retrieval_")}
 
-    def retrieve_with_profile(self, question: str, corpus: Corpus, reply: int | None = None
-                              ) -> tuple[list[ScoredChunk], dict[str, Any]]:
+    def retrieve_with_shape(self, question: str, corpus: Corpus, reply: int | None = None
+                            ) -> tuple[list[ScoredChunk], dict[str, Any]]:
         """The chunks to read (within the budget beside a ``reply``-token answer) and the
-        retrieval profile."""
+        retrieval's score shape and bookkeeping."""
         if not isinstance(corpus, Corpus):
             raise InputError(f"RAG needs a Corpus, got {type(corpus).__name__}")
         budget = self.budget(question, reply)
+        candidates, n_chunks, t_index, t_search = self._search(question, corpus, budget)
+        selected, used, dup, too_big = self._select(candidates, budget)
+        chosen = len(selected)
+        if self.compress and selected:
+            selected = compress(question, selected, min(self.compress_tokens, budget),
+                                self.backend.count_tokens,
+                                {d.id: d.text for d in corpus.documents}, self._encoder())
+            used = sum(sc.chunk.n_tokens for sc in selected)
+        shape = {
+            **score_shape(candidates, getattr(self.retriever, "score_kind", "score")),
+            "retriever": self.retriever.name,
+            "candidates": len(candidates),
+            "selected": chosen,
+            "pieces": len(selected),
+            "selected_tokens": used,
+            "budget": budget,
+            "duplicates_dropped": dup,
+            "over_budget_skipped": too_big,
+            "corpus_chunks": n_chunks,
+            "reorder": self.reorder,
+            "index_seconds": t_index,
+            "search_seconds": t_search,
+            "index_from_cache": bool(getattr(self.retriever, "loaded_from_cache", False)),
+        }
+        return reorder(selected, self.reorder), shape
+
+    def _search(self, question: str, corpus: Corpus, budget: int
+                ) -> tuple[list[ScoredChunk], int, float, float]:
+        """Candidates for ``budget`` tokens, the corpus's chunk count and the index and search
+        times."""
         per = getattr(self.retriever, "chunk_tokens", None) or 128
         # Index and search under the retriever's lock: a shared retriever indexing another
         # corpus in between would answer from the wrong documents.
@@ -151,6 +181,12 @@ class RAG(Strategy):
             t1 = time.perf_counter()
             candidates = self.retriever.retrieve(question, depth)
             t_search = time.perf_counter() - t1
+        return candidates, n_chunks, t_index, t_search
+
+    def _select(self, candidates: list[ScoredChunk], budget: int
+                ) -> tuple[list[ScoredChunk], int, int, int]:
+        """Candidates in rank order while they fit ``budget``, near-duplicates dropped: the
+        selection, its tokens, and how many were dropped as duplicates and as too big."""
         selected, used, dup, too_big, smallest = [], 0, 0, 0, None
         sep = self.backend.count_tokens("\n\n")
         kept_shingles: list[set] = []
@@ -176,30 +212,7 @@ class RAG(Strategy):
                 f"strategy 'rag': the context budget ({budget} tokens) is smaller than any "
                 f"retrieved chunk (the smallest has {smallest} tokens); raise top_k_tokens or use "
                 "smaller chunks")
-        chosen = len(selected)
-        if self.compress and selected:
-            selected = compress(question, selected, min(self.compress_tokens, budget),
-                                self.backend.count_tokens,
-                                {d.id: d.text for d in corpus.documents}, self._encoder())
-            used = sum(sc.chunk.n_tokens for sc in selected)
-        ordered = reorder(selected, self.reorder)
-        profile = {
-            **score_profile(candidates, getattr(self.retriever, "score_kind", "score")),
-            "retriever": self.retriever.name,
-            "candidates": len(candidates),
-            "selected": chosen,
-            "pieces": len(selected),
-            "selected_tokens": used,
-            "budget": budget,
-            "duplicates_dropped": dup,
-            "over_budget_skipped": too_big,
-            "corpus_chunks": n_chunks,
-            "reorder": self.reorder,
-            "index_seconds": t_index,
-            "search_seconds": t_search,
-            "index_from_cache": bool(getattr(self.retriever, "loaded_from_cache", False)),
-        }
-        return ordered, profile
+        return selected, used, dup, too_big
 
     def _label_tokens(self, chunk) -> int:
         """Tokens passage_format adds before a passage ("Document 12:", "Title: ...")."""
@@ -220,9 +233,9 @@ class RAG(Strategy):
                 generation: GenerationSettings | None = None) -> Answer:
         trace = Trace()
         with trace.step("retrieve") as st:
-            chunks, profile = self.retrieve_with_profile(question, corpus,
-                                                         self.reply_tokens(generation))
-            st.detail.update(profile)
+            chunks, shape = self.retrieve_with_shape(question, corpus,
+                                                     self.reply_tokens(generation))
+            st.detail.update(shape)
             # The passages found, with scores (observers show them: LangChain retriever runs).
             st.detail["hits"] = [{"chunk_id": c.chunk.id, "doc_id": c.chunk.doc_id,
                                   "start": c.chunk.start, "end": c.chunk.end, "score": c.score}
@@ -244,7 +257,7 @@ class RAG(Strategy):
         passage alone (one chunk instead of ``top_k_tokens``), with the ordinary reader
         prompt. An answer both reads give is more likely right (orchestra/signals.py)."""
         question = check_question(question)
-        chunks, _ = self.retrieve_with_profile(question, corpus)
+        chunks, _ = self.retrieve_with_shape(question, corpus)
         trace = Trace()
         if not chunks:
             return Answer(question=question, text=NOT_FOUND, strategy=self.name, trace=trace)

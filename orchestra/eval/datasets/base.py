@@ -86,6 +86,17 @@ def need(path: Path, what: str) -> Path:
     return path
 
 
+def read_essays(root: Path) -> list[str]:
+    """The Paul Graham essays the needle datasets hide needles in (niah, needle_tasks,
+    aggregation)."""
+    folder = need(root / "needle_haystack" / "PaulGrahamEssays", "the needle-in-a-haystack essays")
+    texts = [p.read_text(encoding="utf-8").strip() for p in sorted(folder.glob("*.txt"))]
+    texts = [t for t in texts if t]
+    if not texts:
+        raise InputError(f"{folder}: no essay .txt files")
+    return texts
+
+
 def read_jsonl(path: Path, problems: list[str]) -> Iterator[tuple[int, dict]]:
     """(line number, object) per good line; a malformed line (bad JSON, not UTF-8, nested too
     deeply for the parser) is reported and skipped. Only regular files are read (a FIFO would

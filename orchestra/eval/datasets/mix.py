@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from orchestra.eval.datasets.base import Dataset, parse_split, split_suffix
-from orchestra.eval.datasets.registry import Family, Request, register
+from orchestra.eval.datasets.registry import Family, Request, register, resolve
 
 # The mix, in report order: (dataset name as load_dataset takes it, kind).
 MIX = (("ruler_qa", "single fact"), ("niah", "single fact"), ("niah:multi", "several facts"),
@@ -32,11 +32,12 @@ def task_of(dataset: str) -> str:
 
 
 def load(r: Request) -> Dataset:
-    from orchestra.eval.datasets import load_dataset
-
     per_task, problems = [], []
     for task, _ in MIX:
-        ds = load_dataset(task, r.tokenizer, r.lengths, r.limit, r.seed, r.root, split=r.split)
+        # Through the registry (not load_dataset): the package imports this module.
+        family, subset = resolve(task)
+        ds = family.load(Request(r.tokenizer, r.lengths, r.limit, r.seed, r.root, subset,
+                                 r.split))
         per_task.append(ds.samples)
         problems += ds.problems
     return Dataset("mix" + split_suffix(r.split), interleave(per_task, r.lengths), problems)

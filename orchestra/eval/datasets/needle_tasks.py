@@ -29,9 +29,8 @@ from orchestra.backends.base import Tokenizer
 from orchestra.corpus import Document
 from orchestra.errors import InputError
 from orchestra.eval.datasets.base import (
-    Dataset, Sample, check_split, default_data_root, fixed_half, split_suffix,
+    Dataset, Sample, check_split, default_data_root, fixed_half, read_essays, split_suffix,
 )
-from orchestra.eval.datasets.niah import read_essays
 from orchestra.eval.datasets.registry import Family, Request, register
 from orchestra.eval.needles import CITIES, cut_to_tokens, insert_needles, magic_number
 

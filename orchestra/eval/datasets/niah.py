@@ -12,22 +12,13 @@ from orchestra.backends.base import Tokenizer
 from orchestra.corpus import Document
 from orchestra.errors import InputError
 from orchestra.eval.datasets.base import (
-    Dataset, Sample, check_split, default_data_root, fixed_half, need, split_suffix,
+    Dataset, Sample, check_split, default_data_root, fixed_half, read_essays, split_suffix,
 )
 from orchestra.eval.datasets.registry import DEFAULT_DEPTHS, Family, Request, register
 from orchestra.eval.needles import CITIES, cut_to_tokens, insert_needles, magic_number, \
     magic_question
 
 MULTI_NEEDLES = 3
-
-
-def read_essays(root: Path) -> list[str]:
-    folder = need(root / "needle_haystack" / "PaulGrahamEssays", "the needle-in-a-haystack essays")
-    texts = [p.read_text(encoding="utf-8").strip() for p in sorted(folder.glob("*.txt"))]
-    texts = [t for t in texts if t]
-    if not texts:
-        raise InputError(f"{folder}: no essay .txt files")
-    return texts
 
 
 def niah(tokenizer: Tokenizer, lengths: Sequence[int], limit: int, seed: int = 0,
