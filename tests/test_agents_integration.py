@@ -6,6 +6,8 @@ Slow (the 135M model reads every chunk on the CPU); run with ``pytest -m slow``.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from orchestra.corpus import Corpus, Document
@@ -63,3 +65,28 @@ def test_chain_of_agents_finds_two_facts(embedded, essays_dir):
     check_answer(ans, corpus, chunks)
     assert ans.cost.model_calls == len(chunks) + 1 + sum(
         1 for s in ans.trace.steps if s.name == "compress")
+
+
+SPEECH = Path(__file__).resolve().parent.parent / "examples" / "data" / "gettysburg_address.txt"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["map_reduce", "chain_of_agents"])
+def test_agents_answer_from_a_two_chunk_real_document(embedded, strategy):
+    """Issue 22: map_reduce answered "unanswerable" over a 2-chunk document where
+    chain_of_agents answered. Its workers (the same prompt as chain_of_agents' first worker)
+    paraphrase ("The speech delivered by Abraham Lincoln ... is not a question"), and without
+    the profile's align_notes grounding dropped every note, so the manager had nothing.
+    Built from a pipeline file as a user's would be, so the SmolLM2 profile applies."""
+    from orchestra.config import load_config_text
+    from orchestra.pipeline import Pipeline
+
+    cfg, _ = load_config_text(f"strategies: {{agents: {{type: {strategy}, chunk_tokens: 200}}}}\n")
+    pipe = Pipeline.from_config(cfg, backend=embedded)
+    agents = pipe.strategies["agents"]
+    corpus = Corpus([Document("gettysburg_address", SPEECH.read_text())], embedded.tokenizer)
+    assert len(agents.pieces(corpus)) == 2
+    ans = pipe.run("Who delivered the Gettysburg Address?", [SPEECH], strategy="agents")
+    assert "Lincoln" in ans.text, ans.text
+    assert not ans.unanswerable and ans.evidence
+    assert agents.align_notes is True  # the profile's value for both agent strategies
