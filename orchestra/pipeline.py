@@ -7,6 +7,7 @@ indexes the corpus once for many questions.
 
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
@@ -15,19 +16,14 @@ import yaml
 
 from orchestra.backends import Backend, load_backend
 from orchestra.backends.base import GenerationSettings
-from orchestra.config import (
-    RETRIEVER_REFS,
-    PipelineConfig,
-    check,
-    load_config,
-    load_config_text,
-)
+from orchestra.config import RETRIEVER_REFS, PipelineConfig, check, parse
 from orchestra.corpus import Corpus, Document
 from orchestra.errors import ConfigError, InputError
 from orchestra.registry import resolve
 from orchestra.spec import entry
 from orchestra.strategies.base import check_question, given
 from orchestra.types import Answer, Route
+from orchestra.yaml_lines import Located, load_file, load_located
 
 if TYPE_CHECKING:
     from orchestra.streaming import StreamEvent
@@ -51,6 +47,10 @@ DEFAULT_PIPELINE = {
                "fallback": ["full_context", "kv_pages", "chain_of_agents"]},
 }
 
+# Corpora a pipeline keeps for reuse (Pipeline.corpus); a server's registered corpora are held
+# by the server itself.
+KEEP_CORPORA = 16
+
 
 class Pipeline:
     def __init__(self, backend: Backend, strategies: dict[str, Any], router: Any = None,
@@ -72,46 +72,58 @@ class Pipeline:
         self._source: dict | None = None  # the file's data, uninterpolated, for to_yaml
 
     # -- building -------------------------------------------------------------------------
+    # One way in: every constructor below reads its settings as a Located (data with the line
+    # of each field) and hands it to from_located, which parses, checks and builds.
+    @classmethod
+    def from_located(cls, located: Located, allow_modules: Iterable[str] = (),
+                     backend: Backend | None = None) -> "Pipeline":
+        """The pipeline ``located`` describes: the model profile's values filled in, every
+        type, option and reference checked (errors name the source, line and field), then
+        built. ``backend``: use this one instead of building the file's (its model family's
+        profile applies when the data names none). ``to_yaml`` writes the source back."""
+        cfg = parse(located)
+        check(cfg, located, allow_modules)
+        pipe = cls.from_config(cfg, allow_modules, backend)
+        if backend is None:  # the source names the backend that ran; a given one it does not
+            pipe._source = located.data
+        return pipe
+
     @classmethod
     def from_yaml(cls, path: str | Path, allow_modules: Iterable[str] = ()) -> "Pipeline":
-        cfg, located = load_config(path)
-        check(cfg, located, allow_modules)
-        pipe = cls.from_config(cfg, allow_modules)
-        pipe._source = located.data
-        return pipe
+        return cls.from_located(load_file(path), allow_modules)
 
     @classmethod
     def from_yaml_text(cls, text: str, allow_modules: Iterable[str] = (),
                        source: str = "<string>") -> "Pipeline":
-        cfg, located = load_config_text(text, source)
-        check(cfg, located, allow_modules)
-        pipe = cls.from_config(cfg, allow_modules)
-        pipe._source = located.data
-        return pipe
+        return cls.from_located(load_located(text, source), allow_modules)
 
     @classmethod
-    def from_dict(cls, data: dict, allow_modules: Iterable[str] = ()) -> "Pipeline":
-        return cls.from_yaml_text(yaml.safe_dump(data, sort_keys=False), allow_modules,
-                                  source="<dict>")
+    def from_dict(cls, data: dict, allow_modules: Iterable[str] = (),
+                  backend: Backend | None = None) -> "Pipeline":
+        """A pipeline file's data given as a dict (no line numbers: errors name ``<dict>``)."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"a pipeline is a mapping, not a {type(data).__name__}")
+        return cls.from_located(Located(copy.deepcopy(data), {}, "<dict>"), allow_modules,
+                                backend)
 
     @classmethod
     def default(cls, backend: Backend | None = None, **strategy_options: Any) -> "Pipeline":
         """The embedded default pipeline; ``strategy_options`` apply to every strategy."""
-        data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULT_PIPELINE.items()}
+        data = copy.deepcopy(DEFAULT_PIPELINE)
         data["strategies"] = {n: {**s, **_applicable(s["type"], strategy_options)}
-                              for n, s in DEFAULT_PIPELINE["strategies"].items()}
-        if backend is None:
-            return cls.from_dict(data)
-        # The backend's model family picks the profile (the file route picks it by name).
-        from orchestra.profiles import apply_profile, family_of_backend, load_profile
+                              for n, s in data["strategies"].items()}
+        if backend is not None:
+            # The backend's model family picks the profile (a file picks it by name or by
+            # its backend's model).
+            from orchestra.profiles import family_of_backend
 
-        data = apply_profile(data, load_profile(family_of_backend(backend)))
-        cfg = PipelineConfig.model_validate(data)
-        return cls.from_config(cfg, backend=backend)
+            data["profile"] = family_of_backend(backend)
+        return cls.from_dict(data, backend=backend)
 
     @classmethod
     def from_config(cls, cfg: PipelineConfig, allow_modules: Iterable[str] = (),
                     backend: Backend | None = None) -> "Pipeline":
+        """The components of a parsed config (orchestra.config.parse; the caller checked it)."""
         from orchestra.registry import allowing
 
         # Options that name code by import path (a foreign retriever's factory) resolve only
@@ -162,8 +174,14 @@ class Pipeline:
             documents = [documents]
         corpus = Corpus.from_inputs(documents, self.backend.tokenizer,
                                     chunk_tokens=self.chunk_tokens, overlap=self.overlap)
-        # Reuse the same Corpus object for the same texts so chunkings and indexes are shared.
-        return self._corpora.setdefault(corpus.hash, corpus)
+        # Reuse the same Corpus object for the same texts so chunkings and indexes are shared;
+        # the KEEP_CORPORA most recent are kept (a long-lived pipeline, as orchestra.ask's
+        # default, must not hold every corpus it ever read).
+        corpus = self._corpora.pop(corpus.hash, corpus)
+        self._corpora[corpus.hash] = corpus
+        while len(self._corpora) > KEEP_CORPORA:
+            self._corpora.pop(next(iter(self._corpora)))
+        return corpus
 
     def forget(self, corpus: Corpus) -> None:
         """Drop ``corpus`` from the reuse table ``corpus()`` keeps (a server forgets documents

@@ -10,7 +10,7 @@ import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from pydantic import BaseModel, Field, computed_field
+from pydantic import AliasChoices, BaseModel, Field, computed_field
 
 
 def _plus(a, b):
@@ -137,7 +137,10 @@ class Route(BaseModel):
 class Answer(BaseModel):
     question: str
     text: str
-    strategy: str
+    # The registered type of the strategy that read (rag, full_context, ...); the name a
+    # pipeline gave it is ``route.strategy``. Read from "strategy" too (answers written before
+    # the rename, and callers that still pass strategy=).
+    strategy_type: str = Field(validation_alias=AliasChoices("strategy_type", "strategy"))
     evidence: list[Evidence] = Field(default_factory=list)
     route: Route | None = None
     cost: Cost = Field(default_factory=Cost)
@@ -154,6 +157,12 @@ class Answer(BaseModel):
         from orchestra.short_answer import short_answer
 
         return short_answer(self.text, self.question)
+
+    @property
+    def strategy(self) -> str:
+        """The former name of ``strategy_type`` (read-only), kept while callers move over
+        (orchestra/tune/study.py, examples/02_strategies.ipynb)."""
+        return self.strategy_type
 
     def __str__(self) -> str:  # the CLI's and notebooks' plain view
         return self.text

@@ -112,17 +112,6 @@ def test_a_router_that_decides_first_shows_its_route_before_the_reading_steps():
     assert [s.name for s in answer.trace.steps] == seen
 
 
-def test_default_pipeline_names_its_strategies_by_type():
-    from orchestra.pipeline import DEFAULT_PIPELINE
-    from orchestra.registry import names
-
-    strategies = DEFAULT_PIPELINE["strategies"]
-    assert all(name == spec["type"] for name, spec in strategies.items())
-    assert set(strategies) <= set(names("strategy"))
-    router = DEFAULT_PIPELINE["router"]
-    assert set([router["first"], *router["fallback"]]) <= set(strategies)
-
-
 def test_explain_decides_and_estimates_without_a_model_call():
     from orchestra.explain import explain, format_explanation
 

@@ -59,7 +59,7 @@ def test_reads_within_budget_without_duplicates_in_document_order():
     corpus = _corpus(b)
     q = "How many gulls did the keeper of the Quorvath lighthouse count?"
     ans = rag.answer(q, corpus)
-    assert ans.text == "4217" and ans.strategy == "rag"
+    assert ans.text == "4217" and ans.strategy_type == "rag"
     prompt = b.requests[0].messages[-1].content
     # the duplicate fact was read once, and the chunks are in corpus order
     assert prompt.count("4217 gulls") == 1
@@ -239,7 +239,7 @@ def test_orchestra_ask_with_rag_answers_squad_questions_in_a_30k_haystack(embedd
         from orchestra.types import Answer
 
         ans = Answer.model_validate_json(capsys.readouterr().out)
-        assert ans.strategy == "rag"
+        assert ans.strategy_type == "rag"
         # the gold paragraph was among what the reader saw, and the cost is that small prompt
         assert any(e.start < c.gold_end and e.end > c.gold_start for e in ans.evidence)
         assert ans.cost.prompt_tokens < 1200

@@ -99,13 +99,6 @@ def test_closing_the_stream_early_abandons_the_read():
     assert not [t for t in threading.enumerate() if t.name == "orchestra-stream"]
 
 
-def test_a_strategy_not_in_the_pipeline_is_refused():
-    b = WordStreamer(reply, context_window=4096)
-    pipe = Pipeline(b, {"full": FullContext(b)})
-    with pytest.raises(Exception, match="'pages' is not in this pipeline.*full"):
-        list(pipe.stream("When?", [GETTYSBURG], strategy="pages"))
-
-
 @pytest.mark.slow
 def test_embedded_model_streams_several_pieces_equal_to_generate(embedded):
     req = GenerationRequest.user("Name three colours of the rainbow.", max_tokens=16)

@@ -23,3 +23,16 @@ def test_costs_add_field_by_field():
     assert (c.prompt_tokens, c.generated_tokens, c.model_calls, c.wall_seconds) == (3, 3, 1, 0.5)
     assert Cost(kv_pages_read=1, kv_pages_total=4).pages_read_fraction == 0.25
     assert Cost().pages_read_fraction is None
+
+
+def test_an_answers_strategy_type_and_its_routes_pipeline_name_are_two_fields():
+    from orchestra.types import Answer, Route
+
+    a = Answer(question="q", text="t", strategy_type="rag",
+               route=Route(strategy="lexical", reason="chosen"))
+    data = a.model_dump(mode="json")
+    assert data["strategy_type"] == "rag" and data["route"]["strategy"] == "lexical"
+    assert "strategy" not in data
+    # Answers written before the rename (key "strategy") still read.
+    old = {k: v for k, v in data.items() if k not in ("strategy_type", "short")}
+    assert Answer.model_validate({**old, "strategy": "rag"}).strategy_type == "rag"

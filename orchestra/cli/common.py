@@ -23,11 +23,11 @@ def print_answer(answer: Answer, as_json: bool = False, out=None,
         out.write(f"{answer.text}\n\n")
     if route is not None:
         # The pipeline's name for the strategy, with its type where the two differ.
-        name = route.strategy if route.strategy == answer.strategy else (
-            f"{route.strategy} [{answer.strategy}]")
+        name = route.strategy if route.strategy == answer.strategy_type else (
+            f"{route.strategy} [{answer.strategy_type}]")
         out.write(f"route: {name} (router {route.router}): {route.reason}\n")
     else:
-        out.write(f"strategy: {answer.strategy}\n")
+        out.write(f"strategy: {answer.strategy_type}\n")
     parts = [f"prompt tokens {c.prompt_tokens}", f"generated tokens {c.generated_tokens}",
              f"model calls {c.model_calls}"]
     if c.kv_pages_total:

@@ -268,13 +268,14 @@ class Runner:
             # A strategy that cannot read this sample (a corpus over the window) scores 0 and
             # says why; the run goes on.
             error = f"{type(e).__name__}: {e}"
-            ans = Answer(question=sample.question, text="", strategy=name,
+            ans = Answer(question=sample.question, text="",
+                         strategy_type=self._type_of(name) or name,
                          route=Route(strategy=name, reason=f"failed: {error}"))
         scores = metrics.score(sample.task, ans.text, sample.answers, sample.question)
         # Option letters, True/False and summaries do not occur verbatim in the documents.
         recall = (metrics.evidence_recall(sample.answers, metrics.evidence_texts(ans, corpus))
                   if sample.task in metrics.EXTRACTIVE_TASKS else None)
-        route = ans.route or Route(strategy=ans.strategy, reason="")
+        route = ans.route or Route(strategy=name, reason="")
         row = {
             "key": self.row_key(sample, name),
             "sample_id": sample.sample_id, "dataset": sample.dataset, "length": sample.length,

@@ -263,7 +263,7 @@ class PipelineQueryEngine(BaseQueryEngine):
 
     @staticmethod
     def _metadata(answer) -> dict:
-        return {"strategy": answer.strategy, "cost": answer.cost.model_dump(),
+        return {"strategy": answer.strategy_type, "cost": answer.cost.model_dump(),
                 "route": answer.route.model_dump() if answer.route else None,
                 "unanswerable": answer.unanswerable, "answer": answer}
 

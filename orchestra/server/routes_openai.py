@@ -87,5 +87,5 @@ def _usage(answer) -> Usage:
 def _extras(answer, entry) -> dict:
     return {"route": answer.route.model_dump(mode="json") if answer.route else None,
             "evidence": [e.model_dump(mode="json") for e in answer.evidence],
-            "cost": answer.cost.model_dump(mode="json"), "strategy": answer.strategy,
+            "cost": answer.cost.model_dump(mode="json"), "strategy_type": answer.strategy_type,
             "corpus_id": entry.id if entry is not None else None}

@@ -300,6 +300,6 @@ class Strategy(Component, ABC):
         cost.add_generation(res)
         text = res.text
         return Answer(
-            question=question, text=text, strategy=self.name, cost=cost, trace=trace,
+            question=question, text=text, strategy_type=self.name, cost=cost, trace=trace,
             evidence=evidence, unanswerable=bool(decline and decline(text)),
         )

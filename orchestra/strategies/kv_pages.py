@@ -226,7 +226,7 @@ class KVPages(Strategy):
         cost.kv_pages_total += stats.pages_total
         # the page choice and the decoding
         cost.decode_seconds = (cost.decode_seconds or 0.0) + time.perf_counter() - t0
-        ans = Answer(question=question, text=text, strategy=self.name, cost=cost, trace=trace,
+        ans = Answer(question=question, text=text, strategy_type=self.name, cost=cost, trace=trace,
                      evidence=self._evidence(corpus, handle, stats.page_reads))
         return ans
 

@@ -243,7 +243,7 @@ class RAG(Strategy):
         if not chunks:
             # Nothing matched: reading an empty context would only invite an invented answer.
             return Answer(question=question, text=UNANSWERABLE if may_decline else NOT_FOUND,
-                          strategy=self.name, trace=trace, unanswerable=True)
+                          strategy_type=self.name, trace=trace, unanswerable=True)
         context = self.format_context([c.chunk for c in chunks])
         ans = self.read(context, question, [c.chunk for c in chunks], trace,
                         may_decline=may_decline, titles=corpus_titles(corpus),
@@ -260,7 +260,7 @@ class RAG(Strategy):
         chunks, _ = self.retrieve_with_shape(question, corpus)
         trace = Trace()
         if not chunks:
-            return Answer(question=question, text=NOT_FOUND, strategy=self.name, trace=trace)
+            return Answer(question=question, text=NOT_FOUND, strategy_type=self.name, trace=trace)
         best = max(chunks, key=lambda c: c.score)
         ans = self.read(self.format_context([best.chunk]), question, [best.chunk], trace,
                         step="second_read")
