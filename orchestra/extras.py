@@ -16,7 +16,7 @@ DISTRIBUTION = "orchestra-longdoc"
 # extra -> the modules it brings (import names)
 EXTRAS = {
     "server": ("fastapi", "uvicorn", "prometheus_client", "multipart"),
-    "tune": ("optuna", "sqlalchemy"),
+    "tune": ("optuna", "sqlalchemy", "scipy"),
     "plot": ("matplotlib",),
     "graph": ("networkx",),
 }

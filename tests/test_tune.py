@@ -87,10 +87,12 @@ def pipeline_file(tmp_path: Path, data: dict = PIPELINE, name: str = "pipe.yaml"
     return path
 
 
-def dev_quality(best: Path, backend, dataset: Path) -> float:
+def dev_quality(best: Path, backend, dataset: Path, limit: int = 100,
+                dev_fraction: float = 0.5) -> float:
     cfg, _ = load_config(best)
     pipe = Pipeline.from_config(cfg, backend=backend)
-    ds = load_dataset(str(dataset), backend.tokenizer, [], 100, 0, split="dev")
+    ds = load_dataset(str(dataset), backend.tokenizer, [], limit, 0, split="dev",
+                      dev_fraction=dev_fraction)
     scores = [metrics.score(s.task, pipe.run(s.question, s.documents).text, s.answers)["contains"]
               for s in ds.samples]
     return sum(scores) / len(scores)
@@ -116,16 +118,15 @@ def test_tune_finds_the_planted_configuration_and_best_yaml_reproduces(tmp_path,
     # best.yaml is a pipeline file `orchestra validate` accepts, headed by what it was tuned on.
     text = (out / "best.yaml").read_text()
     assert re.search(r"^# orchestra tune of .* on .*data\.jsonl:dev", text, re.M)
-    m = re.search(r"dev quality (\d\.\d+)", text)
+    m = re.search(r"dev leader \(not chosen\): trial \d+, dev quality (\d\.\d+)", text)
     assert m and float(m.group(1)) == 1.0
+    # 6 dev questions: the leader is marked, not chosen, and no profile is offered as a default.
+    assert "# NOT CHOSEN" in text and "not chosen: N = 6 < 100" in text
+    assert not (out / "profile.yaml").exists()
     assert main(["validate", str(out / "best.yaml")]) == 0
     assert "ok" in capsys.readouterr().out
     # ... and rebuilt on the same backend it scores what the comment says on the dev split.
     assert dev_quality(out / "best.yaml", backend, data) == pytest.approx(float(m.group(1)))
-    # profile.yaml holds the same values by strategy type: a pipeline naming it scores the same.
-    with_profile = dict(PIPELINE, profile=str(out / "profile.yaml"))
-    prof_pipe = pipeline_file(tmp_path, with_profile, "with_profile.yaml")
-    assert dev_quality(prof_pipe, backend, data) == 1.0
     assert dev_quality(pipeline_file(tmp_path, PIPELINE, "plain.yaml"), backend, data) < 1.0
     report = (out / "report.md").read_text()
     assert "Pareto front" in report
@@ -229,6 +230,10 @@ def test_tune_refuses_bad_input_with_one_message(tmp_path, capsys):
     assert "no strategy 'nope'" in msg
     assert "--dev-fraction" in _cli_error(capsys, base + ["--trials", "3", "--dev-fraction", "1"])
     assert "--minutes must be positive" in _cli_error(capsys, base + ["--minutes", "-1"])
+    msg = _cli_error(capsys, base + ["--trials", "3", "--pruner", "sometimes"])
+    assert "--pruner must be one of losing, median, none, got 'sometimes'" in msg
+    msg = _cli_error(capsys, base + ["--trials", "3", "--prune-first", "0"])
+    assert "--prune-first must be a whole number of questions, at least 1, got 0" in msg
     assert not Path(out).exists() or not any(Path(out).iterdir())
 
 
@@ -407,3 +412,183 @@ def test_a_tune_killed_with_sigkill_resumes(tmp_path):
     report = (out / "report.md").read_text()
     assert report.count("| complete |") == 12
     assert main(["validate", str(out / "best.yaml"), "--allow-module", "test_tune"]) == 0
+
+
+# -- issue 19, item 3: choices that generalise ----------------------------------------------
+NEEDS = {p: 1 + len(p) % 3 for p in PROJECTS}  # 8 of the 10 projects need one condition met
+
+
+def write_many(path: Path, n: int) -> Path:
+    """``n`` questions, each over its own documents (so the dev split keeps them all apart)."""
+    rows = []
+    for i in range(n):
+        docs = [f"Record {i}.{j}. The code word for the {p} project is {WORDS[(j + i) % 10]}{i}."
+                for j, p in enumerate(PROJECTS)]
+        k = (3 * i + 1) % len(PROJECTS)
+        rows.append({"id": f"m{i}", "documents": docs,
+                     "question": f"What is the code word for the {PROJECTS[k]} project?",
+                     "answers": [f"{WORDS[(k + i) % 10]}{i}"]})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+class PlantedBackend(ScriptedBackend):
+    """The planted reader behind a pipeline file (for the CLI): right on a question when enough
+    of the planted conditions hold; the pipeline as given meets none, max_tokens 32 meets one."""
+
+    def __init__(self, **kw):
+        super().__init__(planted_reader(NEEDS), context_window=4096)
+
+
+def test_the_paired_decision_counts_wins_and_losses_with_an_exact_sign_test():
+    from orchestra.tune.paired import Paired, choose, compare, dev_shortfall
+    from orchestra.tune.study import TrialResult
+
+    base = {f"q{i}": 0.0 for i in range(60)} | {f"q{i}": 1.0 for i in range(60, 120)}
+    # 10 questions won, 1 lost, the rest tied: two-sided p = 2 * 12 / 2048
+    better = dict(base) | {f"q{i}": 1.0 for i in range(10)} | {"q60": 0.0}
+    paired = compare(base, better)
+    assert (paired.wins, paired.losses, paired.n) == (10, 1, 120)
+    assert paired.p == pytest.approx(24 / 2048) and paired.beats
+    # 18 against 8 is a higher mean (+10 questions, against +9) but no evidence: p = 0.0755
+    close = dict(base) | {f"q{i}": 1.0 for i in range(18)} | {f"q{i}": 0.0
+                                                               for i in range(60, 68)}
+    assert (compare(base, close).wins, compare(base, close).losses) == (18, 8)
+    assert compare(base, close).p == pytest.approx(0.0755, abs=1e-4)
+    assert not compare(base, close).beats
+    assert not Paired(1, 10, 120).beats  # significant, but the other way
+
+    def trial(number, scores):
+        pr = compare(base, scores)
+        return TrialResult(number, "COMPLETE", {"rag.max_tokens": "32"},
+                           sum(scores.values()) / len(scores), 100.0, 0.1, len(scores), None, pr)
+
+    # Only a trial that beats the baseline may be chosen, not the higher mean.
+    trials = [trial(0, close), trial(1, better)]
+    assert trials[0].quality > trials[1].quality
+    chosen, why = choose(trials, 120)
+    assert chosen.number == 1 and "10 wins, 1 losses" in why
+    chosen, why = choose([trial(0, close)], 120)
+    assert chosen is None and why.startswith("not chosen: no trial beats")
+    stopped = [TrialResult(n, "PRUNED", {}, None, 100.0, 0.1, 30, None, Paired(0, 30, 30))
+               for n in (2, 3)]
+    assert choose(stopped, 120) == (None, "not chosen: all 2 trials were pruned (none could "
+                                          "still beat the pipeline as given, which stays)")
+    # Fewer than 100 questions: refused, however clear the win.
+    chosen, why = choose(trials, 99)
+    assert chosen is None and why.startswith("not chosen: N = 99 < 100")
+    assert "200 or more" in dev_shortfall(120, [2000, 16000])
+    assert "1 length" in dev_shortfall(240, [4000] * 240)
+    assert dev_shortfall(240, [2000] * 120 + [16000] * 120) is None
+
+
+def test_a_planted_better_configuration_is_chosen_on_enough_questions(tmp_path):
+    data = write_many(tmp_path / "data.jsonl", 112)
+    backend = PlantedBackend()
+    out = tmp_path / "tune"
+    result = tune(pipeline_file(tmp_path), str(data), out, trials=5, params=["max_tokens"],
+                  target="rag", backend=backend, progress=False, limit=200, dev_fraction=0.99)
+    n = result.n_questions
+    assert n >= 100
+    chosen = result.chosen
+    assert chosen is not None and chosen.params == {"rag.max_tokens": "32"}
+    # 32 adds a condition to whatever the pipeline as given meets: it never loses a question.
+    assert result.baseline.quality < 0.2 and chosen.quality > 0.7
+    assert chosen.paired.wins > 0.6 * n and chosen.paired.losses == 0
+    assert chosen.paired.p < 1e-20 and result.best is chosen
+    assert "chosen: trial" in result.decision
+    # Every trial's row shows its wins, losses and p against the baseline.
+    report = (out / "report.md").read_text()
+    rows = [x for x in report.splitlines() if re.match(r"\| \d+ \| (complete|pruned) \|", x)]
+    assert len(rows) == 5
+    for t, row in zip(result.trials, rows):
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[3:6] == [str(t.paired.wins), str(t.paired.losses), f"{t.paired.p:.3g}"]
+    assert f"| baseline | reference | {result.baseline.quality:.3f} |" in report
+    assert "below a dev split for defaults" in report  # one length, under 200 questions
+    # The profile is written and its comment records the test beside the value it changes.
+    profile = (out / "profile.yaml").read_text()
+    assert re.search(rf"^#   rag\.max_tokens = 32: trial {chosen.number}, "
+                     rf"{chosen.paired.wins} wins, 0 losses, p = ", profile, re.M)
+    assert f"{chosen.paired.wins} wins, 0 losses" in yaml.safe_load(profile)["tuned"]
+    assert "NOT CHOSEN" not in (out / "best.yaml").read_text()
+    # ... and a pipeline naming it reads as the chosen trial scored.
+    with_profile = pipeline_file(tmp_path, dict(PIPELINE, profile=str(out / "profile.yaml")),
+                                 "with_profile.yaml")
+    assert dev_quality(with_profile, backend, data, 200, 0.99) == pytest.approx(chosen.quality)
+
+
+def test_no_default_is_chosen_on_fewer_than_100_questions(tmp_path, capsys):
+    data = write_many(tmp_path / "data.jsonl", 60)
+    pipe = pipeline_file(tmp_path, {**PIPELINE, "backend": {"type": "test_tune:PlantedBackend"}})
+    out = tmp_path / "tune"
+    (out).mkdir()
+    (out / "profile.yaml").write_text("family: stale\n")  # an earlier run's: not left behind
+    argv = ["tune", str(pipe), "--dataset", str(data), "--trials", "5", "--params",
+            "max_tokens", "--target", "rag", "--limit", "200", "--dev-fraction", "0.99",
+            "--out", str(out), "--allow-module", "test_tune", "--no-progress"]
+    assert main(argv) == 0
+    said = capsys.readouterr().out
+    m = re.search(r"not chosen: N = (\d+) < 100 dev questions", said)
+    assert m and int(m.group(1)) < 100, said
+    assert "no profile.yaml" in said and not (out / "profile.yaml").exists()
+    # The leader beat the baseline clearly (p far below 0.05), yet is only marked, not chosen.
+    m = re.search(r"dev leader: trial \d+: .* (\d+) wins, 0 losses, p = (\S+) against", said)
+    assert m and int(m.group(1)) > 30 and float(m.group(2)) < 1e-6
+    best = (out / "best.yaml").read_text()
+    assert "# NOT CHOSEN" in best and "not chosen: N = " in best
+    assert main(["validate", str(out / "best.yaml"), "--allow-module", "test_tune"]) == 0
+
+
+def _losing_setup(tmp_path, n: int = 60):
+    """A baseline right everywhere (max_tokens 32) and a reader wrong under any other value:
+    a trial drawing 16 or 64 loses every question it reads."""
+    data = write_many(tmp_path / "data.jsonl", n)
+
+    def reply(req):
+        if req.max_tokens != 32:
+            return "I do not know."
+        user = req.messages[-1].content
+        project = re.search(r"code word for the (\w+) project\?", user).group(1)
+        return re.search(rf"The code word for the {project} project is (\w+)", user).group(1)
+
+    backend = ScriptedBackend(reply, context_window=4096)
+    pipe = {**PIPELINE, "strategies": {"rag": {**PIPELINE["strategies"]["rag"],
+                                               "max_tokens": 32}}}
+    return data, backend, pipeline_file(tmp_path, pipe)
+
+
+@pytest.mark.parametrize("pruner", ["losing", "none"])
+def test_pruning_stops_a_losing_trial_early(tmp_path, pruner):
+    from orchestra.tune.paired import cannot_win
+
+    data, backend, pipe = _losing_setup(tmp_path)
+    out = tmp_path / "tune"
+    result = tune(pipe, str(data), out, trials=6, params=["max_tokens"], target="rag",
+                  backend=backend, progress=False, limit=200, dev_fraction=0.99,
+                  pruner=pruner, prune_first=10)
+    n = result.n_questions
+    losers = [t for t in result.trials if t.params["rag.max_tokens"] != "32"]
+    assert losers  # seed 0 draws 16 or 64
+    reads = {v: sum(r.max_tokens == int(v) for r in backend.requests) for v in ("16", "64")}
+    for t in losers:
+        value = t.params["rag.max_tokens"]
+        if pruner == "none":
+            assert t.state == "COMPLETE" and t.paired.losses == n and reads[value] == n
+            continue
+        # Stopped at the first question after which even winning all the rest could not beat
+        # the baseline: its configuration was read on that prefix only.
+        assert t.state == "PRUNED" and t.n < n and t.paired.losses == t.n
+        assert reads[value] == t.n
+        assert cannot_win(0, t.n, n - t.n) and not cannot_win(0, t.n - 1, n - t.n + 1)
+        assert f"(pruned after {t.n} of {n} questions)" in (out / "report.md").read_text()
+    if pruner == "losing":
+        # 32 ties the baseline everywhere: it cannot beat it, so it too stops, five questions
+        # from the end (5 wins of 5 would be p = 0.0625). Nothing completes; the baseline stays.
+        ties = [t for t in result.trials if t.params["rag.max_tokens"] == "32"]
+        assert ties and all(t.state == "PRUNED" and t.n == n - 5 for t in ties)
+        assert result.best is None and result.decision.startswith("not chosen")
+        assert not (out / "best.yaml").exists() and not (out / "profile.yaml").exists()
+        return
+    # Read to the end, 32 ties the baseline (0 wins, 0 losses): nothing beats it.
+    assert all(t.paired.wins == 0 for t in result.trials) and result.chosen is None

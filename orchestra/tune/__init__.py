@@ -2,7 +2,7 @@
 
 Usage::
 
-    orchestra tune my_pipeline.yaml --dataset ruler_qa --lengths 4000 --limit 20 \\
+    orchestra tune my_pipeline.yaml --dataset ruler_qa --lengths 2000,16000 --limit 100 \\
         --trials 40 --out runs/tune-ruler
     orchestra validate runs/tune-ruler/best.yaml          # the winner is a pipeline file
     orchestra eval --pipeline runs/tune-ruler/best.yaml --dataset ruler_qa:test --lengths 4000 ...
@@ -17,16 +17,28 @@ Usage::
 - ``--params a,b,...`` limits the search to those settings (names in
   ``orchestra.tune.space.SPACE``: ``reorder``, ``reader_template``, ``chunk_tokens``, ...).
   Settings a strategy's constructor does not accept are skipped and listed in the report.
-- Output: ``OUT/best.yaml`` (with a comment saying what it was tuned on and its dev score),
-  ``OUT/profile.yaml`` (the same values by strategy type: a model-family profile, see
-  orchestra.profiles; name it as ``profile:`` in other pipelines), ``OUT/report.md`` (every
-  trial; the Pareto front of quality against prompt tokens) and ``OUT/trials.png``.
+- The baseline is the pipeline as given (the current default), read first on every dev
+  question. A trial may replace it only by beating it question by question: wins (the trial
+  right where the baseline is wrong), losses (the reverse) and the exact two-sided sign test
+  (scipy's ``binomtest``) at p < 0.05, on 100 or more questions (orchestra.tune.paired). Dev
+  for a default means 200+ questions over 2+ lengths; the report says when a run has less.
+- Pruning: a trial reads its questions as a growing prefix; after ``--prune-first N`` of them
+  (default 20) ``--pruner losing`` (the default) stops it once even winning every question
+  left cannot beat the baseline (so it never stops a trial that could be chosen), ``median``
+  is Optuna's MedianPruner on wins minus losses (after 5 finished trials), ``none`` reads all.
+- Output: ``OUT/report.md`` (the baseline and every trial with its wins, losses and p; the
+  Pareto front of quality against prompt tokens), ``OUT/trials.png``, and ``OUT/best.yaml``: the
+  chosen configuration, or, when none was chosen, the dev leader headed ``NOT CHOSEN`` (with
+  why: fewer than 100 questions, or no trial beat the baseline). For a chosen configuration
+  only, ``OUT/profile.yaml``: the same values by strategy type (a model-family profile, see
+  orchestra.profiles; name it as ``profile:`` in other pipelines), its comment recording the
+  wins, losses and p beside every value it changes.
 
 - A model family's defaults: ``cp OUT/profile.yaml orchestra/profiles/smollm2.yaml`` (it
-  keeps the family's ``match`` patterns and names the command and dev score in ``tuned``).
-- Cost: each trial answers every dev sample once (answers already cached are free); with the
-  embedded reader on CPU a RULER-QA answer at 2-4k tokens takes ~4-10 s, so 40 trials x 20
-  questions is about an hour. A focused ``--params`` list (e.g.
+  keeps the family's ``match`` patterns and names the command and paired test in ``tuned``).
+- Cost: each trial answers every dev sample once (answers already cached are free; a pruned
+  trial stops early); with the embedded reader on CPU a RULER-QA answer at 2-4k tokens takes
+  ~4-10 s, so 40 trials x 200 questions is many hours: a focused ``--params`` list (e.g.
   ``reorder,reader_template,reader_system,top_k_tokens,chunk_tokens,retriever``) lets TPE learn
   more from fewer trials than the whole space of every strategy.
 
@@ -37,6 +49,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -84,48 +97,56 @@ def _pipeline_data(pipeline: str | Path | dict, allow_modules: Sequence[str]):
     return cfg, located.data, name, stable_hash(located.data)
 
 
+@dataclass
+class Options:
+    """What a tune was asked for, beside the pipeline (tune()'s keywords)."""
+
+    lengths: Sequence[int] = ()
+    trials: int | None = None
+    minutes: float | None = None
+    limit: int = 20
+    target: str = "router"
+    params: list[str] | None = None
+    seed: int = 0
+    dev_fraction: float = 0.5
+    data_root: str | Path | None = None
+    allow_modules: Sequence[str] = ()
+    progress: bool = True
+    command: str | None = None
+    allow_zero: bool = True
+    ray: dict | None = None
+    pruner: str = "losing"
+    prune_first: int = 20
+
+
 def tune(pipeline: str | Path | dict, dataset: str, out: str | Path, *,
          lengths: Sequence[int] = (), trials: int | None = None, minutes: float | None = None,
          limit: int = 20, target: str = "router", params: Sequence[str] | None = None,
          seed: int = 0, dev_fraction: float = 0.5, backend: Any = None,
          data_root: str | Path | None = None, allow_modules: Sequence[str] = (),
          progress: bool = True, command: str | None = None, allow_zero: bool = True,
-         ray: dict | None = None):
+         ray: dict | None = None, pruner: str = "losing", prune_first: int = 20):
     """Tune ``pipeline`` on the dev split of ``dataset``; write best.yaml, report.md and
-    trials.png into ``out``. Returns the TuneResult. Bad input raises InputError/ConfigError
-    (the CLI prints it and exits 2) before any model is loaded. With ``allow_zero=False`` (the
-    CLI's default; --allow-zero sets it) a study whose every finished trial scored 0 writes no
-    best.yaml and raises ZeroScoreError.
+    trials.png into ``out`` (and profile.yaml when a trial is chosen). Returns the TuneResult.
+    Bad input raises InputError/ConfigError (the CLI prints it and exits 2) before any model is
+    loaded. With ``allow_zero=False`` (the CLI's default; --allow-zero sets it) a study whose
+    every finished trial scored 0 writes no best.yaml and raises ZeroScoreError.
     ``ray``: ``{"address", "actors", "cpus", "gpus"}`` to answer each trial's questions on
-    Ray actors (orchestra.cluster.tune)."""
-    from orchestra.eval.datasets import check_spec, parse_split
+    Ray actors (orchestra.cluster.tune). ``pruner`` (``losing``, ``median`` or ``none``) and
+    ``prune_first``: see orchestra.tune.study."""
+    from orchestra.extras import require
     from orchestra.tune.space import plan as make_plan
 
+    opts = Options(lengths, trials, minutes, limit, target, list(params) if params else None,
+                   seed, dev_fraction, data_root, allow_modules, progress, command,
+                   allow_zero, ray, pruner, prune_first)
     # -- everything the user gave is checked before a model loads -------------------------
-    from orchestra.extras import require
-
     require("tune", "orchestra tune")
     require("plot", "orchestra tune's trials.png")
-    if trials is None and minutes is None:
-        raise InputError("give a budget: --trials N and/or --minutes M")
-    if trials is not None and (isinstance(trials, bool) or not isinstance(trials, int)
-                               or trials < 1):
-        raise InputError(f"--trials must be at least 1, got {trials}")
-    if minutes is not None and not minutes > 0:
-        raise InputError(f"--minutes must be positive, got {minutes}")
-    if limit < 1:
-        raise InputError(f"--limit must be at least 1, got {limit}")
-    if not 0 < dev_fraction < 1:
-        raise InputError(f"--dev-fraction must be between 0 and 1 (exclusive), got "
-                         f"{dev_fraction}")
-    check_spec(dataset)
-    base, split = parse_split(dataset)
-    if split == REFUSED_SPLIT:
-        raise InputError(f"--dataset {dataset}: tune reads the dev split only (the test split "
-                         f"is for reporting); use {base}:dev or {base}")
+    _check_options(opts)
+    base = _dev_dataset(dataset)
     cfg, data, source, pipeline_hash = _pipeline_data(pipeline, allow_modules)
-    param_list = list(params) if params else None
-    the_plan = make_plan(data, param_list, target, allow_modules)
+    the_plan = make_plan(data, opts.params, target, allow_modules)
     if not the_plan.components:
         why = "; ".join(the_plan.notes) or "no setting of the search space applies"
         raise ConfigError(f"{source}: no tunable strategy: none of the strategies "
@@ -137,78 +158,166 @@ def tune(pipeline: str | Path | dict, dataset: str, out: str | Path, *,
     # Held before any model loads, as eval's: a second tune into the same study would finish
     # trials under the first one's feet (optuna's UpdateFinishedTrialError, a FAIL stored).
     with out_dir_lock(out_dir, "tune"):
-        return _tune(cfg, data, source, pipeline_hash, the_plan, param_list, out_dir,
-                     base=base, lengths=lengths, trials=trials, minutes=minutes, limit=limit,
-                     target=target, seed=seed, dev_fraction=dev_fraction, backend=backend,
-                     data_root=data_root, allow_modules=allow_modules, progress=progress,
-                     command=command, allow_zero=allow_zero, ray=ray)
+        return _tune(cfg, data, source, pipeline_hash, the_plan, out_dir, base, backend, opts)
 
 
-def _tune(cfg, data, source, pipeline_hash, the_plan, param_list, out_dir, *, base, lengths,
-          trials, minutes, limit, target, seed, dev_fraction, backend, data_root,
-          allow_modules, progress, command, allow_zero, ray=None):
-    from orchestra.eval.datasets import load_dataset
-    from orchestra.eval.metrics import headline
+def _check_options(o: Options) -> None:
+    from orchestra.tune.study import PRUNERS
+
+    if o.trials is None and o.minutes is None:
+        raise InputError("give a budget: --trials N and/or --minutes M")
+    if o.trials is not None and (isinstance(o.trials, bool) or not isinstance(o.trials, int)
+                                 or o.trials < 1):
+        raise InputError(f"--trials must be at least 1, got {o.trials}")
+    if o.minutes is not None and not o.minutes > 0:
+        raise InputError(f"--minutes must be positive, got {o.minutes}")
+    if o.limit < 1:
+        raise InputError(f"--limit must be at least 1, got {o.limit}")
+    if not 0 < o.dev_fraction < 1:
+        raise InputError(f"--dev-fraction must be between 0 and 1 (exclusive), got "
+                         f"{o.dev_fraction}")
+    if o.pruner not in PRUNERS:
+        raise InputError(f"--pruner must be one of {', '.join(PRUNERS)}, got {o.pruner!r}")
+    if isinstance(o.prune_first, bool) or not isinstance(o.prune_first, int) \
+            or o.prune_first < 1:
+        raise InputError(f"--prune-first must be a whole number of questions, at least 1, "
+                         f"got {o.prune_first}")
+
+
+def _dev_dataset(dataset: str) -> str:
+    """The dataset's name, checked, and refused if it names the test split."""
+    from orchestra.eval.datasets import check_spec, parse_split
+
+    check_spec(dataset)
+    base, split = parse_split(dataset)
+    if split == REFUSED_SPLIT:
+        raise InputError(f"--dataset {dataset}: tune reads the dev split only (the test split "
+                         f"is for reporting); use {base}:dev or {base}")
+    return base
+
+
+def _tune(cfg, data, source, pipeline_hash, the_plan, out_dir, base, backend, o: Options):
     from orchestra.tune import report
-    from orchestra.tune.study import Tuner
 
-    # -- the model and the data -----------------------------------------------------------
     if backend is None:
         from orchestra.backends import load_backend
 
-        backend = load_backend(cfg.backend.type, allow_modules=tuple(allow_modules),
+        backend = load_backend(cfg.backend.type, allow_modules=tuple(o.allow_modules),
                                **cfg.backend.options)
-    ds = load_dataset(base, backend.tokenizer, lengths, limit, seed,
-                      Path(data_root) if data_root else None, split="dev",
-                      dev_fraction=dev_fraction)
-    for problem in ds.problems:
-        print(f"orchestra tune: warning: {problem}", file=sys.stderr)
-    info = {"dataset": f"{base}:dev", "lengths": list(lengths), "limit": limit,
-            "pipeline_hash": pipeline_hash, "params": param_list, "dev_fraction": dev_fraction,
-            "space": the_plan.signature()}
-    kw = dict(target=target, seed=seed, progress=progress, allow_modules=allow_modules,
-              info=info)
-    if ray is None:
-        result = Tuner(data, backend, ds.samples, out_dir, the_plan, **kw).run(trials, minutes)
-    else:
-        from orchestra.cluster.tune import run_on_ray
-
-        result = run_on_ray(ray, data, backend, ds.samples, out_dir, the_plan, trials, minutes,
-                            **kw)
-
-    # -- what it found --------------------------------------------------------------------
-    metric = ", ".join(sorted({headline(s.task) for s in ds.samples}))
-    n_done = sum(t.state == "COMPLETE" for t in result.trials)
-    header = [f"orchestra tune of {source} on {base}:dev (lengths "
-              f"{','.join(map(str, lengths)) or 'as given'}; {len(ds.samples)} samples; seed "
-              f"{seed}; target {target}); {n_done} trials finished"]
-    if result.best is not None:
-        header.append(f"best: trial {result.best.number}, dev quality "
-                      f"{result.best.quality:.3f} ({metric}), "
-                      f"{result.best.prompt_tokens:.0f} prompt tokens per answer")
-    if command:
-        header.append(f"command: {command}")
+    samples = _dev_samples(base, backend, o)
+    result = _search(data, backend, samples, out_dir, the_plan, pipeline_hash, base, o)
+    header = _header(result, samples, source, base, o)
     title = f"orchestra tune: {source} on {base}:dev"
     report.write_report(result, out_dir / "report.md", title, header)
     report.write_plot(result, out_dir / "trials.png", title)
     if result.best is None:
+        return _nothing_finished(result, out_dir)
+    if not o.allow_zero and all(t.quality == 0 for t in result.trials
+                                if t.state == "COMPLETE"):
+        raise ZeroScoreError(
+            f"{out_dir}: every one of the {_n_done(result)} finished trials scored 0 on "
+            f"{base}:dev, so there is no winner and best.yaml was not written (see "
+            f"{out_dir / 'report.md'}); check the dataset's answers and the reader, or pass "
+            "--allow-zero to write it anyway")
+    report.write_best(result, out_dir / "best.yaml", header)
+    _write_profile(result, data, the_plan, out_dir, header)
+    return result
+
+
+def _nothing_finished(result, out_dir: Path):
+    """No trial completed. Pruned ones lost to the pipeline as given (the pruner stops only
+    a trial that can no longer beat it): that is a finding, the baseline stays, and there is
+    no configuration to write. None pruned either: the budget ran out first (an error)."""
+    pruned = sum(t.state == "PRUNED" and not t.error for t in result.trials)
+    if not pruned:
         raise InputError(f"{out_dir}: no trial finished (see {out_dir / 'report.md'}); raise "
                          "--trials or --minutes")
-    if not allow_zero and all(t.quality == 0 for t in result.trials if t.state == "COMPLETE"):
-        raise ZeroScoreError(
-            f"{out_dir}: every one of the {n_done} finished trials scored 0 on {base}:dev, so "
-            f"there is no winner and best.yaml was not written (see {out_dir / 'report.md'}); "
-            "check the dataset's answers and the reader, or pass --allow-zero to write it anyway")
-    report.write_best(result, out_dir / "best.yaml", header)
+    for stale in ("best.yaml", "profile.yaml"):  # an earlier run's would read as this one's
+        if (out_dir / stale).exists():
+            (out_dir / stale).unlink()
+    return result
+
+
+def _dev_samples(base: str, backend, o: Options) -> list:
+    from orchestra.eval.datasets import load_dataset
+
+    ds = load_dataset(base, backend.tokenizer, o.lengths, o.limit, o.seed,
+                      Path(o.data_root) if o.data_root else None, split="dev",
+                      dev_fraction=o.dev_fraction)
+    for problem in ds.problems:
+        print(f"orchestra tune: warning: {problem}", file=sys.stderr)
+    return list(ds.samples)
+
+
+def _search(data, backend, samples, out_dir, the_plan, pipeline_hash, base, o: Options):
+    """The study (here, or with its questions answered on Ray)."""
+    from orchestra.tune.study import Tuner
+
+    info = {"dataset": f"{base}:dev", "lengths": list(o.lengths), "limit": o.limit,
+            "pipeline_hash": pipeline_hash, "params": o.params,
+            "dev_fraction": o.dev_fraction, "space": the_plan.signature()}
+    kw = dict(target=o.target, seed=o.seed, progress=o.progress,
+              allow_modules=o.allow_modules, info=info, pruner=o.pruner,
+              prune_first=o.prune_first)
+    if o.ray is None:
+        return Tuner(data, backend, samples, out_dir, the_plan, **kw).run(o.trials, o.minutes)
+    from orchestra.cluster.tune import run_on_ray
+
+    return run_on_ray(o.ray, data, backend, samples, out_dir, the_plan, o.trials, o.minutes,
+                      **kw)
+
+
+def _n_done(result) -> int:
+    return sum(t.state == "COMPLETE" for t in result.trials)
+
+
+def _header(result, samples, source: str, base: str, o: Options) -> list[str]:
+    """What the study was, what it found and whether it may replace the default: the comment
+    of every file it writes."""
+    from orchestra.eval.metrics import headline
+    from orchestra.tune.paired import dev_shortfall
+
+    metric = ", ".join(sorted({headline(s.task) for s in samples}))
+    pruned = sum(t.state == "PRUNED" and not t.error for t in result.trials)
+    lines = [f"orchestra tune of {source} on {base}:dev (lengths "
+             f"{','.join(map(str, o.lengths)) or 'as given'}; {len(samples)} samples; seed "
+             f"{o.seed}; target {o.target}); {_n_done(result)} trials finished, {pruned} "
+             f"pruned (--pruner {o.pruner}, --prune-first {o.prune_first})"]
+    b = result.baseline
+    if b is not None and b.quality is not None:
+        lines.append(f"baseline (the pipeline as given): dev quality {b.quality:.3f} "
+                     f"({metric}), {b.prompt_tokens:.0f} prompt tokens per answer")
+    if result.best is not None:
+        what = "chosen" if result.chosen is not None else "dev leader (not chosen)"
+        lines.append(f"{what}: trial {result.best.number}, dev quality "
+                     f"{result.best.quality:.3f} ({metric}), "
+                     f"{result.best.prompt_tokens:.0f} prompt tokens per answer")
+    lines.append(result.decision)
+    short = dev_shortfall(len(samples), [s.length for s in samples])
+    if short:
+        lines.append(short)
+    if o.command:
+        lines.append(f"command: {o.command}")
+    return lines
+
+
+def _write_profile(result, data: dict, the_plan, out_dir: Path, header: list[str]) -> None:
+    """profile.yaml (the values by strategy type, to become a model family's defaults) for a
+    chosen configuration only; a dev leader that was not chosen is no default to copy."""
     from orchestra.profiles import family_for_model
+    from orchestra.tune import report
     from orchestra.tune.space import profile_values
 
-    sections, notes = profile_values(data, the_plan, result.best.params)
+    path = out_dir / "profile.yaml"
+    if result.chosen is None:
+        if path.exists():  # an earlier run's, written before it was refused
+            path.unlink()
+        return
+    sections, notes = profile_values(data, the_plan, result.chosen.params)
     backend_section = data.get("backend") if isinstance(data.get("backend"), dict) else {}
     family = data.get("profile") or family_for_model(backend_section.get("model", "embedded"))
-    report.write_profile(result, out_dir / "profile.yaml", str(family), header, sections)
+    report.write_profile(result, path, str(family), header, sections)
     result.notes.extend(notes)
-    return result
 
 
 def command_line(argv: Sequence[str] | None = None) -> str:

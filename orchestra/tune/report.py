@@ -27,9 +27,36 @@ def _settings(params: dict[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(params.items())) or "(the pipeline as given)"
 
 
+def changed(params: dict[str, str]) -> dict[str, str]:
+    """The settings a trial drew other than the pipeline's own ("keep")."""
+    from orchestra.tune.space import DEFAULT
+
+    return {k: v for k, v in sorted(params.items()) if v != DEFAULT}
+
+
+def evidence(result: TuneResult) -> list[str]:
+    """Comment lines for the chosen configuration: its paired test against the pipeline as
+    given, beside every value it changes (the test is of the configuration as a whole: the
+    values were drawn together, not tested one by one)."""
+    t = result.chosen
+    if t is None or t.paired is None:
+        return []
+    lines = [f"chosen against the pipeline as given on {result.n_questions} dev questions: "
+             f"trial {t.number}, {t.paired.text()} (exact sign test)"]
+    lines += [f"  {k} = {v}: trial {t.number}, {t.paired.text()}"
+              for k, v in changed(t.params).items()]
+    return lines
+
+
 def write_best(result: TuneResult, path: Path, header: Sequence[str]) -> Path:
-    """The best configuration as a pipeline file, headed by what it was tuned on."""
-    text = "".join(f"# {line}\n" for line in header)
+    """The best configuration as a pipeline file, headed by what it was tuned on and whether
+    it was chosen (a dev leader that was not is marked so: it is no replacement)."""
+    lines = list(header[:1])
+    if result.chosen is None:
+        lines.append("NOT CHOSEN: the dev leader below is no replacement for the default "
+                     "(why: the 'not chosen' line)")
+    lines += list(header[1:]) + evidence(result)
+    text = "".join(f"# {line}\n" for line in lines)
     text += yaml.safe_dump(result.best_data, sort_keys=False, allow_unicode=True, width=100)
     path.write_text(text, encoding="utf-8")
     return path
@@ -37,8 +64,9 @@ def write_best(result: TuneResult, path: Path, header: Sequence[str]) -> Path:
 
 def write_profile(result: TuneResult, path: Path, family: str, header: Sequence[str],
                   sections: dict) -> Path:
-    """The best values as a profile file (orchestra.profiles): name it as ``profile:`` or copy
-    it over a built-in profile."""
+    """The chosen values as a profile file (orchestra.profiles): name it as ``profile:`` or
+    copy it over a built-in profile. Written only for a chosen configuration; its comment and
+    ``tuned`` record the paired test for every value it changes."""
     from orchestra.errors import ConfigError
     from orchestra.profiles import load_profile
 
@@ -46,37 +74,56 @@ def write_profile(result: TuneResult, path: Path, family: str, header: Sequence[
         match = load_profile(family).match
     except ConfigError:
         match = []
+    proof = evidence(result)
     data = {"family": family, "match": match,
             "description": "values chosen by orchestra tune on dev",
-            "tuned": " / ".join(header), **sections}
-    text = "".join(f"# {line}\n" for line in header)
+            "tuned": " / ".join([*header, *(x.strip() for x in proof)]), **sections}
+    text = "".join(f"# {line}\n" for line in [*header, *proof])
     text += yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
     path.write_text(text, encoding="utf-8")
     return path
 
 
+def _cells(t: TrialResult) -> str:
+    """quality | wins | losses | p | prompt tokens | seconds"""
+    q = "" if t.quality is None else f"{t.quality:.3f}"
+    w, lo, p = ("", "", "") if t.paired is None else (t.paired.wins, t.paired.losses,
+                                                        f"{t.paired.p:.3g}")
+    tok = "" if t.prompt_tokens is None else f"{t.prompt_tokens:.0f}"
+    sec = "" if t.seconds is None else f"{t.seconds:.2f}"
+    return f"{q} | {w} | {lo} | {p} | {tok} | {sec}"
+
+
+def _trial_lines(result: TuneResult) -> list[str]:
+    lines = ["| trial | state | quality | wins | losses | p | prompt tokens | seconds | "
+             "settings |", "|---:|---|---:|---:|---:|---:|---:|---:|---|"]
+    if result.baseline is not None and result.baseline.quality is not None:
+        lines.append(f"| baseline | reference | {_cells(result.baseline)} | "
+                     "(the pipeline as given) |")
+    for t in result.trials:
+        extra = f" ({t.error})" if t.error else ""
+        if t.state == "PRUNED" and not t.error:
+            extra = f" (pruned after {t.n} of {result.n_questions} questions)"
+        lines.append(f"| {t.number} | {t.state.lower()} | {_cells(t)} | "
+                     f"{_settings(t.params)}{extra} |")
+    return lines
+
+
 def write_report(result: TuneResult, path: Path, title: str, header: Sequence[str]) -> Path:
     lines = [f"# {title}", ""]
     lines += [f"- {h}" for h in header]
+    lines += [f"- {x}" for x in evidence(result)]
     if result.notes:
         lines += ["", "Settings not searched:", ""] + [f"- {n}" for n in result.notes]
-    front = pareto(result.trials)
     lines += ["", "## Pareto front: quality against prompt tokens", "",
-              "| trial | quality | prompt tokens | seconds | settings |",
-              "|---:|---:|---:|---:|---|"]
-    for t in front:
-        lines.append(f"| {t.number} | {t.quality:.3f} | {t.prompt_tokens:.0f} | "
-                     f"{t.seconds:.2f} | {_settings(t.params)} |")
+              "| trial | quality | wins | losses | p | prompt tokens | seconds | settings |",
+              "|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for t in pareto(result.trials):
+        lines.append(f"| {t.number} | {_cells(t)} | {_settings(t.params)} |")
     lines += ["", "## Every trial", "",
-              "| trial | state | quality | prompt tokens | seconds | settings |",
-              "|---:|---|---:|---:|---:|---|"]
-    for t in result.trials:
-        q = "" if t.quality is None else f"{t.quality:.3f}"
-        tok = "" if t.prompt_tokens is None else f"{t.prompt_tokens:.0f}"
-        sec = "" if t.seconds is None else f"{t.seconds:.2f}"
-        extra = f" ({t.error})" if t.error else ""
-        lines.append(f"| {t.number} | {t.state.lower()} | {q} | {tok} | {sec} | "
-                     f"{_settings(t.params)}{extra} |")
+              "Wins: questions the trial answers better than the pipeline as given (the "
+              "baseline); losses: the reverse; p: the exact two-sided sign test on them.", ""]
+    lines += _trial_lines(result)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 

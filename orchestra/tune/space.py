@@ -331,55 +331,66 @@ def plan(data: dict, params: list[str] | None = None, target: str = "router",
     entries = [e for e in SPACE if params is None or e.name in params]
     strategies = data.get("strategies") or {}
     router = data.get("router") or {"type": "fixed"}
-    router_type = router.get("type", "fixed")
     if target != "router" and target not in strategies:
         raise ConfigError(f"--target: the pipeline has no strategy {target!r}; it has "
                           f"{', '.join(strategies)} (or 'router')")
     components: list[Planned] = []
     notes: list[str] = []
-    names = list(strategies) if target == "router" else [target]
-    for name in names:
-        comp = strategies[name] or {}
-        cls = resolve("strategy", comp.get("type", ""), allow_modules)
-        p = Planned("strategy", name, comp.get("type", ""))
-        for e in entries:
-            if e.kind != "strategy":
-                continue
-            e = e.narrowed(cls)
-            ok, why = _applies(e, cls, p.type, router_type)
-            if ok and e.group == "self_route" and not _declines_first(cls, name, router):
-                continue  # only Self-Route's first strategy reads with its decline template
-            if ok:
-                p.entries.append(e)
-            elif params is not None or _relevant(e, cls, name, router):
-                # Asked for by name, or a setting of this kind of strategy it does not take
-                # (yet): say so. (Retrieval settings of a strategy that does not retrieve are
-                # not news.)
-                notes.append(f"{name}: {e.name} skipped: {why}")
-        # A strategy with a retriever option only tunes chunking when it tunes the retriever
-        # (chunking lives on the retriever it reads with).
-        has_retr = any(e.name == "retriever" for e in p.entries)
-        if not has_retr:
-            dropped = [e for e in p.entries if e.option.startswith("retriever.")]
-            if dropped:
-                notes.append(f"{name}: {', '.join(e.name for e in dropped)} skipped: the "
-                             "retriever itself is not searched (add 'retriever' to --params)")
-            p.entries = [e for e in p.entries if not e.option.startswith("retriever.")]
+    for name in (list(strategies) if target == "router" else [target]):
+        p = _plan_strategy(name, strategies[name] or {}, entries, router, params, allow_modules,
+                           notes)
         if p.entries:
             components.append(p)
     if target == "router":
-        cls = resolve("router", router_type, allow_modules)
-        p = Planned("router", "router", router_type)
-        for e in entries:
-            if e.kind == "router":
-                ok, why = _applies(e, cls, router_type, router_type)
-                if ok:
-                    p.entries.append(e)
-                else:
-                    notes.append(f"router: {e.name} skipped: {why}")
+        p = _plan_router(router.get("type", "fixed"), entries, allow_modules, notes)
         if p.entries:
             components.append(p)
     return Plan(components, notes)
+
+
+def _plan_strategy(name: str, comp: dict, entries: list[Entry], router: dict,
+                   params: list[str] | None, allow_modules, notes: list[str]) -> Planned:
+    """The entries that apply to strategy ``name``; a note for each relevant one skipped."""
+    cls = resolve("strategy", comp.get("type", ""), allow_modules)
+    router_type = router.get("type", "fixed")
+    p = Planned("strategy", name, comp.get("type", ""))
+    for e in entries:
+        if e.kind != "strategy":
+            continue
+        e = e.narrowed(cls)
+        ok, why = _applies(e, cls, p.type, router_type)
+        if ok and e.group == "self_route" and not _declines_first(cls, name, router):
+            continue  # only Self-Route's first strategy reads with its decline template
+        if ok:
+            p.entries.append(e)
+        elif params is not None or _relevant(e, cls, name, router):
+            # Asked for by name, or a setting of this kind of strategy it does not take
+            # (yet): say so. (Retrieval settings of a strategy that does not retrieve are
+            # not news.)
+            notes.append(f"{name}: {e.name} skipped: {why}")
+    # A strategy with a retriever option only tunes chunking when it tunes the retriever
+    # (chunking lives on the retriever it reads with).
+    if not any(e.name == "retriever" for e in p.entries):
+        dropped = [e for e in p.entries if e.option.startswith("retriever.")]
+        if dropped:
+            notes.append(f"{name}: {', '.join(e.name for e in dropped)} skipped: the "
+                         "retriever itself is not searched (add 'retriever' to --params)")
+        p.entries = [e for e in p.entries if not e.option.startswith("retriever.")]
+    return p
+
+
+def _plan_router(router_type: str, entries: list[Entry], allow_modules,
+                 notes: list[str]) -> Planned:
+    cls = resolve("router", router_type, allow_modules)
+    p = Planned("router", "router", router_type)
+    for e in entries:
+        if e.kind == "router":
+            ok, why = _applies(e, cls, router_type, router_type)
+            if ok:
+                p.entries.append(e)
+            else:
+                notes.append(f"router: {e.name} skipped: {why}")
+    return p
 
 
 # -- drawing and applying -----------------------------------------------------------------
