@@ -1,10 +1,11 @@
 """Value checks that both a component's constructor and `orchestra validate` run.
 
 A component class may define ``check_options(options: dict)`` (a classmethod) that checks the
-values it can judge without a backend and raises ``OptionError(option, message)``. The
-constructor calls it on its own arguments and ``orchestra.config.check`` calls it on a pipeline
-file's options, so a value `orchestra run` would refuse is refused by `validate` too, with the
-file, line and field.
+values it can judge without a backend and raises ``OptionError(option, message)``. Building a
+component runs it on the arguments given (``orchestra.spec.Component.__new__``: one place, so
+no constructor checks again) and ``orchestra.config.check`` runs it on a pipeline file's
+options, so a value `orchestra run` would refuse is refused by `validate` too, with the file,
+line and field.
 """
 
 from __future__ import annotations

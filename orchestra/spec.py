@@ -95,6 +95,12 @@ class Component:
     def __new__(cls, *args: Any, **kwargs: Any):
         obj = super().__new__(cls)
         obj._spec_args = given_arguments(cls, args, kwargs) or {}
+        # Every option is checked here, once, by the class's own check_options (the checks
+        # `orchestra validate` runs on a file, orchestra.checks); constructors only read the
+        # values, and the message names the class that was built ("strategy 'rag'").
+        check = getattr(cls, "check_options", None)
+        if callable(check):
+            check(dict(obj._spec_args))
         return obj
 
     def spec(self, names: Mapping[int, str] | None = None, full: bool = True) -> dict[str, Any]:

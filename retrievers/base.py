@@ -25,7 +25,7 @@ import numpy as np
 from orchestra import observe
 from orchestra.cache import atomic_file, cache_dir, stable_hash
 from orchestra.corpus import CHUNK_BOUNDARIES, Chunk, Corpus, check_chunking
-from orchestra.errors import ConfigError, InputError
+from orchestra.errors import ConfigError, InputError, OptionError
 from orchestra.spec import Component
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,10 @@ class Retriever(Component, ABC):
                                else options["overlap"], f"retriever {cls.name!r}", ConfigError)
             except ConfigError as e:
                 raise as_option_error(e, given) from None
+        if options.get("chunking") not in (None, *CHUNK_BOUNDARIES):  # None: tokens
+            raise OptionError("chunking", f"retriever {cls.name!r}: chunking must be one of "
+                                          f"{', '.join(CHUNK_BOUNDARIES)}, not "
+                                          f"{options['chunking']!r}")
 
     def __init__(self, backend: Any = None, chunk_tokens: int | None = None,
                  overlap: int | None = None, cache: bool = True, chunking: str = "tokens"):
@@ -108,16 +112,12 @@ class Retriever(Component, ABC):
         (LangChain's RecursiveCharacterTextSplitter defaults: ``chunk_tokens`` and ``overlap``
         then count characters); see Corpus.chunk."""
         # ``backend`` is accepted so a pipeline can build every component the same way.
-        type(self).check_options({"chunk_tokens": chunk_tokens, "overlap": overlap})
         self.backend = backend
         self.chunk_tokens, self.overlap = check_chunking(
             chunk_tokens or self.default_chunk_tokens,
             self.default_overlap if overlap is None else overlap, f"retriever {self.name!r}",
             ConfigError)
-        if chunking not in CHUNK_BOUNDARIES:
-            raise ConfigError(f"retriever {self.name!r}: chunking must be one of "
-                              f"{', '.join(CHUNK_BOUNDARIES)}, not {chunking!r}")
-        self.chunking = chunking
+        self.chunking = chunking or "tokens"
         self.cache = bool(cache)
         self.chunks: list[Chunk] | None = None
         self.corpus: Corpus | None = None

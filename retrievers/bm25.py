@@ -10,7 +10,7 @@ from functools import lru_cache
 import numpy as np
 
 from orchestra.corpus import Chunk, Corpus
-from orchestra.errors import ConfigError
+from orchestra.errors import OptionError
 from orchestra.retrievers.base import Retriever, ScoredChunk
 
 _WORD = re.compile(r"(?u)\b\w\w+\b")
@@ -46,11 +46,21 @@ class BM25Retriever(Retriever):
     name = "bm25"
     score_kind = "bm25"
 
-    def __init__(self, backend=None, k1: float = 1.5, b: float = 0.75, stem: bool = True,
-                 **kw):
-        super().__init__(backend, **kw)
-        if not (k1 >= 0 and 0 <= b <= 1):
-            raise ConfigError(f"retriever 'bm25': need k1 >= 0 and 0 <= b <= 1, got k1={k1}, b={b}")
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """Value checks shared with `orchestra validate` (orchestra.checks)."""
+        super().check_options(options)
+        k1, b = options.get("k1", 1.5), options.get("b", 0.75)
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (k1, b))
+        if not (numbers and k1 >= 0 and 0 <= b <= 1):
+            raise OptionError("k1" if "k1" in options else "b",
+                              f"retriever 'bm25': need k1 >= 0 and 0 <= b <= 1, got k1={k1}, "
+                              f"b={b}")
+
+    def __init__(self, backend=None, k1: float = 1.5, b: float = 0.75, stem: bool = True, *,
+                 chunk_tokens: int | None = None, overlap: int | None = None,
+                 cache: bool = True, chunking: str = "tokens"):
+        super().__init__(backend, chunk_tokens, overlap, cache, chunking)
         self.k1, self.b, self.stem = float(k1), float(b), bool(stem)
         self._bm = None
 

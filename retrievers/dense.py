@@ -95,14 +95,14 @@ class DenseRetriever(Retriever):
 
     def __init__(self, backend=None, model: str | None = None, device: str = "cpu",
                  batch_size: int = 64, ann_threshold: int = 20_000, window_overlap: int = 32,
-                 show_progress: bool = True, long_chunks: str = "windows", **kw):
+                 show_progress: bool = True, long_chunks: str = "windows", *,
+                 chunk_tokens: int | None = None, overlap: int | None = None,
+                 cache: bool = True, chunking: str = "tokens"):
         """``long_chunks``: how a chunk longer than the embedder reads (256 word pieces) is
         embedded: ``windows`` (overlapping windows, the chunk scores as its best) or
         ``truncate`` (its first 256 word pieces, as sentence-transformers and so LangChain and
         LlamaIndex embed it)."""
-        super().__init__(backend, **kw)
-        self.check_options({"ann_threshold": ann_threshold, "batch_size": batch_size,
-                            "window_overlap": window_overlap, "long_chunks": long_chunks})
+        super().__init__(backend, chunk_tokens, overlap, cache, chunking)
         self.long_chunks = long_chunks
         self.model = model
         self.device = device

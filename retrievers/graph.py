@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from orchestra.corpus import Chunk, Corpus
-from orchestra.errors import ConfigError
+from orchestra.errors import OptionError
 from orchestra.retrievers.base import Retriever, ScoredChunk, make_retriever
 from orchestra.retrievers.bm25 import _stopwords, terms
 
@@ -53,28 +53,31 @@ class GraphRetriever(Retriever):
         from orchestra.extras import require
 
         require("graph", "the graph retriever")
+        if options.get("chunk_tokens") is not None or options.get("overlap") is not None:
+            raise OptionError("chunk_tokens" if "chunk_tokens" in options else "overlap",
+                              "retriever 'graph' uses its seed retriever's chunking; set "
+                              "chunk_tokens/overlap on the seed")
         super().check_options(options)
+        alpha = options.get("alpha", 0.5)
+        if not 0 < alpha < 1:
+            raise OptionError("alpha", f"retriever 'graph': alpha must be in (0, 1), got {alpha}")
+        if options.get("seed_k", 8) < 1 or options.get("hops", 2) < 0 \
+                or options.get("max_df", 5) < 2 or options.get("max_nodes", 5000) < 1:
+            raise OptionError(next(iter(options), ""),
+                              "retriever 'graph': need seed_k >= 1, hops >= 0, max_df >= 2, "
+                              "max_nodes >= 1")
 
     def __init__(self, backend=None, seed: Any = "dense", seed_k: int = 8, alpha: float = 0.5,
                  hops: int = 2, max_df: int = 5, sequence_weight: float = 1.0,
                  terms_weight: float = 1.0, similarity_weight: float = 1.0,
                  similarity_neighbours: int = 3, similarity_threshold: float = 0.6,
-                 max_nodes: int = 5000, cache: bool = True, **kw):
-        from orchestra.extras import require
-
-        require("graph", "the graph retriever")
+                 max_nodes: int = 5000, cache: bool = True, *,
+                 chunk_tokens: int | None = None, overlap: int | None = None):
+        """``chunk_tokens`` and ``overlap`` are the seed's (check_options refuses them here)."""
         self.seed = make_retriever(seed, backend)
-        if "chunk_tokens" in kw or "overlap" in kw:
-            raise ConfigError("retriever 'graph' uses its seed retriever's chunking; set "
-                              "chunk_tokens/overlap on the seed")
         super().__init__(backend, chunk_tokens=self.seed.chunk_tokens,
                          overlap=self.seed.overlap, cache=cache,
                          chunking=getattr(self.seed, "chunking", "tokens"))
-        if not 0 < alpha < 1:
-            raise ConfigError(f"retriever 'graph': alpha must be in (0, 1), got {alpha}")
-        if seed_k < 1 or hops < 0 or max_df < 2 or max_nodes < 1:
-            raise ConfigError("retriever 'graph': need seed_k >= 1, hops >= 0, max_df >= 2, "
-                              "max_nodes >= 1")
         self.seed_k, self.alpha, self.hops, self.max_df = int(seed_k), float(alpha), int(hops), int(max_df)
         self.weights = {"sequence": float(sequence_weight), "terms": float(terms_weight),
                         "similarity": float(similarity_weight)}

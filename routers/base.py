@@ -80,11 +80,9 @@ def since(t0: float) -> float:
 class Router(Component, ABC):
     name: ClassVar[str] = "router"
 
-    def __init__(self, strategies: Mapping[str, Strategy], **options: Any):
+    def __init__(self, strategies: Mapping[str, Strategy]):
         if not strategies:
             raise ConfigError(f"router {self.name!r} has no strategies to choose from")
-        if options:
-            raise ConfigError(f"router {self.name!r}: unknown option(s) {', '.join(sorted(options))}")
         self.strategies = dict(strategies)
 
     def available(self, backend: Backend) -> dict[str, Strategy]:

@@ -10,8 +10,8 @@ from orchestra.routers.base import Router
 class FixedRouter(Router):
     name = "fixed"
 
-    def __init__(self, strategies, strategy: str | None = None, **options):
-        super().__init__(strategies, **options)
+    def __init__(self, strategies, strategy: str | None = None):
+        super().__init__(strategies)
         if strategy is None:
             if len(self.strategies) != 1:
                 raise ConfigError("router 'fixed' needs `strategy:` when there are several "

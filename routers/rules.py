@@ -69,7 +69,6 @@ class RulesRouter(Router):
                  weak_rel_margin: float = DEFAULT_WEAK_REL_MARGIN,
                  use_retrieval: bool = True, orders: dict[str, list[str]] | None = None):
         super().__init__(strategies)
-        self.check_options({"effective_fraction": effective_fraction, "orders": orders})
         self.effective_fraction = effective_fraction
         self.weak_rel_margin = weak_rel_margin
         self.use_retrieval = use_retrieval

@@ -93,9 +93,6 @@ class SelfRouter(Router):
                  min_agreement: float = DEFAULT_MIN_AGREEMENT,
                  kinds: list[str] = DEFAULT_KINDS, budget: int | None = None):
         super().__init__(strategies)
-        self.check_options({"escalate_on": escalate_on, "min_logprob": min_logprob,
-                            "min_support": min_support, "min_agreement": min_agreement,
-                            "kinds": kinds, "budget": budget})
         if first is not None and K.resolve_name(self.strategies, first) is None:
             raise ConfigError(f"router 'self_route': first strategy {first!r} is not defined; "
                               f"defined: {', '.join(self.strategies)}")

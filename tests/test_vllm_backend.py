@@ -18,7 +18,7 @@ from orchestra.backends.vllm_backend import (
     result_from_output,
     sampling_kwargs,
 )
-from orchestra.errors import BackendError, ContextOverflowError
+from orchestra.errors import BackendError, ContextOverflowError, OptionError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -205,9 +205,10 @@ def test_overlong_prompt_is_refused_before_vllm(fake_vllm):
 
 
 def test_model_must_be_a_local_directory(fake_vllm):
-    with pytest.raises(BackendError, match="nothing is downloaded"):
+    # check_options refuses it as it is built, with the message `orchestra validate` gives.
+    with pytest.raises(OptionError, match="vllm backend: .*nothing is downloaded"):
         VLLMBackend(model="no-such-org/no-such-model")
-    with pytest.raises(BackendError, match="local Hugging Face model directory"):
+    with pytest.raises(OptionError, match="local Hugging Face model directory"):
         VLLMBackend(model=str(fake_vllm / "missing"))
 
 

@@ -121,8 +121,6 @@ class TransformersBackend(HFTokenizerBackend):
     ):
         import torch
 
-        self.check_options({"device": device, "dtype": dtype, "batch_size": batch_size,
-                            "context_window": context_window, "threads": threads})
         self.model_name = model
         self.device = _resolve_device(device)
         if threads:
@@ -204,6 +202,8 @@ class TransformersBackend(HFTokenizerBackend):
 
     def generate_batch(self, reqs: list[GenerationRequest],
                        **generate_kw: Any) -> list[GenerationResult]:
+        """One ``model.generate`` over requests that share their settings (the first's);
+        ``generate_kw`` goes to it as is (hf_stream's streamer and stopping criteria)."""
         import torch
 
         t0 = time.perf_counter()
@@ -216,6 +216,22 @@ class TransformersBackend(HFTokenizerBackend):
                 raise ContextOverflowError(n + r0.max_tokens, self._window,
                                            what="the prompt plus max_tokens")
         enc = {k: v.to(self.device) for k, v in enc.items()}
+        with torch.inference_mode():
+            out = self.model.generate(**enc, **self._generate_kwargs(r0), **generate_kw)
+        logprobs = None
+        if r0.logprobs:
+            logprobs = _chosen_logprobs(out.logits, out.sequences[:, enc["input_ids"].shape[1]:])
+            out = out.sequences
+        new = out[:, enc["input_ids"].shape[1] :].tolist()
+        seconds = time.perf_counter() - t0
+        return [self._result(r0, ids, int(n_prompt), seconds / len(reqs),
+                             logprobs[b] if logprobs is not None else None)
+                for b, (n_prompt, ids) in enumerate(zip(lengths, new))]
+
+    def _generate_kwargs(self, r0: GenerationRequest) -> dict[str, Any]:
+        """``model.generate``'s decoding arguments for a request's settings."""
+        import torch
+
         kwargs: dict[str, Any] = dict(
             max_new_tokens=r0.max_tokens,
             pad_token_id=self.hf_tokenizer.pad_token_id,
@@ -231,33 +247,27 @@ class TransformersBackend(HFTokenizerBackend):
         kwargs.update(decoding_guards(r0))
         if r0.logprobs:  # the raw logits of each step, before any logits processor
             kwargs.update(output_logits=True, return_dict_in_generate=True)
-        with torch.inference_mode():
-            out = self.model.generate(**enc, **kwargs, **generate_kw)
-        logprobs = None
-        if r0.logprobs:
-            logprobs = _chosen_logprobs(out.logits, out.sequences[:, enc["input_ids"].shape[1]:])
-            out = out.sequences
-        new = out[:, enc["input_ids"].shape[1] :].tolist()
-        seconds = time.perf_counter() - t0
+        return kwargs
+
+    def _result(self, r0: GenerationRequest, ids: list[int], n_prompt: int, seconds: float,
+                logprobs: list[float] | None) -> GenerationResult:
+        """One row's reply: cut at the first end-of-sequence token and at a stop string."""
+        n_gen = len(ids)
+        finish = "length"
         eos = self.eos_ids()
-        results = []
-        for b, (n_prompt, ids) in enumerate(zip(lengths, new)):
-            n_gen = len(ids)
-            finish = "length"
-            for j, t in enumerate(ids):
-                if t in eos:
-                    n_gen, finish = j + 1, "stop"
-                    break
-            text = self.hf_tokenizer.decode(ids[:n_gen], skip_special_tokens=True)
-            text, stopped = apply_stop(text, r0.stop)
-            if stopped:
-                finish = "stop"
-            results.append(GenerationResult(
-                text=text.strip(), prompt_tokens=int(n_prompt), generated_tokens=n_gen,
-                seconds=seconds / len(reqs), finish_reason=finish,
-                token_logprobs=logprobs[b][:n_gen] if logprobs is not None else None,
-            ))
-        return results
+        for j, t in enumerate(ids):
+            if t in eos:
+                n_gen, finish = j + 1, "stop"
+                break
+        text = self.hf_tokenizer.decode(ids[:n_gen], skip_special_tokens=True)
+        text, stopped = apply_stop(text, r0.stop)
+        if stopped:
+            finish = "stop"
+        return GenerationResult(
+            text=text.strip(), prompt_tokens=n_prompt, generated_tokens=n_gen,
+            seconds=seconds, finish_reason=finish,
+            token_logprobs=logprobs[:n_gen] if logprobs is not None else None,
+        )
 
     def paged_reader(self, config, kv_dtype: str | None = None):
         """KV pages over this model: our paged attention on its weights (orchestra/kv)."""

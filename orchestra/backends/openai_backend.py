@@ -101,9 +101,6 @@ class OpenAIBackend(Backend):
     ):
         import httpx
 
-        self.check_options({"base_url": base_url, "timeout": timeout,
-                            "connect_timeout": connect_timeout, "max_retries": max_retries,
-                            "concurrency": concurrency})
         parts = urlsplit(base_url)
         base = base_url.rstrip("/")
         if not parts.path.strip("/"):

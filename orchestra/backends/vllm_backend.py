@@ -155,9 +155,6 @@ class VLLMBackend(HFTokenizerBackend):
         seed: int = 0,
         engine_options: dict[str, Any] | None = None,
     ):
-        self.check_options({"device": device, "dtype": dtype, "context_window": context_window,
-                            "max_num_seqs": max_num_seqs,
-                            "tensor_parallel_size": tensor_parallel_size})
         vllm = _import_vllm()
         self.model_name = model
         self.device = self._device(device)

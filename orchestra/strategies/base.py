@@ -117,7 +117,6 @@ class Strategy(Component, ABC):
         prompt); ``implicit`` reads with the ordinary ``reader`` prompt and a decline is only
         what the reader says in its own words ("The text does not mention ..."). A small
         reader told it may decline answers less often (benchmarks/README.md)."""
-        Strategy.check_options({"max_tokens": max_tokens})
         missing = self.requires - backend.capabilities
         if missing:
             raise CapabilityError(
@@ -126,11 +125,6 @@ class Strategy(Component, ABC):
             )
         self.backend = backend
         self.max_tokens = max_tokens
-        Strategy.check_options.__func__(type(self), {
-            "reader_template": reader_template, "reader_system": reader_system,
-            "passage_format": passage_format, "repetition_penalty": repetition_penalty,
-            "no_repeat_ngram_size": no_repeat_ngram_size, "decline": decline,
-            "prompts": prompts})
         self.decline = decline
         self.reader_template = reader_template
         self.reader_system = reader_system
@@ -147,9 +141,6 @@ class Strategy(Component, ABC):
             self.prompts[k] = v
         if decline == "implicit":  # check_options refused a reader_may_decline beside it
             self.prompts["reader_may_decline"] = self.prompts["reader"]
-        check_template(self.prompts["reader"], {"context", "question"}, "prompt 'reader'")
-        check_template(self.prompts["reader_may_decline"], {"context", "question"},
-                       "prompt 'reader_may_decline'")
 
     @classmethod
     def check_options(cls, options: dict) -> None:

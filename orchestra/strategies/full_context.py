@@ -21,9 +21,14 @@ class FullContext(Strategy):
     name = "full_context"
     kind = FULL
 
-    def __init__(self, backend, truncation: str | None = None, **kw):
-        super().__init__(backend, **kw)
-        self.check_options({"truncation": truncation})
+    def __init__(self, backend, truncation: str | None = None, *, max_tokens: int = 64, prompts: dict[str, str] | None = None,
+                 reader_template: str = "orchestra", reader_system: str = "orchestra",
+                 passage_format: str = "plain", repetition_penalty: float = 1.0,
+                 no_repeat_ngram_size: int = 0, decline: str = "explicit"):
+        super().__init__(backend, max_tokens, prompts, reader_template=reader_template,
+                         reader_system=reader_system, passage_format=passage_format,
+                         repetition_penalty=repetition_penalty,
+                         no_repeat_ngram_size=no_repeat_ngram_size, decline=decline)
         self.truncation = None if truncation == "none" else truncation
 
     @classmethod

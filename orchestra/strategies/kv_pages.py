@@ -72,25 +72,19 @@ class KVPages(Strategy):
                  selection: str = "question", follow: int = 1, lead: int = 0,
                  baseline_question: str | None = BASELINE_QUESTION,
                  kv_dtype: str | None = None, persist: bool = False, max_handles: int = 2,
-                 **strategy_kw):
-        super().__init__(backend, **strategy_kw)
-        self.check_options({"page_size": page_size, "top_pages": top_pages, "sink": sink,
-                            "local": local, "chunk": chunk, "scorer": scorer,
-                            "prompt_step": prompt_step, "selection": selection,
-                            "follow": follow, "lead": lead,
-                            "baseline_question": baseline_question, "kv_dtype": kv_dtype})
+                 *, max_tokens: int = 64, prompts: dict[str, str] | None = None,
+                 reader_template: str = "orchestra", reader_system: str = "orchestra",
+                 passage_format: str = "plain", repetition_penalty: float = 1.0,
+                 no_repeat_ngram_size: int = 0, decline: str = "explicit"):
+        super().__init__(backend, max_tokens, prompts, reader_template=reader_template,
+                         reader_system=reader_system, passage_format=passage_format,
+                         repetition_penalty=repetition_penalty,
+                         no_repeat_ngram_size=no_repeat_ngram_size, decline=decline)
         self.config = PageConfig(page_size=page_size, top_pages=top_pages, sink=sink,
                                  local=local, chunk=chunk, scorer=scorer,
                                  prompt_step=prompt_step, selection=selection,
                                  follow=follow, lead=lead)
-        if baseline_question is not None and not (isinstance(baseline_question, str)
-                                                  and baseline_question.strip()):
-            raise ConfigError("kv_pages: baseline_question must be a non-empty question, or "
-                              "null to rank pages by the question's attention alone")
         self.baseline_question = baseline_question
-        if kv_dtype not in (None, *_DTYPES):
-            raise ConfigError(f"kv_pages: kv_dtype must be one of {', '.join(_DTYPES)}, "
-                              f"not {kv_dtype!r}")
         self.kv_dtype = kv_dtype
         self.persist = bool(persist)
         self.max_handles = max(1, int(max_handles))

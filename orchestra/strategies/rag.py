@@ -74,16 +74,19 @@ class RAG(Strategy):
     def __init__(self, backend, retriever: Any = None, top_k_tokens: int = DEFAULT_TOP_K_TOKENS,
                  reorder: str = "document_order", dedup_threshold: float = 0.8,
                  top_k: int | None = None, compress: bool = False, compress_tokens: int = 384,
-                 dedup: bool = True, **kw):
+                 dedup: bool = True, *, max_tokens: int = 64, prompts: dict[str, str] | None = None,
+                 reader_template: str = "orchestra", reader_system: str = "orchestra",
+                 passage_format: str = "plain", repetition_penalty: float = 1.0,
+                 no_repeat_ngram_size: int = 0, decline: str = "explicit"):
         """``top_k``: read at most this many chunks (None: as many as top_k_tokens holds).
         ``dedup``: drop a chunk sharing ``dedup_threshold`` of its word 3-grams with one kept
         (false: read every chunk found, as a plain LangChain retriever does).
         ``compress``: keep only the sentences of the selected chunks most related to the
         question, up to ``compress_tokens`` tokens; see retrievers/compress.py."""
-        super().__init__(backend, **kw)
-        self.check_options({"top_k_tokens": top_k_tokens, "dedup_threshold": dedup_threshold,
-                            "top_k": top_k, "compress": compress,
-                            "compress_tokens": compress_tokens, "dedup": dedup})
+        super().__init__(backend, max_tokens, prompts, reader_template=reader_template,
+                         reader_system=reader_system, passage_format=passage_format,
+                         repetition_penalty=repetition_penalty,
+                         no_repeat_ngram_size=no_repeat_ngram_size, decline=decline)
         if retriever is None:
             retriever = "dense"
         if isinstance(retriever, (list, tuple)):
@@ -92,18 +95,12 @@ class RAG(Strategy):
             retriever = (make_retriever(retriever[0], backend) if len(retriever) == 1
                          else HybridRetriever(backend, retrievers=list(retriever)))
         self.retriever: Retriever = make_retriever(retriever, backend)
-        if not isinstance(top_k_tokens, int) or top_k_tokens < 1:
-            raise ConfigError(f"strategy 'rag': top_k_tokens must be a positive integer, "
-                              f"got {top_k_tokens!r}")
         chunk_tokens = getattr(self.retriever, "chunk_tokens", None)
         if chunk_tokens and top_k_tokens < chunk_tokens:
             raise ConfigError(
                 f"strategy 'rag': top_k_tokens={top_k_tokens} is smaller than one chunk of the "
                 f"{self.retriever.name} retriever ({chunk_tokens} tokens); raise top_k_tokens or "
                 "give the retriever a smaller chunk_tokens")
-        if not 0 < dedup_threshold <= 1:
-            raise ConfigError(f"strategy 'rag': dedup_threshold must be in (0, 1], "
-                              f"got {dedup_threshold}")
         self.top_k_tokens = top_k_tokens
         self.reorder = check_policy(reorder)
         self.dedup_threshold = float(dedup_threshold)
