@@ -138,21 +138,7 @@ class TransformersBackend(HFTokenizerBackend):
 
         hf_logging.disable_progress_bar()  # a cached load takes well under a second
         t0 = time.perf_counter()
-        try:
-            self.hf_tokenizer, self.model = _load_checked(path, torch_dtype)
-        except BackendError as e:
-            if model != "embedded":
-                raise
-            # Our own converted cache, damaged after it was written (a truncated or edited
-            # file): convert the GGUF again, once, rather than answer from broken weights.
-            from orchestra.backends.embedded import reconvert
-            from orchestra.cache import CacheWarning
-
-            warnings.warn(f"{e}; converting the embedded model again", CacheWarning,
-                          stacklevel=2)
-            path = reconvert(path)
-            self.model_path = path
-            self.hf_tokenizer, self.model = _load_checked(path, torch_dtype)
+        self.hf_tokenizer, self.model = self._load(model, path, torch_dtype)
         self.hf_tokenizer.padding_side = "left"
         if self.hf_tokenizer.pad_token is None:
             self.hf_tokenizer.pad_token = self.hf_tokenizer.eos_token
@@ -162,6 +148,23 @@ class TransformersBackend(HFTokenizerBackend):
             getattr(self.model.config, "max_position_embeddings", 2048)))
         self.batch_size = max(1, int(batch_size))
         self.lock = threading.RLock()
+
+    def _load(self, model: str, path, torch_dtype):
+        """The tokenizer and model from ``path``, checked; the embedded model's converted
+        cache is converted again, once, when it was damaged after it was written (a truncated
+        or edited file), rather than answer from broken weights."""
+        try:
+            return _load_checked(path, torch_dtype)
+        except BackendError as e:
+            if model != "embedded":
+                raise
+            from orchestra.backends.embedded import reconvert
+            from orchestra.cache import CacheWarning
+
+            warnings.warn(f"{e}; converting the embedded model again", CacheWarning,
+                          stacklevel=3)
+            self.model_path = reconvert(path)
+            return _load_checked(self.model_path, torch_dtype)
 
     # -- protocol (the window, tokenizer and prompt counts: HFTokenizerBackend) -------------
     @property
