@@ -592,3 +592,19 @@ def test_pruning_stops_a_losing_trial_early(tmp_path, pruner):
         return
     # Read to the end, 32 ties the baseline (0 wins, 0 losses): nothing beats it.
     assert all(t.paired.wins == 0 for t in result.trials) and result.chosen is None
+
+
+def test_the_median_pruner_stops_a_trial_below_the_median_after_its_warm_up(tmp_path):
+    """--pruner median: Optuna's MedianPruner on wins minus losses. After 5 finished trials
+    (Optuna's default), a trial losing every question is below their median at --prune-first
+    and stops there; before, nothing is pruned."""
+    data, backend, pipe = _losing_setup(tmp_path)
+    result = tune(pipe, str(data), tmp_path / "tune", trials=10, params=["max_tokens"],
+                  target="rag", backend=backend, progress=False, limit=200, dev_fraction=0.99,
+                  pruner="median", prune_first=10)
+    states = [(t.state, t.params["rag.max_tokens"], t.n) for t in result.trials]
+    first = next(i for i, t in enumerate(result.trials) if t.state == "PRUNED")
+    assert sum(s == "COMPLETE" for s, _, _ in states[:first]) >= 5
+    later = states[first:]
+    assert all(n == 10 for s, v, n in later if v != "32") and any(v != "32" for _, v, _ in later)
+    assert all(s == "COMPLETE" for s, v, _ in later if v == "32")  # the tie is never below it
