@@ -13,6 +13,7 @@ KV cache).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import itertools
 import json
 import queue
@@ -98,6 +99,19 @@ class Engine:
         self._thread.start()
         # AsyncLLM binds its output handler to the running loop: build it on that loop.
         self.llm = self.call(self._build()).result()
+        # Left to the interpreter's exit, the engine-core process dies first and AsyncLLM's
+        # output handler logs an EngineDeadError traceback onto already-closed streams.
+        atexit.register(self.shutdown)
+
+    def shutdown(self) -> None:
+        """Stop the engine-core process and this engine's loop (once; at exit by default)."""
+        if not self._thread.is_alive():
+            return
+        try:
+            self.llm.shutdown()
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=10)
 
     async def _build(self):
         from vllm.engine.arg_utils import AsyncEngineArgs
