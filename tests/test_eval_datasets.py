@@ -126,3 +126,51 @@ def test_clear_errors(tok):
     assert parse_lengths("4000, 16k") == [4000, 16000]
     with pytest.raises(InputError, match="no such dataset file"):
         load_dataset("jsonl:/nonexistent/x.jsonl", tok, [])
+
+
+# Samples of both SQuAD datasets (seed 3, lengths 1500 and 3000, 2 questions), pinned before
+# their shared reading of squad.json was factored out (orchestra/eval/datasets/squad.py): the
+# id and a digest of everything a sample holds (question, answers, documents, meta).
+PINNED = {
+    "ruler_qa": [("ruler_qa:1500:571098f8a58dae1900cd6ab3", "5714ac562ed3fa1c"),
+                 ("ruler_qa:1500:56e1bd4acd28a01900c67aff", "14f346838c0a475d"),
+                 ("ruler_qa:3000:571098f8a58dae1900cd6ab3", "0245745e08bd97c8"),
+                 ("ruler_qa:3000:56e1bd4acd28a01900c67aff", "05b1494eecc78583")],
+    "ruler_qa:dev": [("ruler_qa:1500:5726a5525951b619008f78e1", "38c06dbf3881c748"),
+                     ("ruler_qa:1500:57293c246aef051400154bba", "f9dc77143b984e1e"),
+                     ("ruler_qa:3000:5726a5525951b619008f78e1", "f5c8252b96e84c8a"),
+                     ("ruler_qa:3000:57293c246aef051400154bba", "271937ec77289ea7")],
+    "ruler_qa:test": [("ruler_qa:1500:572824f13acd2414000df590", "fdaeb3a16d5d51de"),
+                      ("ruler_qa:1500:5725ec8289a1e219009ac0b2", "26a44f4aae3929ac"),
+                      ("ruler_qa:3000:572824f13acd2414000df590", "f299d5b31a1128b8"),
+                      ("ruler_qa:3000:5725ec8289a1e219009ac0b2", "dc21a77ce63329b1")],
+    "unanswerable": [("unanswerable:1500:5ad41b12604f3c001a4004fb", "7cec677d8c5cf773"),
+                     ("unanswerable:1500:5a665b56846392001a1e1b1d", "cce7442f1e2d6848"),
+                     ("unanswerable:3000:5ad41b12604f3c001a4004fb", "36937cc39422ca07"),
+                     ("unanswerable:3000:5a665b56846392001a1e1b1d", "958b5d8d901ca219")],
+    "unanswerable:dev": [("unanswerable:dev:1500:5ad043a977cf76001a686f38", "316bbbb582f4f96f"),
+                         ("unanswerable:dev:1500:5acf82c277cf76001a685066", "afcf0e53ef7d6898"),
+                         ("unanswerable:dev:3000:5ad043a977cf76001a686f38", "549679da3e307710"),
+                         ("unanswerable:dev:3000:5acf82c277cf76001a685066", "1300a24d0357b068")],
+    "unanswerable:test": [
+        ("unanswerable:test:1500:5a7b37ce21c2de001afe9ddc", "ab77557c258ea43a"),
+        ("unanswerable:test:1500:5acfed5277cf76001a686531", "ec719f5a6c6d4239"),
+        ("unanswerable:test:3000:5a7b37ce21c2de001afe9ddc", "d5b83a3ff3f08b99"),
+        ("unanswerable:test:3000:5acfed5277cf76001a686531", "388fc7909295e42f")],
+}
+
+
+def _digest(s) -> str:
+    import hashlib
+
+    blob = json.dumps([s.sample_id, s.dataset, s.question, s.answers, s.task, s.length,
+                       [[d.id, d.text] for d in s.documents], s.meta], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_squad_datasets_give_the_pinned_samples(tok, name):
+    data_path("ruler", "squad.json")
+    ds = load_dataset(name, tok, [1500, 3000], limit=2, seed=3)
+    assert ds.name == name
+    assert [(s.sample_id, _digest(s)) for s in ds.samples] == PINNED[name]
