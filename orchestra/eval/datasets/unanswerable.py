@@ -14,7 +14,6 @@ SOURCE: ../shared/data/ruler/squad.json, SQuAD 2.0 dev (see its SOURCE.md), the 
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Sequence
@@ -22,47 +21,22 @@ from typing import Sequence
 from orchestra.backends.base import Tokenizer
 from orchestra.corpus import Document
 from orchestra.errors import InputError
-from orchestra.eval.datasets.base import (
-    SEPARATOR, Dataset, Sample, check_split, default_data_root, fixed_half, need, split_suffix,
-)
+from orchestra.eval.datasets.base import SEPARATOR, Dataset, Sample, check_split, split_suffix
 from orchestra.eval.datasets.registry import Family, Request, register
-from orchestra.eval.datasets.ruler_qa import hide_among_distractors
+from orchestra.eval.datasets.squad import hide_among_distractors, walk_squad
 
 GOLD_LABEL = "unanswerable"  # what the sample's answers hold; the metric reads the decline
-
-
-def _squad(root: Path | None):
-    path = need((root or default_data_root()) / "ruler" / "squad.json", "RULER's squad.json")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))["data"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise InputError(f"{path}: not SQuAD 2.0 JSON ({e})") from None
 
 
 def unanswerable(tokenizer: Tokenizer, lengths: Sequence[int], limit: int, seed: int = 0,
                  root: Path | None = None, split: str | None = None) -> Dataset:
     check_split(split)
-    data = _squad(root)
-    titles = [str(article.get("title", a)) for a, article in enumerate(data)]
-    keep = fixed_half(titles, split)
-    paragraphs: list[tuple[int, str]] = []
-    questions = []
-    for a, article in enumerate(data):
-        if titles[a] not in keep:
-            continue
-        for p in article.get("paragraphs", []):
-            paragraphs.append((a, p["context"].strip()))
-            questions += [(len(paragraphs) - 1, qa) for qa in p.get("qas", [])
-                          if qa.get("is_impossible")]
+    squad = walk_squad(root, split, lambda qa: bool(qa.get("is_impossible")))
+    titles, paragraphs, questions = squad.titles, squad.paragraphs, squad.questions
     random.Random(f"{seed}:unanswerable").shuffle(questions)
     name = "unanswerable" + split_suffix(split)
     sep = tokenizer.count(SEPARATOR) or 1
-    counts: dict[int, int] = {}
-
-    def tokens(p: int) -> int:
-        if p not in counts:
-            counts[p] = tokenizer.count(paragraphs[p][1])
-        return counts[p]
+    tokens = squad.counter(tokenizer)
 
     samples = []
     for length in lengths:
