@@ -49,6 +49,14 @@ def execute(path: Path, timeout: int = 900):
 def main(argv: list[str]) -> int:
     import nbformat
 
+    import importlib.util
+
+    if importlib.util.find_spec("ipywidgets") is None:
+        # transformers imports tqdm.auto, which prints "TqdmWarning: IProgress not found" in a
+        # kernel without ipywidgets; the notebooks would store that warning.
+        print('refresh_notebooks: ipywidgets is not installed (the notebooks would store '
+              'tqdm\'s "IProgress not found" warning); pip install -e ".[dev]"', file=sys.stderr)
+        return 2
     paths = [EXAMPLES / a for a in argv] or sorted(EXAMPLES.glob("*.ipynb"))
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
