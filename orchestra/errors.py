@@ -1,6 +1,12 @@
 """Errors a user can act on. The CLI prints their message and exits non-zero, no traceback."""
 
 
+def first_line(e: BaseException, limit: int | None = 300, empty: str = "") -> str:
+    """The first line of an exception's message (``empty`` when it has none), cut to
+    ``limit``: how a library's multi-line error becomes part of one line of ours."""
+    return (str(e).strip().splitlines() or [empty])[0][:limit]
+
+
 class OrchestraError(Exception):
     """Base class: the message alone must tell the user what to fix."""
 

@@ -257,3 +257,23 @@ def test_validate_refuses_kv_pages_on_vllm_naming_the_capability(monkeypatch, st
     # the same strategies on transformers validate
     ok, located = load_config_text(text.replace("vllm", "transformers"), "p.yaml")
     check(ok, located)
+
+
+def test_vllm_and_openai_map_the_shared_settings_alike():
+    """stop, seed and repetition_penalty reach vLLM's SamplingParams and a chat-completions
+    body under the same names; neither can apply an n-gram ban, and each says so."""
+    from orchestra.backends.openai_http import chat_body
+    from orchestra.errors import ConfigError
+
+    req = GenerationRequest.user("q", max_tokens=5, stop=["\n"], seed=3,
+                                 repetition_penalty=1.2)
+    shared = {"stop": ["\n"], "seed": 3, "repetition_penalty": 1.2}
+    assert shared.items() <= sampling_kwargs(req).items()
+    assert shared.items() <= chat_body("m", req).items()
+    banned = req.model_copy(update={"no_repeat_ngram_size": 3})
+    with pytest.raises(ConfigError, match=r"^the vllm backend cannot apply "
+                                          r"no_repeat_ngram_size \(3\); set it to 0"):
+        sampling_kwargs(banned)
+    with pytest.raises(ConfigError, match=r"^the openai backend cannot send "
+                                          r"no_repeat_ngram_size \(3\): chat-completion servers"):
+        chat_body("m", banned)

@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Iterator, Sequence
 
 from pydantic import BaseModel, Field, field_validator
 
-from orchestra.errors import InputError
+from orchestra.errors import ConfigError, InputError
 from orchestra.spec import Component
 
 # Capability names strategies may require.
@@ -155,6 +155,27 @@ def check_requests(requests: Sequence[GenerationRequest]) -> list[GenerationRequ
         if not r.messages:
             raise InputError(f"request {i} has no messages")
     return requests
+
+
+def sampling_extras(request: GenerationRequest, backend: str, verb: str,
+                    reason: str = "") -> dict[str, Any]:
+    """The optional settings that chat-completion servers and vLLM's ``SamplingParams`` name
+    alike: ``stop``, ``seed`` and ``repetition_penalty``, each only when set. Neither has an
+    n-gram ban, so a request with ``no_repeat_ngram_size`` is refused ("the ``backend`` backend
+    cannot ``verb`` ...: ``reason``"): dropping it silently would change the answers."""
+    if request.no_repeat_ngram_size:
+        why = f": {reason}" if reason else ""
+        raise ConfigError(f"the {backend} backend cannot {verb} no_repeat_ngram_size "
+                          f"({request.no_repeat_ngram_size}){why}; set it to 0 or use "
+                          "repetition_penalty")
+    extras: dict[str, Any] = {}
+    if request.stop:
+        extras["stop"] = list(request.stop)
+    if request.seed is not None:
+        extras["seed"] = request.seed
+    if request.repetition_penalty != 1.0:
+        extras["repetition_penalty"] = request.repetition_penalty
+    return extras
 
 
 def apply_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:

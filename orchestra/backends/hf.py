@@ -23,8 +23,8 @@ from orchestra.backends.base import (
     apply_stop,
     check_requests,
 )
-from orchestra.backends.local import HFTokenizerBackend, model_dir
-from orchestra.errors import BackendError, ContextOverflowError
+from orchestra.backends.local import HFTokenizerBackend, check_model_option, model_dir
+from orchestra.errors import BackendError, first_line
 
 
 def decoding_guards(request: GenerationRequest) -> dict[str, Any]:
@@ -51,9 +51,9 @@ def _load_checked(path: Path, dtype) -> tuple[Any, Any]:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True,
                                                      trust_remote_code=False)
     except Exception as e:  # transformers/safetensors/json raise many types; all mean the same
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise BackendError(f"{path}: cannot be loaded as a Hugging Face model "
-                           f"({type(e).__name__}: {reason})") from None
+                           f"({type(e).__name__}: {first_line(e, 200, type(e).__name__)})"
+                           ) from None
     with torch.no_grad():
         for name, t in list(model.named_parameters()) + list(model.named_buffers()):
             if t.is_floating_point() and not bool(torch.isfinite(t).all()):
@@ -100,15 +100,7 @@ class TransformersBackend(HFTokenizerBackend):
         positive_int(options, "batch_size", "transformers backend")
         positive_int(options, "context_window", "transformers backend")
         positive_int(options, "threads", "transformers backend")
-        model = options.get("model")
-        if model not in (None, "embedded"):  # a folder or a cached hub id: found, not loaded
-            if not isinstance(model, str):
-                raise OptionError("model", f"transformers backend: model must be 'embedded', a "
-                                           f"folder or a hub id, not {model!r}")
-            try:
-                model_dir(model)
-            except BackendError as e:
-                raise OptionError("model", f"transformers backend: {e}") from None
+        check_model_option(options, "transformers backend")  # found, not loaded
 
     def __init__(
         self,
@@ -215,9 +207,7 @@ class TransformersBackend(HFTokenizerBackend):
         lengths = enc["attention_mask"].sum(dim=1).tolist()
         r0 = reqs[0]
         for n in lengths:
-            if n + r0.max_tokens > self._window:
-                raise ContextOverflowError(n + r0.max_tokens, self._window,
-                                           what="the prompt plus max_tokens")
+            self.check_fits(n, r0.max_tokens)
         enc = {k: v.to(self.device) for k, v in enc.items()}
         with torch.inference_mode():
             out = self.model.generate(**enc, **self._generate_kwargs(r0), **generate_kw)

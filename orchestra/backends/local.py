@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from orchestra.backends.base import Backend, Message, Tokenizer
-from orchestra.errors import BackendError
+from orchestra.errors import BackendError, ContextOverflowError
 
 
 def model_dir(model: str, what: str = "model", needs: Sequence[str] = ("config.json",),
@@ -45,6 +45,23 @@ def model_dir(model: str, what: str = "model", needs: Sequence[str] = ("config.j
         f"{what} {str(model)!r} is not 'embedded', a local Hugging Face {what} directory (with "
         f"{' or '.join(needs)}) nor in the local Hugging Face cache; nothing is downloaded at "
         "run time: fetch it beforehand (huggingface-cli download) or use 'embedded'")
+
+
+def check_model_option(options: dict, where: str) -> None:
+    """``model`` as a local backend takes it ('embedded', a folder or a cached hub id), found
+    but not loaded; refused as an OptionError naming ``where`` (shared with validate)."""
+    from orchestra.errors import OptionError
+
+    model = options.get("model")
+    if model in (None, "embedded"):
+        return
+    if not isinstance(model, str):
+        raise OptionError("model", f"{where}: model must be 'embedded', a folder or a hub id, "
+                                   f"not {model!r}")
+    try:
+        model_dir(model)
+    except BackendError as e:
+        raise OptionError("model", f"{where}: {e}") from None
 
 
 class HFTokenizer(Tokenizer):
@@ -126,6 +143,12 @@ class HFTokenizerBackend(Backend):
 
     def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
         return self._tokenizer.count_chat(messages)
+
+    def check_fits(self, prompt_tokens: int, max_tokens: int) -> None:
+        """A prompt of ``prompt_tokens`` and its reply must fit the window."""
+        if prompt_tokens + max_tokens > self._window:
+            raise ContextOverflowError(prompt_tokens + max_tokens, self._window,
+                                       what="the prompt plus max_tokens")
 
     def prompt_ids(self, messages: Sequence[Message]) -> list[int]:
         """The token ids of the chat prompt (the template holds the special tokens)."""

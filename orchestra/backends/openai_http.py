@@ -14,8 +14,7 @@ from typing import Any, Callable, TypeVar
 
 import tenacity
 
-from orchestra.backends.base import GenerationRequest
-from orchestra.errors import ConfigError
+from orchestra.backends.base import GenerationRequest, sampling_extras
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 T = TypeVar("T")
@@ -31,20 +30,13 @@ class Retryable(Exception):
 
 
 def chat_body(model: str | None, req: GenerationRequest) -> dict[str, Any]:
-    """The chat-completions body for ``req`` (``generate`` and ``stream`` send the same)."""
+    """The chat-completions body for ``req`` (``generate`` and ``stream`` send the same).
+    ``repetition_penalty`` is not in OpenAI's API; vLLM, llama.cpp and TGI servers accept it
+    as an extra field."""
     body: dict[str, Any] = {"model": model, "messages": [m.model_dump() for m in req.messages],
                             "max_tokens": req.max_tokens, "temperature": req.temperature}
-    if req.stop:
-        body["stop"] = list(req.stop)
-    if req.seed is not None:
-        body["seed"] = req.seed
-    if req.repetition_penalty != 1.0:
-        # Not in OpenAI's API; vLLM, llama.cpp and TGI servers accept it as an extra field.
-        body["repetition_penalty"] = req.repetition_penalty
-    if req.no_repeat_ngram_size:
-        raise ConfigError("the openai backend cannot send no_repeat_ngram_size "
-                          f"({req.no_repeat_ngram_size}): chat-completion servers have no "
-                          "such field; set it to 0 or use repetition_penalty")
+    body.update(sampling_extras(req, "openai", "send",
+                                "chat-completion servers have no such field"))
     return body
 
 

@@ -23,9 +23,10 @@ from orchestra.backends.base import (
     GenerationRequest,
     GenerationResult,
     check_requests,
+    sampling_extras,
 )
-from orchestra.backends.local import HFTokenizerBackend, model_dir
-from orchestra.errors import BackendError, ConfigError, ContextOverflowError
+from orchestra.backends.local import HFTokenizerBackend, check_model_option, model_dir
+from orchestra.errors import BackendError, first_line
 
 INSTALL_MESSAGE = (
     "the vllm backend needs vLLM, which is not installed here: on a machine with a CUDA GPU "
@@ -50,18 +51,9 @@ def sampling_kwargs(request: GenerationRequest) -> dict[str, Any]:
     kw: dict[str, Any] = {"max_tokens": request.max_tokens, "temperature": request.temperature}
     if request.temperature == 0:
         kw["top_p"] = 1.0
-    if request.stop:
-        kw["stop"] = list(request.stop)
-    if request.seed is not None:
-        kw["seed"] = request.seed
-    if request.repetition_penalty != 1.0:
-        kw["repetition_penalty"] = request.repetition_penalty
+    kw.update(sampling_extras(request, "vllm", "apply"))
     if request.logprobs:
         kw["logprobs"] = 0  # the chosen token's log probability only
-    if request.no_repeat_ngram_size:
-        # vLLM's sampler has no n-gram ban; dropping it silently would change the answers.
-        raise ConfigError("the vllm backend cannot apply no_repeat_ngram_size "
-                          f"({request.no_repeat_ngram_size}); set it to 0 or use repetition_penalty")
     return kw
 
 
@@ -103,7 +95,7 @@ def _import_vllm():
         raise BackendError(INSTALL_MESSAGE) from None
     except Exception as e:  # noqa: BLE001  (a broken install: say which package)
         raise BackendError(f"vllm is installed but cannot be imported: {type(e).__name__}: "
-                           f"{str(e).splitlines()[0] if str(e) else ''}") from None
+                           f"{first_line(e, limit=None)}") from None
     return vllm
 
 
@@ -124,22 +116,13 @@ class VLLMBackend(HFTokenizerBackend):
     def check_options(cls, options: dict) -> None:
         """Value checks shared with `orchestra validate`; vLLM itself is not imported."""
         from orchestra.checks import choice, positive_int
-        from orchestra.errors import OptionError
 
         choice(options, "device", DEVICES, "vllm backend")
         choice(options, "dtype", DTYPES, "vllm backend")
         positive_int(options, "context_window", "vllm backend")
         positive_int(options, "max_num_seqs", "vllm backend")
         positive_int(options, "tensor_parallel_size", "vllm backend")
-        model = options.get("model")
-        if model not in (None, "embedded"):
-            if not isinstance(model, str):
-                raise OptionError("model", f"vllm backend: model must be 'embedded', a folder "
-                                           f"or a hub id, not {model!r}")
-            try:
-                model_dir(model)
-            except BackendError as e:
-                raise OptionError("model", f"vllm backend: {e}") from None
+        check_model_option(options, "vllm backend")
 
     def __init__(
         self,
@@ -213,11 +196,10 @@ class VLLMBackend(HFTokenizerBackend):
         except BackendError:
             raise
         except Exception as e:  # noqa: BLE001  (memory, config and platform failures alike)
-            first = (str(e).strip().splitlines() or [""])[0][:300]
             if "torchvision::nms" in str(e):
                 raise BackendError(TORCHVISION_MESSAGE) from None
             raise BackendError(f"vllm could not load {str(path)!r}: {type(e).__name__}: "
-                               f"{first}") from None
+                               f"{first_line(e)}") from None
 
     # -- protocol (the window, tokenizer and prompt counts: HFTokenizerBackend) -------------
     @property
@@ -231,9 +213,7 @@ class VLLMBackend(HFTokenizerBackend):
 
     def _prompt(self, r: GenerationRequest) -> tuple[list[int], Any]:
         ids = self.prompt_ids(r.messages)
-        if len(ids) + r.max_tokens > self._window:
-            raise ContextOverflowError(len(ids) + r.max_tokens, self._window,
-                                       what="the prompt plus max_tokens")
+        self.check_fits(len(ids), r.max_tokens)
         # Token ids, not text: the chat template already holds the special tokens, and vLLM
         # must not add a second BOS.
         return ids, self._vllm.SamplingParams(**sampling_kwargs(r))
