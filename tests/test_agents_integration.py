@@ -77,12 +77,11 @@ def test_agents_answer_from_a_two_chunk_real_document(embedded, strategy):
     chain_of_agents answered. Its workers (the same prompt as chain_of_agents' first worker)
     paraphrase ("The speech delivered by Abraham Lincoln ... is not a question"), and without
     the profile's align_notes grounding dropped every note, so the manager had nothing.
-    Built from a pipeline file as a user's would be, so the SmolLM2 profile applies."""
-    from orchestra.config import load_config_text
+    Built as a pipeline file's data, so the SmolLM2 profile applies."""
     from orchestra.pipeline import Pipeline
 
-    cfg, _ = load_config_text(f"strategies: {{agents: {{type: {strategy}, chunk_tokens: 200}}}}\n")
-    pipe = Pipeline.from_config(cfg, backend=embedded)
+    pipe = Pipeline.from_dict({"strategies": {"agents": {"type": strategy, "chunk_tokens": 200}}},
+                              backend=embedded)
     agents = pipe.strategies["agents"]
     corpus = Corpus([Document("gettysburg_address", SPEECH.read_text())], embedded.tokenizer)
     assert len(agents.pieces(corpus)) == 2
