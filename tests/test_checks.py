@@ -14,9 +14,6 @@ from orchestra.spec import parameters
 from orchestra.strategies.full_context import FullContext
 from orchestra.strategies.rag import RAG
 
-# Being changed in another piece of work (agents/ and map-reduce); their constructors still
-# pass **strategy_kw to Strategy and check a second time.
-OPEN_FOR_NOW = {("strategy", "chain_of_agents"), ("strategy", "map_reduce")}
 
 
 @pytest.mark.parametrize("build, message", [
@@ -50,7 +47,7 @@ def test_options_are_checked_once_per_construction():
 def test_constructors_take_every_option_explicitly():
     open_kw = [(kind, name) for kind in ("backend", "retriever", "strategy", "router")
                for name in names(kind)
-               if (kind, name) not in OPEN_FOR_NOW and _open(kind, name)]
+               if _open(kind, name)]
     assert not open_kw, f"constructors taking **kwargs: {open_kw}"
 
 

@@ -22,7 +22,6 @@ The default (1000 tokens) is what the embedded 135M model reads well (see benchm
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from tqdm import tqdm  # plain tqdm: tqdm.auto warns in a kernel without ipywidgets
 
@@ -58,12 +57,6 @@ class Piece:
     def label(self) -> str:
         a, b = self.chunks[0].order + 1, self.chunks[-1].order + 1
         return f"chunk {a}" if a == b else f"chunks {a}-{b}"
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, not {value!r}")
-    return value
 
 
 class AgentStrategy(Strategy):
@@ -112,28 +105,24 @@ class AgentStrategy(Strategy):
     def __init__(self, backend, chunk_tokens: int = 1000, note_tokens: int = 256,
                  prompts: dict[str, str] | None = None, *, worker_max_tokens: int = 48,
                  overlap: int = 32, min_overlap: float | None = 0.5,
-                 align_notes: bool = False, progress: bool | None = None, **strategy_kw):
+                 align_notes: bool = False, progress: bool | None = None,
+                 max_tokens: int = 64, reader_template: str = "orchestra",
+                 reader_system: str = "orchestra", passage_format: str = "plain",
+                 repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0,
+                 decline: str = "explicit"):
         """``align_notes``: a worker sentence its chunk does not support becomes the chunk's
         sentence sharing the most content terms with it (agents/notes.py, ``Aligner``) instead
         of being dropped: notes stay verbatim text of the document when a small worker
-        paraphrases instead of copying."""
+        paraphrases instead of copying. The reader's options are Strategy's. Every value was
+        checked by check_options when the object was made (orchestra.spec.Component)."""
         agent_over, reader_over = split_prompts(prompts)
-        super().__init__(backend, prompts=reader_over, **strategy_kw)
-        self.check_options({"chunk_tokens": chunk_tokens, "overlap": overlap,
-                            "note_tokens": note_tokens, "worker_max_tokens": worker_max_tokens,
-                            "min_overlap": min_overlap, "align_notes": align_notes})
+        super().__init__(backend, max_tokens, reader_over, reader_template=reader_template,
+                         reader_system=reader_system, passage_format=passage_format,
+                         repetition_penalty=repetition_penalty,
+                         no_repeat_ngram_size=no_repeat_ngram_size, decline=decline)
         self.align_notes = align_notes
-        self.chunk_tokens, self.overlap = check_chunking(chunk_tokens, overlap,
-                                                         f"strategy {self.name!r}", ConfigError)
-        self.note_tokens = _positive_int("note_tokens", note_tokens)
-        self.worker_max_tokens = _positive_int("worker_max_tokens", worker_max_tokens)
-        if min_overlap is not None and not (isinstance(min_overlap, (int, float))
-                                            and 0 < min_overlap <= 1):
-            raise ConfigError(f"min_overlap must be in (0, 1] or null (no grounding), "
-                              f"not {min_overlap!r}")
-        if self.worker_max_tokens > self.note_tokens:
-            raise ConfigError(f"worker_max_tokens ({worker_max_tokens}) must not exceed "
-                              f"note_tokens ({note_tokens}): a note is at most one reply")
+        self.chunk_tokens, self.overlap = chunk_tokens, overlap
+        self.note_tokens, self.worker_max_tokens = note_tokens, worker_max_tokens
         self.min_overlap = min_overlap
         self.progress = progress
         self.agent_prompts = agent_prompts(agent_over)
