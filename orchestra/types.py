@@ -158,11 +158,5 @@ class Answer(BaseModel):
 
         return short_answer(self.text, self.question)
 
-    @property
-    def strategy(self) -> str:
-        """The former name of ``strategy_type`` (read-only), kept while callers move over
-        (orchestra/tune/study.py, examples/02_strategies.ipynb)."""
-        return self.strategy_type
-
     def __str__(self) -> str:  # the CLI's and notebooks' plain view
         return self.text

@@ -382,7 +382,7 @@ class Tuner:
         return {"sample_id": sample.sample_id, "answer": ans.text, "scores": scores,
                 "quality": scores[metrics.headline(sample.task)],
                 "prompt_tokens": ans.cost.prompt_tokens, "seconds": seconds,
-                "strategy": ans.route.strategy if ans.route else ans.strategy}
+                "strategy": ans.route.strategy if ans.route else ans.strategy_type}
 
 
 def make_pruner(name: str, prune_first: int):
