@@ -38,7 +38,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 def vllm_backend():
     from orchestra.backends import load_backend
 
-    return load_backend("vllm", model="embedded")
+    backend = load_backend("vllm", model="embedded")
+    yield backend
+    # Here, not at exit: by then pytest has closed the streams vLLM's logger writes to.
+    backend.engine.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -104,11 +104,19 @@ class Engine:
         atexit.register(self.shutdown)
 
     def shutdown(self) -> None:
-        """Stop the engine-core process and this engine's loop (once; at exit by default)."""
+        """Stop the engine-core process and this engine's loop (once; at exit by default); the
+        process's next vLLM backend starts a new engine."""
+        global _engine
+        with _engine_lock:
+            if _engine is self:
+                _engine = None
         if not self._thread.is_alive():
             return
         try:
             self.llm.shutdown()
+            # Dropped now, not at interpreter teardown: AsyncLLM.__del__ shuts down again and
+            # fails once the modules it calls are gone ("Exception ignored in ... __del__").
+            self.llm = None
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout=10)
