@@ -39,7 +39,6 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from orchestra.backends.base import Backend, GenerationRequest, GenerationResult  # noqa: E402

@@ -5,14 +5,10 @@ reply text (issue 19, item 5): the same reply scores the same whoever gave it, a
 from __future__ import annotations
 
 import json
-import sys
 
-from conftest import REPO
+import peers  # benchmarks/ is on sys.path in the tests (conftest)
 
-sys.path.insert(0, str(REPO))
-from benchmarks import peers  # noqa: E402
-
-from orchestra.eval import metrics  # noqa: E402
+from orchestra.eval import metrics
 
 QUESTION = "Where was the address given?"
 GOLD = ["Gettysburg", "the Soldiers' National Cemetery"]
