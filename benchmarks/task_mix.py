@@ -20,7 +20,13 @@ Tables:
    measured; with ``--train DEV``, the learned router (routers/tree.py's train on the dev rows,
    rag's read signals among its features) replayed the same way: a tree that splits on a read
    signal reads rag first and pays for it. Wins/losses against rag are paired per question
-   (exact sign test).
+   (exact sign test);
+4. with ``--choose-on DEV``, Self-Route's setting chosen on the dev rows: each signal at each
+   threshold of ``GRID`` beside the decline (and the kind rule), paired question by question
+   against the default router's setting (decline only); the best that wins at p < 0.05 on 100
+   or more questions is chosen (else the default stays) and replayed on the rows given, with
+   its budget curve (``--plot``: quality against prompt tokens beside each fixed strategy and
+   the oracle).
 A question is right when its quality is at least ``--threshold`` (0.5, as train-router).
 """
 
@@ -203,14 +209,14 @@ def table_policies(qs: dict, policies: dict[str, Callable]) -> str:
         qual = sum(v[0] for v in got.values()) / n
         tok = sum(v[1] for v in got.values()) / n
         other = sum(v[2] != "rag" for v in got.values()) / n
-        wins = sum(v[0] > base[k][0] for k, v in got.items())
-        losses = sum(v[0] < base[k][0] for k, v in got.items())
+        wins, losses, p = paired(got, base)
         lines.append(f"| {name} | {n} | {qual:.3f} | {tok:.0f} | {other:.0%} | {wins}/{losses}"
-                     f" | {sign_test(wins, losses):.3f} |")
+                     f" | {p:.3f} |")
     return "\n".join(lines)
 
 
-def default_policies(budgets: list[int]) -> dict[str, Callable]:
+def default_policies(budgets: list[int], chosen: tuple[str, dict] | None = None
+                     ) -> dict[str, Callable]:
     pol: dict[str, Any] = {"rag": fixed("rag"), "full_context": fixed("full_context"),
                            "chain_of_agents": fixed("chain_of_agents")}
     variants = {
@@ -224,12 +230,114 @@ def default_policies(budgets: list[int]) -> dict[str, Callable]:
     }
     for name, on in variants.items():
         pol[name] = self_route(on)
+    # The budget curve is drawn for the policy chosen on dev (else the one with every signal).
+    label, opts = chosen or ("self_route[decline,kind,unsupported]",
+                             {"escalate_on": ["decline", "kind", "unsupported"]})
+    if chosen:
+        pol[f"chosen on dev: {label}"] = policy_of(opts)
     for b in budgets:
-        pol[f"self_route[decline,kind,unsupported] budget={b}"] = self_route(
-            ("decline", "kind", "unsupported"), budget=b)
+        pol[f"{label} budget={b}"] = policy_of({**opts, "budget": b})
     pol["router (measured)"] = measured_router
     pol["oracle"] = oracle
     return pol
+
+
+# Thresholds `--choose-on` searches, one signal at a time beside the decline (and the kind
+# rule): few enough that a dev set of a few hundred questions can tell them apart.
+GRID = {"low_confidence": ("min_logprob", (-0.25, -0.5, -0.75, -1.0, -1.5, -2.0)),
+        "unsupported": ("min_support", (0.25, 0.5, 0.75, 1.0)),
+        "disagree": ("min_agreement", (0.25, 0.5, 0.75))}
+BASELINE = "self_route[decline]"  # the default router's setting (examples/pipelines/embedded.yaml)
+MIN_DEV = 100  # no default is chosen on fewer questions (the developers' guide)
+
+
+def policy_of(opts: dict) -> Callable:
+    """The replay of Self-Route with these router options (as YAML would give them)."""
+    kw = {k: v for k, v in opts.items() if k != "escalate_on"}
+    return self_route(tuple(opts["escalate_on"]), **kw)
+
+
+def candidates() -> dict[str, dict]:
+    """Self-Route settings to choose among on dev, by label: router options."""
+    out: dict[str, dict] = {}
+    for base in (("decline",), ("decline", "kind")):
+        out[f"self_route[{','.join(base)}]"] = {"escalate_on": list(base)}
+        for sig, (opt, values) in GRID.items():
+            for v in values:
+                on = [*base, sig]
+                out[f"self_route[{','.join(on)}] {opt}={v:g}"] = {"escalate_on": on, opt: v}
+    return out
+
+
+def paired(got: dict, base: dict) -> tuple[int, int, float]:
+    wins = sum(v[0] > base[k][0] for k, v in got.items())
+    losses = sum(v[0] < base[k][0] for k, v in got.items())
+    return wins, losses, sign_test(wins, losses)
+
+
+def choose(qs: dict) -> tuple[str, tuple[str, dict] | None]:
+    """(the selection table, (label, options) of the setting chosen, or None): the setting
+    with the best dev quality among those that beat the default router's setting paired per
+    question (more wins than losses, exact sign test p < 0.05); None keeps the default."""
+    cands = candidates()
+    ids = [sid for sid, q in qs.items() if "rag" in q]
+    base = {sid: policy_of(cands[BASELINE])(qs[sid]) for sid in ids}
+    rows = []
+    for label, opts in cands.items():
+        got = {sid: policy_of(opts)(qs[sid]) for sid in ids}
+        wins, losses, p = paired(got, base)
+        qual = sum(v[0] for v in got.values()) / max(1, len(got))
+        tok = sum(v[1] for v in got.values()) / max(1, len(got))
+        other = sum(v[2] != "rag" for v in got.values()) / max(1, len(got))
+        rows.append((qual, -tok, label, opts, wins, losses, p, tok, other))
+    rows.sort(key=lambda r: (r[0], r[1]), reverse=True)
+    ok = [r for r in rows if r[4] > r[5] and r[6] < 0.05 and r[2] != BASELINE]
+    pick = ok[0] if ok and len(ids) >= MIN_DEV else None
+    lines = [f"choosing on {len(ids)} dev questions against {BASELINE} (the default): "
+             + (f"CHOSEN {pick[2]}" if pick else
+                "NOT CHOSEN, the default stays" + (f" (fewer than {MIN_DEV} questions)"
+                                                   if len(ids) < MIN_DEV else
+                                                   " (nothing beats it at p < 0.05)")),
+             "", "| setting | quality | prompt tokens | not rag | wins/losses vs default | p |",
+             "|---|---|---|---|---|---|"]
+    for qual, _, label, _, wins, losses, p, tok, other in rows[:15]:
+        lines.append(f"| {label} | {qual:.3f} | {tok:.0f} | {other:.0%} | {wins}/{losses} | "
+                     f"{p:.3f} |")
+    return "\n".join(lines), ((pick[2], pick[3]) if pick else None)
+
+
+def plot(qs: dict, policies: dict[str, Callable], path: str) -> None:
+    """Quality against mean prompt tokens: each fixed strategy, the oracle, and the router's
+    budget curve (the policies named ``... budget=B``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def point(pol):
+        got = [v for v in (pol(q) for q in qs.values() if "rag" in q) if v is not None]
+        n = max(1, len(got))
+        return (sum(v[1] for v in got) / n, sum(v[0] for v in got) / n) if got else None
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    curve = [(n, point(p)) for n, p in policies.items() if " budget=" in n]
+    curve = [(n, xy) for n, xy in curve if xy]
+    if curve:
+        ax.plot([xy[0] for _, xy in curve], [xy[1] for _, xy in curve], "o-",
+                label=curve[0][0].split(" budget=")[0] + " at budgets")
+        for n, xy in curve:
+            ax.annotate(n.split(" budget=")[1], xy, textcoords="offset points", xytext=(4, 4))
+    for name in ("rag", "full_context", "chain_of_agents", "kv_pages", "oracle"):
+        xy = point(policies.get(name) or fixed(name))
+        if xy:
+            ax.plot(*xy, "*" if name == "oracle" else "s", label=name)
+    ax.set_xlabel("mean prompt tokens per question")
+    ax.set_ylabel("quality (share right)")
+    ax.set_title(f"task mix, {sum('rag' in q for q in qs.values())} questions")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def _nodes(node: dict):
@@ -248,6 +356,10 @@ def main(argv=None) -> int:
     ap.add_argument("--train", nargs="*", default=[],
                     help="dev results to train the learned router on (it is then replayed on "
                          "the results given)")
+    ap.add_argument("--choose-on", nargs="*", default=[],
+                    help="dev results to choose Self-Route's setting on (paired against the "
+                         "default router's); the choice is then replayed on the results given")
+    ap.add_argument("--plot", help="draw quality against prompt tokens into this PNG")
     args = ap.parse_args(argv)
     rows = [r for p in args.results for r in read_results(p, missing_ok=False)]
     qs = questions(rows)
@@ -256,8 +368,13 @@ def main(argv=None) -> int:
     print("quality / mean prompt tokens per fixed strategy\n")
     print(table_tasks(qs, strategies), "\n")
     print(table_auc(qs, args.threshold), "\n")
+    chosen = None
+    if args.choose_on:
+        dev = questions([r for p in args.choose_on for r in read_results(p, missing_ok=False)])
+        table, chosen = choose(dev)
+        print(table, "\n")
     budgets = [int(b) for b in args.budgets.split(",") if b]
-    policies = default_policies(budgets)
+    policies = default_policies(budgets, chosen)
     if args.train:
         from orchestra.routers.tree import train
 
@@ -268,6 +385,9 @@ def main(argv=None) -> int:
               f"{sorted({model.features[n['feature']] for n in _nodes(model.tree)})}\n")
         policies = {**policies, "learned": learned(model)}
     print(table_policies(qs, policies))
+    if args.plot:
+        plot(qs, policies, args.plot)
+        print(f"\nwrote {args.plot}")
     return 0
 
 

@@ -162,3 +162,32 @@ def test_task_mix_benchmark_tables(tmp_path):
     line = next(x for x in out.splitlines() if x.startswith("| self_route[decline,unsupported] |"))
     assert "| 2/0 |" in line
     assert "| learned |" in out
+
+
+def test_task_mix_chooses_a_setting_on_dev_only_with_paired_evidence(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    def run(n):
+        path = tmp_path / f"dev{n}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in _rows(n)))
+        return subprocess.run([sys.executable, str(REPO / "benchmarks" / "task_mix.py"),
+                               str(path), "--choose-on", str(path), "--plot",
+                               str(tmp_path / f"curve{n}.png")], capture_output=True,
+                              text=True, check=True, timeout=120).stdout
+
+    # 12 questions: escalating on support wins 2 of 2 and still cannot decide a default.
+    out = run(12)
+    assert "NOT CHOSEN, the default stays (fewer than 100 questions)" in out
+    assert "chosen on dev" not in out
+    # 120 questions: full context is right on 20 where rag is wrong (q % 6 == 3), always with
+    # low support, and never wrong where rag is right: 20 wins, 0 losses.
+    out = run(120)
+    line = next(x for x in out.splitlines() if x.startswith("choosing on"))
+    assert line.startswith("choosing on 120 dev questions") and "CHOSEN self_route[decline" \
+        in line and "unsupported" in line and "NOT" not in line
+    assert any(x.startswith("| chosen on dev: ") and "| 20/0 |" in x for x in out.splitlines())
+    assert (tmp_path / "curve120.png").stat().st_size > 5000
