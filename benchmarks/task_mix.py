@@ -95,11 +95,23 @@ def self_route(on: tuple[str, ...], min_logprob=-1.0, min_support=0.5, min_agree
                  or ("unsupported" in on and sig.get("answer_support", 1) < min_support)
                  or ("disagree" in on and sig.get("second_read_agreement", 1) < min_agreement))
         spent = rag["cost"]["prompt_tokens"]
+        if "disagree" in on and not sig.get("declined"):  # the live router reads twice then
+            spent += second_read_tokens(rag)
         r = fallback_row(q, set(), budget, spent) if fired else None
         if r is None:
             return rag["quality"], spent, "rag"
         return r["quality"], spent + r["cost"]["prompt_tokens"], r["strategy"]
     return policy
+
+
+def second_read_tokens(rag: dict) -> float:
+    """The second read's prompt tokens: measured in rows from this code on; rows written
+    before it kept only the agreement, so there it is estimated as one of rag's top-6
+    passages with the prompt around it (a sixth of rag's prompt, plus its template's ~60)."""
+    sig = rag.get("signals", {})
+    if "second_read_prompt_tokens" in sig:
+        return sig["second_read_prompt_tokens"]
+    return rag["cost"]["prompt_tokens"] / 6 + 60 if "second_read_agreement" in sig else 0
 
 
 def fixed(name: str) -> Callable:

@@ -184,3 +184,24 @@ def test_learned_router_trains_on_read_signals_and_reads_rag_first(tmp_path):
     assert ans.route.cost.model_calls == 1  # the first read is what routing cost
     ans = router.route_and_answer(Q, c, b)
     assert ans.route.strategy == "rag" and ans.route.signals["answer_support"] == 1.0
+
+
+def test_eval_second_read_keeps_its_agreement_and_its_prompt_tokens(tmp_path):
+    from orchestra.eval.datasets import Sample
+    from orchestra.eval.runner import Runner
+    from orchestra.pipeline import Pipeline
+    from orchestra.routers.fixed import FixedRouter
+
+    b = ScriptedBackend(["4217", "1931"])
+    strategies = {"rag": RAG(b, retriever=BM25Retriever(chunk_tokens=40, overlap=0),
+                             top_k_tokens=300, decline="implicit")}
+    pipe = Pipeline(b, strategies, FixedRouter(strategies, strategy="rag"))
+    docs = list(corpus(b).documents)
+    sample = Sample(sample_id="s0", dataset="toy", question=Q, documents=docs,
+                    answers=["4217"], task="qa", length=400)
+    row = Runner(pipe, tmp_path, ["rag"], progress=False, second_read=True).run([sample])[0]
+    assert row["signals"]["second_read_agreement"] == 0.0
+    # The second read (the best passage alone: here also the only one BM25 scores) is
+    # measured, and kept out of the row's cost, which is the first read's.
+    second = row["signals"]["second_read_prompt_tokens"]
+    assert 0 < second <= row["cost"]["prompt_tokens"] and row["cost"]["model_calls"] == 1

@@ -305,6 +305,8 @@ class Runner:
         if self.second_read and hasattr(strategy, "second_read"):
             second = strategy.second_read(ans.question, corpus)
             out["second_read_agreement"] = S.agreement(ans.text, second.text)
+            # What a router reading twice would also pay (the row's cost is the first read's).
+            out["second_read_prompt_tokens"] = second.cost.prompt_tokens
         return out
 
     def _type_of(self, name: str) -> str | None:
