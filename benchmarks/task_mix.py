@@ -60,8 +60,17 @@ def questions(rows: list[dict]) -> dict[str, dict[str, dict]]:
 
 def rag_signals(q: dict[str, dict]) -> dict[str, float]:
     rag = q["rag"]
-    return {**{k: v for k, v in rag.get("features", {}).items()
-               if isinstance(v, (int, float))}, **rag.get("signals", {})}
+    sig = {**{k: v for k, v in rag.get("features", {}).items()
+              if isinstance(v, (int, float))}, **rag.get("signals", {})}
+    if sig.get("declined") and "question" in rag:
+        # Rows written before the decline rule knew multiple-choice replies (a picked option
+        # is an answer, orchestra/declines.py) are read with today's rule.
+        from orchestra.declines import chooses_one_option, says_declined
+
+        text = rag.get("answer", "")
+        sig["declined"] = int(says_declined(text)
+                              or not chooses_one_option(text, rag["question"]))
+    return sig
 
 
 def target(q: dict[str, dict], threshold: float) -> int:

@@ -10,6 +10,8 @@ A reply is a decline when it
   of it is already in the question or a title, as in "The address given is in the Gettysburg
   Address." for "Where was the address given?" over gettysburg_address.txt. A small reader
   told to reply with the answer only restates the question when its passages lack the answer.
+  A reply that picks one of a multiple-choice question's lettered options is an answer, though
+  its words are the option's (issue 20: every L-Eval option reply escalated as a decline).
 
 Only the second needs the question; called without it, only worded declines count. Why not a
 library: this is a decision about one reply's words against its question, a few set
@@ -81,7 +83,24 @@ def declined(text: str, question: str | None = None, titles: Iterable[str] = ())
     the question and the documents' titles."""
     if says_declined(text):
         return True
-    return question is not None and offers_nothing(text, question, titles)
+    return (question is not None and offers_nothing(text, question, titles)
+            and not chooses_one_option(text, question))
+
+
+# Options as L-Eval and most multiple-choice prompts write them: "(A) ...", "B) ...", "C. ...".
+_OPTION = re.compile(r"(?:^|\s|\()\(?([A-H])[).]\s", re.M)
+
+
+def chooses_one_option(text: str, question: str) -> bool:
+    """Whether the reply picks exactly one of the question's lettered options ("(B) Humans
+    ..."). Its words are the option's, so they are all in the question; picking one is still
+    an answer, while a reply that lists several options has not chosen."""
+    offered = set(_OPTION.findall(question))
+    if len(offered) < 2:
+        return False
+    named = set(_OPTION.findall(f" {text} ")) | set(
+        re.findall(r"\b(?:answer|option|choice)(?: is)?:?\s*\(?([A-H])\b", text, re.I))
+    return len(named & offered) == 1
 
 
 def answer_declined(answer, corpus=None) -> bool:

@@ -87,3 +87,27 @@ def test_a_restated_question_is_not_streamed_before_the_fallback():
     text = "".join(e.text for e in events if e.type == "token")
     assert "Gettysburg Address" not in text and "Cemetery" in text
     assert events[-1].answer.route.strategy == "full"
+
+
+MC = ("What does the author describe as confusing?  (A) Traits did not persist  (B) Humans "
+      "didn't understand genetics  (C) Humans treat anyone as kin  (D) Kin-selection fails")
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("(B) Humans didn't understand genetics", False),  # picks one option: an answer
+    ("The answer is (C) Humans treat anyone as kin.", False),
+    ("Answer: D", False),
+    ("C. Humans treat anyone as kin", False),
+    ("(A) Traits did not persist (B) Humans didn't understand genetics", True),  # no choice
+    ("Humans didn't understand genetics", True),  # restates an option without choosing
+    ("The text does not say. (B)", True),  # a worded decline stays one
+])
+def test_picking_one_lettered_option_is_an_answer(text, expected):
+    assert declined(text, MC) is expected
+
+
+def test_options_need_a_multiple_choice_question():
+    from orchestra.declines import chooses_one_option
+
+    assert chooses_one_option("(B) Gettysburg Address", MC)
+    assert not chooses_one_option("(B) Gettysburg Address", QUESTION)
