@@ -146,10 +146,13 @@ def ray_cluster():
 @pytest.mark.slow
 def test_local_and_ray_runs_write_identical_rows(tmp_path, ray_cluster):
     pipe, data = _write_inputs(tmp_path, 3)
-    assert main(_eval_args(pipe, data, tmp_path / "local")) == 0
-    assert main(_eval_args(pipe, data, tmp_path / "ray", "--ray", "--ray-actors", "2")) == 0
+    # --second-read too: the actors read twice as the local run does (it was dropped on Ray).
+    assert main(_eval_args(pipe, data, tmp_path / "local", "--second-read")) == 0
+    assert main(_eval_args(pipe, data, tmp_path / "ray", "--second-read", "--ray",
+                           "--ray-actors", "2")) == 0
     local, on_ray = _rows(tmp_path / "local"), _rows(tmp_path / "ray")
     assert len(local) == 3 * 3  # full, rag, router per question
+    assert all("second_read_agreement" in r["signals"] for r in on_ray if r["strategy"] == "rag")
     local, on_ray = ({r["key"]: _comparable(r) for r in rows} for rows in (local, on_ray))
     assert set(local) == set(on_ray)
     differences = [d for k in local for d in _differences(local[k], on_ray[k], k)]

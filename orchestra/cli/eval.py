@@ -181,6 +181,7 @@ def _runner(args, pipe, strategies, run_info):
     from orchestra.cluster.eval import RayRunner
 
     return RayRunner(pipe, args.out, strategies, run_info=run_info,
+                     second_read=args.second_read,
                      pipeline_file=args.pipeline, allow_modules=args.allow_module,
                      actors=args.ray_actors, cpus=args.ray_cpus, gpus=args.ray_gpus, **kw)
 

@@ -36,13 +36,14 @@ class EvalWorker:
     """One backend and the pipeline around it, inside a Ray actor."""
 
     def __init__(self, pipeline: str | None, allow_modules: Sequence[str],
-                 strategies: Sequence[str], seed: int):
+                 strategies: Sequence[str], seed: int, second_read: bool = False):
         from orchestra.eval.runner import fix_seeds
         from orchestra.pipeline import Pipeline
 
         pipe = (Pipeline.from_yaml(pipeline, allow_modules=allow_modules) if pipeline
                 else Pipeline.default())
-        self.runner = Runner(pipe, "", strategies, seed=seed, progress=False)
+        self.runner = Runner(pipe, "", strategies, seed=seed, progress=False,
+                             second_read=second_read)
         fix_seeds(seed)
 
     def evaluate(self, sample: Sample, name: str) -> dict:
@@ -77,7 +78,7 @@ class RayRunner(Runner):
             num_cpus=self.cpus, num_gpus=self.gpus,
             runtime_env={"env_vars": worker_env(self.cpus)})
         return cls.remote(self.pipeline_file, self.allow_modules,
-                          [s for s in self.strategies], self.seed)
+                          [s for s in self.strategies], self.seed, self.second_read)
 
     def answers(self, todo: Sequence[tuple[Sample, str]], bar) -> Iterator[dict]:
         import ray
