@@ -23,8 +23,8 @@ Tables:
    (exact sign test);
 4. with ``--choose-on DEV``, Self-Route's setting chosen on the dev rows: each signal at each
    threshold of ``GRID`` beside the decline (and the kind rule), paired question by question
-   against the default router's setting (decline only); the best that wins at p < 0.05 on 100
-   or more questions is chosen (else the default stays) and replayed on the rows given, with
+   against the default router's setting (decline only); the best that wins at p < 0.05 over
+   the number of settings tried (Bonferroni) on 100 or more questions is chosen (else the default stays) and replayed on the rows given, with
    its budget curve (``--plot``: quality against prompt tokens beside each fixed strategy and
    the oracle).
 A question is right when its quality is at least ``--threshold`` (0.5, as train-router).
@@ -299,7 +299,8 @@ def paired(got: dict, base: dict) -> tuple[int, int, float]:
 def choose(qs: dict) -> tuple[str, tuple[str, dict] | None]:
     """(the selection table, (label, options) of the setting chosen, or None): the setting
     with the best dev quality among those that beat the default router's setting paired per
-    question (more wins than losses, exact sign test p < 0.05); None keeps the default."""
+    question (more wins than losses, exact sign test p < 0.05 / settings); None keeps the
+    default."""
     cands = candidates()
     ids = [sid for sid, q in qs.items() if "rag" in q]
     base = {sid: policy_of(cands[BASELINE])(qs[sid]) for sid in ids}
@@ -312,13 +313,18 @@ def choose(qs: dict) -> tuple[str, tuple[str, dict] | None]:
         other = sum(v[2] != "rag" for v in got.values()) / max(1, len(got))
         rows.append((qual, -tok, label, opts, wins, losses, p, tok, other))
     rows.sort(key=lambda r: (r[0], r[1]), reverse=True)
-    ok = [r for r in rows if r[4] > r[5] and r[6] < 0.05 and r[2] != BASELINE]
+    # Bonferroni over the grid: with ~40 settings tried, one of them reaches p < 0.05 by
+    # chance alone more often than not.
+    alpha = 0.05 / (len(cands) - 1)
+    ok = [r for r in rows if r[4] > r[5] and r[6] < alpha and r[2] != BASELINE]
     pick = ok[0] if ok and len(ids) >= MIN_DEV else None
     lines = [f"choosing on {len(ids)} dev questions against {BASELINE} (the default): "
              + (f"CHOSEN {pick[2]}" if pick else
                 "NOT CHOSEN, the default stays" + (f" (fewer than {MIN_DEV} questions)"
                                                    if len(ids) < MIN_DEV else
-                                                   " (nothing beats it at p < 0.05)")),
+                                                   f" (nothing beats it at p < 0.05 / "
+                                                   f"{len(cands) - 1} settings = {alpha:.4f})"
+                                                   )),
              "", "| setting | quality | prompt tokens | not rag | wins/losses vs default | p |",
              "|---|---|---|---|---|---|"]
     for qual, _, label, _, wins, losses, p, tok, other in rows[:15]:
