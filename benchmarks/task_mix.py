@@ -24,9 +24,9 @@ Tables:
 4. with ``--choose-on DEV``, Self-Route's setting chosen on the dev rows: each signal at each
    threshold of ``GRID`` beside the decline (and the kind rule), paired question by question
    against the default router's setting (decline only); the best that wins at p < 0.05 over
-   the number of settings tried (Bonferroni) on 100 or more questions is chosen (else the default stays) and replayed on the rows given, with
-   its budget curve (``--plot``: quality against prompt tokens beside each fixed strategy and
-   the oracle).
+   the number of settings tried (Bonferroni) on 100 or more questions is chosen (else the
+   default stays) and replayed on the rows given, with its budget curve (``--plot``: quality
+   against prompt tokens beside each fixed strategy and the oracle).
 A question is right when its quality is at least ``--threshold`` (0.5, as train-router).
 """
 
@@ -313,7 +313,7 @@ def choose(qs: dict) -> tuple[str, tuple[str, dict] | None]:
         other = sum(v[2] != "rag" for v in got.values()) / max(1, len(got))
         rows.append((qual, -tok, label, opts, wins, losses, p, tok, other))
     rows.sort(key=lambda r: (r[0], r[1]), reverse=True)
-    # Bonferroni over the grid: with ~40 settings tried, one of them reaches p < 0.05 by
+    # Bonferroni over the grid: with ~30 settings tried, one of them reaches p < 0.05 by
     # chance alone more often than not.
     alpha = 0.05 / (len(cands) - 1)
     ok = [r for r in rows if r[4] > r[5] and r[6] < alpha and r[2] != BASELINE]

@@ -94,13 +94,16 @@ _OPTION = re.compile(r"(?:^|\s|\()\(?([A-H])[).]\s", re.M)
 def chooses_one_option(text: str, question: str) -> bool:
     """Whether the reply picks exactly one of the question's lettered options ("(B) Humans
     ..."). Its words are the option's, so they are all in the question; picking one is still
-    an answer, while a reply that lists several options has not chosen."""
+    an answer, while a reply that lists several options has not chosen. What it chose is read
+    as option accuracy reads it (orchestra.short_answer.extract_options)."""
+    from orchestra.short_answer import extract_options
+
     offered = set(_OPTION.findall(question))
     if len(offered) < 2:
         return False
-    named = set(_OPTION.findall(f" {text} ")) | set(
-        re.findall(r"\b(?:answer|option|choice)(?: is)?:?\s*\(?([A-H])\b", text, re.I))
-    return len(named & offered) == 1
+    chosen = extract_options(text)
+    listed = set(_OPTION.findall(f" {text} "))
+    return len(chosen) == 1 and chosen in offered and listed <= {chosen}
 
 
 def answer_declined(answer, corpus=None) -> bool:

@@ -135,3 +135,21 @@ def short_answer(reply: str, question: str | None = None) -> str:
         text = m.group(1)
     text = text.strip().strip(_QUOTES).strip()
     return text.rstrip(".!,;:").strip().strip(_QUOTES).strip()
+
+
+_LEAD = re.compile(r"^\s*(?:the\s+)?(?:correct\s+)?(?:answer|option|choice)s?\s*(?:is|are|:)?\s*",
+                   re.I)
+_LETTERS = re.compile(r"^\(?([A-H](?:\)?\s*(?:,|and|&|/)?\s*\(?[A-H])*)\)?(?![A-Za-z])")
+
+
+def extract_options(text: str) -> str:
+    """Option letters a reply chooses, sorted: "(B) because..." -> "B", "A, C and D" -> "ACD".
+
+    Letters count at the start of the reply (after an optional "Answer:"), else the first
+    parenthesised "(X)" or "answer is X" anywhere in it."""
+    head = _LEAD.sub("", text.strip(), count=1)
+    m = _LETTERS.match(head)
+    if m:
+        return "".join(sorted(set(re.findall(r"[A-H]", m.group(1)))))
+    m = re.search(r"\(([A-H])\)|answer is:?\s*\(?([A-H])\b", text)
+    return (m.group(1) or m.group(2)) if m else ""

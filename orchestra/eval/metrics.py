@@ -20,6 +20,8 @@ import string
 from collections import Counter
 from typing import Iterable, Sequence
 
+from orchestra.short_answer import extract_options
+
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = set(string.punctuation)
 
@@ -102,24 +104,6 @@ def contains(prediction: str, golds: Sequence[str]) -> float:
 
 def rouge_l(prediction: str, golds: Sequence[str]) -> float:
     return _best(_rouge_l, prediction, golds)
-
-
-_LEAD = re.compile(r"^\s*(?:the\s+)?(?:correct\s+)?(?:answer|option|choice)s?\s*(?:is|are|:)?\s*",
-                   re.I)
-_LETTERS = re.compile(r"^\(?([A-H](?:\)?\s*(?:,|and|&|/)?\s*\(?[A-H])*)\)?(?![A-Za-z])")
-
-
-def extract_options(text: str) -> str:
-    """Option letters a reply chooses, sorted: "(B) because..." -> "B", "A, C and D" -> "ACD".
-
-    Letters count at the start of the reply (after an optional "Answer:"), else the first
-    parenthesised "(X)" or "answer is X" anywhere in it."""
-    head = _LEAD.sub("", text.strip(), count=1)
-    m = _LETTERS.match(head)
-    if m:
-        return "".join(sorted(set(re.findall(r"[A-H]", m.group(1)))))
-    m = re.search(r"\(([A-H])\)|answer is:?\s*\(?([A-H])\b", text)
-    return (m.group(1) or m.group(2)) if m else ""
 
 
 def option_accuracy(prediction: str, golds: Sequence[str]) -> float:
