@@ -23,10 +23,10 @@ from pathlib import Path
 
 from orchestra.errors import InputError
 from orchestra.eval.results import read_results
+from orchestra.eval.runner import RESULTS, RUN_INFO
 
 STORE = Path(__file__).resolve().parent / "results"
 DATA_FIELDS = ("question", "gold", "meta")  # what the dataset gives back on restore
-RESULTS, RUN_INFO = "results.jsonl", "run.json"
 
 
 def save(run_dir: Path, name: str, settings: dict, store: Path = STORE) -> Path:
