@@ -113,12 +113,18 @@ def test_a_registered_corpus_is_used_on_every_replica_and_keeps_to_its_replica(s
     assert [p.status_code for p in pinned] == [200] * 4, [p.text for p in pinned]
     assert {p.headers["x-orchestra-replica"] for p in pinned} == {home}
     # Without it, requests spread over both replicas, and the other one reads the corpus from
-    # the shared book: no 404 anywhere.
-    with ThreadPoolExecutor(8) as pool:
-        spread = list(pool.map(lambda i: httpx.post(
-            served + "/v1/answer", headers=AUTH, timeout=300,
-            json={"corpus_id": cid, "question": QUESTIONS[i % 4], "strategy": "rag",
-                  "max_tokens": 8}), range(8)))
-    assert [s.status_code for s in spread] == [200] * 8, [s.text for s in spread]
+    # the shared book: no 404 anywhere. Serve picks the less loaded of the two at random on a
+    # tie, so one wave of 8 can land on one replica (it did once in CI): up to 4 waves.
+    waves = []
+    while len(waves) < 4 and len({s.headers.get("x-orchestra-replica")
+                                  for wave in waves for s in wave}) < 2:
+        with ThreadPoolExecutor(8) as pool:
+            waves.append(list(pool.map(lambda i: httpx.post(
+                served + "/v1/answer", headers=AUTH, timeout=300,
+                json={"corpus_id": cid, "question": QUESTIONS[i % 4], "strategy": "rag",
+                      "max_tokens": 8}), range(8))))
+    spread = [s for wave in waves for s in wave]
+    assert [s.status_code for s in spread] == [200] * len(spread), [s.text for s in spread]
     assert all(s.json()["corpus_id"] == cid for s in spread)
-    assert len({s.headers["x-orchestra-replica"] for s in spread}) == 2
+    assert len({s.headers["x-orchestra-replica"] for s in spread}) == 2, \
+        [[s.headers["x-orchestra-replica"] for s in wave] for wave in waves]

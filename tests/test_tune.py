@@ -608,3 +608,24 @@ def test_the_median_pruner_stops_a_trial_below_the_median_after_its_warm_up(tmp_
     later = states[first:]
     assert all(n == 10 for s, v, n in later if v != "32") and any(v != "32" for _, v, _ in later)
     assert all(s == "COMPLETE" for s, v, _ in later if v == "32")  # the tie is never below it
+
+
+def test_a_trial_killed_while_its_results_were_written_does_not_stop_the_resume(tmp_path):
+    """A kill between two of a trial's stored results (Optuna writes each user attribute on
+    its own) leaves a trial with some of them: resuming fails it and goes on."""
+    import optuna
+
+    data = write_dataset(tmp_path / "data.jsonl", n=6)
+    reader = planted_reader(needs_for(data))
+    out, pipe = tmp_path / "tune", pipeline_file(tmp_path)
+    tune(pipe, str(data), out, trials=2, params=PARAMS, target="rag",
+         backend=ScriptedBackend(reader, context_window=4096), progress=False)
+    study = optuna.load_study(study_name="orchestra-tune",
+                              storage=f"sqlite:///{out / 'study.db'}")
+    half_written = study.ask()
+    half_written.set_user_attr("wins", 1)  # killed here: no "losses", no "n"
+    result = tune(pipe, str(data), out, trials=3, params=PARAMS, target="rag",
+                  backend=ScriptedBackend(reader, context_window=4096), progress=False)
+    failed = [t for t in result.trials if t.state == "FAIL"]
+    assert len(failed) == 1 and failed[0].paired is None and "interrupted" in failed[0].error
+    assert len([t for t in result.trials if t.state == "COMPLETE"]) == 3

@@ -253,8 +253,15 @@ class Tuner:
         import optuna
 
         a = t.user_attrs
-        paired = (P.Paired(a["wins"], a["losses"], a.get("n", 0)) if "wins" in a
-                  else self._paired_from_cache(t))
+        finished = t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        # Optuna stores each attribute on its own, so a trial killed while they were written
+        # (then failed on resume) may hold "wins" without "losses": only a told trial has all.
+        if not finished:
+            paired = None
+        elif "wins" in a:
+            paired = P.Paired(a["wins"], a["losses"], a.get("n", 0))
+        else:
+            paired = self._paired_from_cache(t)
         return TrialResult(
             number=t.number, state=t.state.name, params=dict(t.params),
             quality=t.value if t.state == optuna.trial.TrialState.COMPLETE else None,
