@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 
+from orchestra.errors import OrchestraError
 from orchestra.eval.results import read_results
 from orchestra.eval.datasets.mix import task_of
 
@@ -388,6 +389,26 @@ def main(argv=None) -> int:
                          "default router's); the choice is then replayed on the results given")
     ap.add_argument("--plot", help="draw quality against prompt tokens into this PNG")
     args = ap.parse_args(argv)
+    try:
+        return report(args)
+    except OrchestraError as e:
+        hint = ""
+        if any(_is_stored(p) for p in [*args.results, *args.train, *args.choose_on]):
+            hint = (" (a stored run: rebuild its run folder with `python benchmarks/stored_runs.py"
+                    " restore NAME RUN_DIR` and give RUN_DIR/results.jsonl)")
+        print(f"task_mix.py: error: {e}{hint}", file=sys.stderr)
+        return 2
+
+
+def _is_stored(path: str) -> bool:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readline().startswith('{"stored_run"')
+    except OSError:
+        return False
+
+
+def report(args) -> int:
     rows = [r for p in args.results for r in read_results(p, missing_ok=False)]
     qs = questions(rows)
     strategies = [s for s in dict.fromkeys(r["strategy"] for r in rows) if s != ROUTER]

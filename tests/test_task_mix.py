@@ -191,3 +191,20 @@ def test_task_mix_chooses_a_setting_on_dev_only_with_paired_evidence(tmp_path):
         in line and "unsupported" in line and "NOT" not in line
     assert any(x.startswith("| chosen on dev: ") and "| 20/0 |" in x for x in out.splitlines())
     assert (tmp_path / "curve120.png").stat().st_size > 5000
+
+
+def test_task_mix_given_a_stored_run_says_how_to_restore_it_in_one_line(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    stored = tmp_path / "stored.jsonl"
+    stored.write_text(json.dumps({"stored_run": {"settings": {}}}) + "\n"
+                      + "".join(json.dumps(r) + "\n" for r in _rows(3)))
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "task_mix.py"),
+                           str(stored)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{stored}:1:" in lines[0] and "stored_runs.py restore" in lines[0]
