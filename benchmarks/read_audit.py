@@ -20,6 +20,14 @@ and prints contains (orchestra/eval/metrics.py) per layout, and how many replies
 differ between the two paths.
 
     OMP_NUM_THREADS=1 python benchmarks/read_audit.py --dataset ruler_qa:dev --limit 40
+
+``--questions`` reads other SQuAD 2.0 dev questions (squad.json, all 35 articles) the same
+three ways, to tell how much the choice of questions moves the ceiling: ``squad-openings`` is
+issue 19's script's choice (one answerable question per paragraph, the first of each, taking
+paragraph 0 of every article, then paragraph 1, ...), ``squad-first`` the first answerable
+question of paragraphs drawn at random, ``squad-random`` answerable questions drawn at random.
+
+    OMP_NUM_THREADS=1 python benchmarks/read_audit.py --questions squad-openings --limit 60
 """
 
 from __future__ import annotations
@@ -69,9 +77,45 @@ def documents_prompt(template: str, gold: str, question: str) -> str:
     return template.format(context=f"Document 1:\n{gold}", question=question)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from tqdm import tqdm
+QUESTION_SETS = ("dataset", "squad-openings", "squad-first", "squad-random")
 
+
+def _answerable(paragraph: dict) -> list[dict]:
+    return [q for q in paragraph.get("qas", []) if not q.get("is_impossible") and q["answers"]]
+
+
+def squad_picks(how: str, n: int, seed: int) -> list[tuple[str, dict]]:
+    """(gold paragraph, question) pairs of SQuAD 2.0 dev chosen the ``how`` way."""
+    import random
+
+    from orchestra.eval.datasets.squad import read_squad
+
+    articles = [a.get("paragraphs", []) for a in read_squad(None)]
+    if how == "squad-openings":
+        picks, k = [], 0
+        while len(picks) < n and any(k < len(ps) for ps in articles):
+            picks += [(ps[k]["context"], _answerable(ps[k])[0]) for ps in articles
+                      if k < len(ps) and _answerable(ps[k])]
+            k += 1
+        return picks[:n]
+    per = [(p["context"], q) for ps in articles for p in ps
+           for q in (_answerable(p)[:1] if how == "squad-first" else _answerable(p))]
+    random.Random(f"{seed}:{how}").shuffle(per)
+    return per[:n]
+
+
+def squad_samples(how: str, n: int, seed: int) -> list:
+    from orchestra.corpus import Document
+    from orchestra.eval.datasets.base import Sample
+
+    return [Sample(sample_id=q["id"], dataset=how, question=q["question"].strip(),
+                   documents=[Document(id="p0", text=ctx.strip())],
+                   answers=list(dict.fromkeys(a["text"].strip() for a in q["answers"])),
+                   task="qa", length=0, meta={"gold_doc": "p0"})
+            for ctx, q in squad_picks(how, n, seed)]
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pipeline", default=str(Path(__file__).resolve().parent.parent /
                                               "examples" / "pipelines" / "embedded.yaml"))
@@ -80,13 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=40)
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--questions", choices=QUESTION_SETS, default="dataset",
+                    help="the --dataset's questions, or SQuAD dev questions chosen another way")
     args = ap.parse_args(argv)
 
-    from reader_ceiling import read as ceiling_read
-    from orchestra.corpus import Corpus
     from orchestra.errors import OrchestraError
     from orchestra.eval.datasets import load_dataset
-    from orchestra.eval.metrics import contains
     from orchestra.pipeline import Pipeline
 
     if not args.dataset.startswith("ruler_qa"):
@@ -96,16 +139,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         pipe = Pipeline.from_yaml(args.pipeline)
         rag = pipe.strategies["rag"]
-        ds = load_dataset(args.dataset, pipe.backend.tokenizer, [args.length], args.limit,
-                          args.seed)
+        samples = (load_dataset(args.dataset, pipe.backend.tokenizer, [args.length], args.limit,
+                                args.seed).samples if args.questions == "dataset"
+                   else squad_samples(args.questions, args.limit, args.seed))
     except (OrchestraError, KeyError) as e:
         print(f"read_audit: error: {e}", file=sys.stderr)
         return 2
     rag.max_tokens = args.max_tokens
-    backend = pipe.backend
-    plain = PlainReader(str(backend.model_path), args.max_tokens)
+    print(report(audit(rag, samples, args.max_tokens), args, rag))
+    return 0
+
+
+def audit(rag, samples, max_tokens: int) -> list[dict]:
+    """Each sample's gold paragraph read orchestra's way and the two plain ways."""
+    from tqdm import tqdm
+
+    from reader_ceiling import read as ceiling_read
+    from orchestra.corpus import Corpus
+
+    backend = rag.backend
+    plain = PlainReader(str(backend.model_path), max_tokens)
     rows = []
-    for s in tqdm(ds.samples, desc="questions", unit="q"):
+    for s in tqdm(samples, desc="questions", unit="q"):
         corpus = Corpus(s.documents, backend.tokenizer)
         gold = corpus.document(s.meta["gold_doc"]).text.strip()
         req = rag.reader_request(gold, s.question)
@@ -119,8 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"ours": ours, "plain": theirs, "docs": docs, "answers": s.answers,
                      "same_ids": their_ids == orchestra_ids(backend, req.messages),
                      "secs": (t1 - t0, t2 - t1)})
-    print(report(rows, args, rag))
-    return 0
+    return rows
 
 
 def report(rows: list[dict], args, rag) -> str:
@@ -131,7 +185,8 @@ def report(rows: list[dict], args, rag) -> str:
              for k in ("ours", "plain", "docs")}
     differ = sum(r["plain"] != r["ours"] for r in rows)
     ids_differ = sum(not r["same_ids"] for r in rows)
-    lines = [f"\n{args.dataset}, gold paragraph only, N={n}, {args.max_tokens}-token replies, "
+    what = args.dataset if args.questions == "dataset" else f"SQuAD 2.0 dev, {args.questions}"
+    lines = [f"\n{what}, gold paragraph only, N={n}, {args.max_tokens}-token replies, "
              f"reader_template={rag.reader_template}, reader_system={rag.reader_system!r}, "
              f"passage_format={rag.passage_format}, "
              f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}",

@@ -20,7 +20,8 @@ Tables:
    measured; with ``--train DEV``, the learned router (routers/tree.py's train on the dev rows,
    rag's read signals among its features) replayed the same way: a tree that splits on a read
    signal reads rag first and pays for it. Wins/losses against rag are paired per question
-   (exact sign test);
+   (exact sign test); with ``--cv K``, the learned router out of sample (K folds of the rows
+   given, each answered by a tree trained on the other folds);
 4. with ``--choose-on DEV``, Self-Route's setting chosen on the dev rows: each signal at each
    threshold of ``GRID`` beside the decline (and the kind rule), paired question by question
    against the default router's setting (decline only); the best that wins at p < 0.05 over
@@ -155,6 +156,21 @@ def learned(model) -> Callable:
                 return r["quality"], spent + r["cost"]["prompt_tokens"], name
         return rag["quality"], rag["cost"]["prompt_tokens"], "rag"
     return policy
+
+
+def cross_validated(rows: list[dict], k: int, min_leaf: int) -> Callable:
+    """The learned router out of sample: questions in ``k`` folds (a seeded shuffle), each
+    fold answered by a tree trained on the other folds' rows only."""
+    import random
+
+    from orchestra.routers.tree import train
+
+    ids = sorted({r["sample_id"] for r in rows})
+    random.Random(0).shuffle(ids)
+    fold = {sid: i % k for i, sid in enumerate(ids)}
+    models = [learned(train([r for r in rows if fold[r["sample_id"]] != f], min_leaf=min_leaf))
+              for f in range(k)]
+    return lambda q: models[fold[q["rag"]["sample_id"]]](q)
 
 
 def measured_router(q):
@@ -388,6 +404,9 @@ def main(argv=None) -> int:
                     help="dev results to choose Self-Route's setting on (paired against the "
                          "default router's); the choice is then replayed on the results given")
     ap.add_argument("--plot", help="draw quality against prompt tokens into this PNG")
+    ap.add_argument("--cv", type=int, default=0, metavar="K",
+                    help="also replay the learned router cross-validated in K folds of the "
+                         "results given (out of sample, unlike --train on the same rows)")
     args = ap.parse_args(argv)
     try:
         return report(args)
@@ -432,6 +451,10 @@ def report(args) -> int:
               f"(labels {model.meta['label_counts']}); features used: "
               f"{sorted({model.features[n['feature']] for n in _nodes(model.tree)})}\n")
         policies = {**policies, "learned": learned(model)}
+    if args.cv:
+        for leaf in (2, 10):
+            policies[f"learned, {args.cv}-fold CV, min_leaf={leaf}"] = \
+                cross_validated(rows, args.cv, leaf)
     print(table_policies(qs, policies))
     if args.plot:
         plot(qs, policies, args.plot)

@@ -18,3 +18,23 @@ def test_plain_and_orchestra_reads_are_the_same_tokens_and_reply(tiny_llama_dir,
     assert plain.input_ids(prompt) == orchestra_ids(tiny_backend, messages)
     ours = tiny_backend.generate_one(GenerationRequest(messages=messages, max_tokens=8)).text
     assert plain.read(prompt)[0] == ours
+
+
+def test_squad_question_sets_pick_what_they_say():
+    from conftest import data_path
+
+    data_path("ruler", "squad.json")  # skips with a message when the data is absent
+    from read_audit import squad_picks, squad_samples
+
+    from orchestra.eval.datasets.squad import read_squad
+
+    articles = read_squad(None)
+    openings = squad_picks("squad-openings", 40, 0)
+    # Paragraph 0 of each of the 35 articles first (each has an answerable question), then 1.
+    assert [ctx for ctx, _ in openings[:35]] == [a["paragraphs"][0]["context"] for a in articles]
+    assert openings[35][0] == articles[0]["paragraphs"][1]["context"]
+    for how in ("squad-first", "squad-random"):
+        samples = squad_samples(how, 30, 0)
+        assert len({s.sample_id for s in samples}) == 30 and all(s.answers for s in samples)
+        assert samples == squad_samples(how, 30, 0) != squad_samples(how, 30, 1)
+    assert squad_samples("squad-first", 30, 0) != squad_samples("squad-random", 30, 0)

@@ -148,8 +148,8 @@ def test_task_mix_benchmark_tables(tmp_path):
     path = tmp_path / "results.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in _rows(12)))
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "task_mix.py"), str(path),
-                          "--train", str(path)], capture_output=True, text=True, check=True,
-                         timeout=120).stdout
+                          "--train", str(path), "--cv", "3"], capture_output=True, text=True,
+                         check=True, timeout=120).stdout
     # threading: rag 0/6, full context right on 3 and 9 (2 of 6): the oracle's headroom.
     assert "| threading | 4000 | 6 | 0.00 / 800 | 0.33 / 4000 | full_context | 0.33 | +0.00 |" \
         in out
@@ -162,6 +162,8 @@ def test_task_mix_benchmark_tables(tmp_path):
     line = next(x for x in out.splitlines() if x.startswith("| self_route[decline,unsupported] |"))
     assert "| 2/0 |" in line
     assert "| learned |" in out
+    # Out of sample: each third of the questions answered by a tree grown on the other two.
+    assert any(x.startswith("| learned, 3-fold CV, min_leaf=2 | 12 |") for x in out.splitlines())
 
 
 def test_task_mix_chooses_a_setting_on_dev_only_with_paired_evidence(tmp_path):
