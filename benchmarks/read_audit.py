@@ -81,7 +81,9 @@ QUESTION_SETS = ("dataset", "squad-openings", "squad-first", "squad-random")
 
 
 def _answerable(paragraph: dict) -> list[dict]:
-    return [q for q in paragraph.get("qas", []) if not q.get("is_impossible") and q["answers"]]
+    from orchestra.eval.datasets.squad import answerable
+
+    return [q for q in paragraph.get("qas", []) if answerable(q)]
 
 
 def squad_picks(how: str, n: int, seed: int) -> list[tuple[str, dict]]:
@@ -107,10 +109,11 @@ def squad_picks(how: str, n: int, seed: int) -> list[tuple[str, dict]]:
 def squad_samples(how: str, n: int, seed: int) -> list:
     from orchestra.corpus import Document
     from orchestra.eval.datasets.base import Sample
+    from orchestra.eval.datasets.squad import gold_answers
 
     return [Sample(sample_id=q["id"], dataset=how, question=q["question"].strip(),
                    documents=[Document(id="p0", text=ctx.strip())],
-                   answers=list(dict.fromkeys(a["text"].strip() for a in q["answers"])),
+                   answers=gold_answers(q),
                    task="qa", length=0, meta={"gold_doc": "p0"})
             for ctx, q in squad_picks(how, n, seed)]
 

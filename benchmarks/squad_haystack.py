@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from orchestra.eval.datasets.squad import answerable
+
 
 @dataclass
 class HaystackCase:
@@ -39,7 +41,7 @@ def squad_cases(path: Path, n: int, target_tokens: int, count: Callable[[str], i
     for ai, art in enumerate(articles):
         for p in art["paragraphs"]:
             for q in p["qas"]:
-                if not q.get("is_impossible") and q["answers"]:
+                if answerable(q):
                     by_article.setdefault(ai, []).append((p, q))
     # Per-paragraph token counts make haystack sizes exact without re-tokenising them whole.
     sizes: dict[str, int] = {}

@@ -27,6 +27,7 @@ from orchestra.eval.runner import RESULTS, RUN_INFO
 
 STORE = Path(__file__).resolve().parent / "results"
 DATA_FIELDS = ("question", "gold", "meta")  # what the dataset gives back on restore
+HEAD = "stored_run"  # the first line's one key: the run's settings
 
 
 def save(run_dir: Path, name: str, settings: dict, store: Path = STORE) -> Path:
@@ -34,7 +35,7 @@ def save(run_dir: Path, name: str, settings: dict, store: Path = STORE) -> Path:
     info = json.loads((run_dir / RUN_INFO).read_text()) if (run_dir / RUN_INFO).is_file() else {}
     store.mkdir(parents=True, exist_ok=True)
     out = store / f"{name}.jsonl"
-    head = {"stored_run": {"settings": settings, "run_info": info, "rows": len(rows)}}
+    head = {HEAD: {"settings": settings, "run_info": info, "rows": len(rows)}}
     with open(out, "w", encoding="utf-8") as f:
         f.write(json.dumps(head) + "\n")
         for r in rows:
@@ -45,9 +46,19 @@ def save(run_dir: Path, name: str, settings: dict, store: Path = STORE) -> Path:
 def load_stored(name: str, store: Path = STORE) -> tuple[dict, list[dict]]:
     path = store / f"{name}.jsonl"
     lines = read_results(path, missing_ok=False, required=())
-    if not lines or "stored_run" not in lines[0]:
+    if not lines or HEAD not in lines[0]:
         raise InputError(f"{path}: not a stored run (its first line holds the run's settings)")
-    return lines[0]["stored_run"], lines[1:]
+    return lines[0][HEAD], lines[1:]
+
+
+def is_stored(path: str | Path) -> bool:
+    """Whether the file at ``path`` is a stored run (its first line the settings' header)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            head = json.loads(f.readline() or "{}")
+    except (OSError, ValueError):
+        return False
+    return isinstance(head, dict) and HEAD in head
 
 
 def restore(name: str, run_dir: Path, tok, store: Path = STORE) -> int:

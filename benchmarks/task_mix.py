@@ -412,19 +412,13 @@ def main(argv=None) -> int:
         return report(args)
     except OrchestraError as e:
         hint = ""
-        if any(_is_stored(p) for p in [*args.results, *args.train, *args.choose_on]):
+        from stored_runs import is_stored
+
+        if any(is_stored(p) for p in [*args.results, *args.train, *args.choose_on]):
             hint = (" (a stored run: rebuild its run folder with `python benchmarks/stored_runs.py"
                     " restore NAME RUN_DIR` and give RUN_DIR/results.jsonl)")
         print(f"task_mix.py: error: {e}{hint}", file=sys.stderr)
         return 2
-
-
-def _is_stored(path: str) -> bool:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.readline().startswith('{"stored_run"')
-    except OSError:
-        return False
 
 
 def report(args) -> int:

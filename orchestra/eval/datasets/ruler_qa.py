@@ -13,7 +13,8 @@ from orchestra.corpus import Document
 from orchestra.errors import InputError
 from orchestra.eval.datasets.base import SEPARATOR, Dataset, Sample, check_split, split_suffix
 from orchestra.eval.datasets.registry import Family, Request, register
-from orchestra.eval.datasets.squad import hide_among_distractors, walk_squad
+from orchestra.eval.datasets.squad import (answerable, gold_answers, hide_among_distractors,
+                                           walk_squad)
 
 
 def ruler_qa(tokenizer: Tokenizer, lengths: Sequence[int], limit: int, seed: int = 0,
@@ -21,8 +22,7 @@ def ruler_qa(tokenizer: Tokenizer, lengths: Sequence[int], limit: int, seed: int
     """``limit`` questions per length; each paragraph is one document of the corpus.
     ``split``: questions and distractors from the dev or test half of the SQuAD articles."""
     check_split(split)
-    squad = walk_squad(root, split,
-                       lambda qa: not qa.get("is_impossible") and bool(qa.get("answers")))
+    squad = walk_squad(root, split, answerable)
     titles, paragraphs, questions = squad.titles, squad.paragraphs, squad.questions
     random.Random(f"{seed}:ruler_qa").shuffle(questions)
     tokens = squad.counter(tokenizer)
@@ -38,10 +38,9 @@ def ruler_qa(tokenizer: Tokenizer, lengths: Sequence[int], limit: int, seed: int
                                  f"gold paragraph and question need {needed} tokens")
             srng = random.Random(f"{seed}:ruler_qa:{length}:{qa['id']}")
             chosen, total = hide_among_distractors(srng, paragraphs, gold, tokens, sep, length)
-            answers = list(dict.fromkeys(a["text"].strip() for a in qa["answers"]))
             samples.append(Sample(
                 sample_id=f"ruler_qa:{length}:{qa['id']}", dataset=name,
-                question=question, answers=answers, task="qa", length=length,
+                question=question, answers=gold_answers(qa), task="qa", length=length,
                 documents=[Document(id=f"p{n}", text=paragraphs[j][1])
                            for n, j in enumerate(chosen)],
                 meta={"gold_doc": f"p{chosen.index(gold)}", "tokens": total,

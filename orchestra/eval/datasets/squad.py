@@ -15,6 +15,16 @@ from orchestra.errors import InputError
 from orchestra.eval.datasets.base import default_data_root, fixed_half, need
 
 
+def answerable(qa: dict) -> bool:
+    """A question SQuAD 2.0 answers in its paragraph."""
+    return not qa.get("is_impossible") and bool(qa.get("answers"))
+
+
+def gold_answers(qa: dict) -> list[str]:
+    """The question's answer texts, stripped, each once, in the file's order."""
+    return list(dict.fromkeys(a["text"].strip() for a in qa["answers"]))
+
+
 @dataclass
 class Squad:
     """The split's articles: ``titles`` (every article, indexed as in the file),
