@@ -350,6 +350,107 @@ def choose(qs: dict) -> tuple[str, tuple[str, dict] | None]:
     return "\n".join(lines), ((pick[2], pick[3]) if pick else None)
 
 
+def per_task_best(dev: dict) -> Callable:
+    """The fixed strategy that scored best on each (task, length) of the dev rows, applied by
+    the sample's task: what a router that knew every question's task (no router does) could
+    reach by choosing one strategy per task; an upper bound for routing on the question's kind."""
+    groups: dict[tuple[str, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for q in dev.values():
+        for s, r in q.items():
+            if s != ROUTER and not r.get("error"):
+                groups[(task_of(r["dataset"]), r["length"])][s].append(r["quality"])
+    best = {k: max(v, key=lambda s: (sum(v[s]) / len(v[s]), s == "rag")) for k, v in groups.items()}
+
+    def policy(q):
+        r = next(iter(q.values()))
+        name = best.get((task_of(r["dataset"]), r["length"]), "rag")
+        return fixed(name)(q) if name in q else fixed("rag")(q)
+    return policy
+
+
+# The routers whose choices table_choices counts (beside the default's setting, BASELINE).
+ROUTING_COLUMNS = ("chosen on dev", "learned", "router (measured)", "best fixed per task")
+
+
+def table_choices(qs: dict, policies: dict[str, Callable]) -> str:
+    """Per task and length, how many questions each routing policy sent to each strategy."""
+    cols = [n for n in policies if (n == BASELINE or n.startswith(ROUTING_COLUMNS))
+            and any(policies[n](q) is not None for q in qs.values() if "rag" in q)]
+    lines = ["| task | length | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+    groups: dict[tuple[str, int], list[dict]] = defaultdict(list)
+    for q in qs.values():
+        if "rag" in q:
+            groups[(task_of(q["rag"]["dataset"]), q["rag"]["length"])].append(q)
+    for (task, length), group in sorted(groups.items()):
+        cells = []
+        for n in cols:
+            got = [v for v in (policies[n](q) for q in group) if v is not None]
+            counts = defaultdict(int)
+            for v in got:
+                counts[v[2]] += 1
+            cells.append(", ".join(f"{s} {c}" for s, c in sorted(counts.items())) or "-")
+        lines.append(f"| {task} | {length} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def acceptance(qs: dict, name: str, policy: Callable) -> str:
+    """Issue 20's acceptance figures for one router on these rows: its quality against the best
+    fixed strategy + 0.03, the share of the oracle's headroom it captures, its prompt tokens
+    against full context's where full context fits, and its share of questions not read by
+    rag alone."""
+    ids = [sid for sid, q in qs.items() if "rag" in q]
+    if not ids:
+        return ""
+    fixed_names = [s for s in ("rag", *FALLBACK) if all(s in qs[i] for i in ids)]
+    mean = lambda pol, sel: sum(pol(qs[i])[0] for i in sel) / len(sel)  # noqa: E731
+    best = max(fixed_names, key=lambda s: mean(fixed(s), ids))
+    got, top, orc = mean(policy, ids), mean(fixed(best), ids), mean(oracle, ids)
+    share = (got - top) / (orc - top) if orc > top else float("nan")
+    fits = [i for i in ids if "full_context" in qs[i]
+            and qs[i]["rag"].get("features", {}).get("fits_window")]
+    tok = (sum(policy(qs[i])[1] for i in fits) / max(1, sum(
+        qs[i]["full_context"]["cost"]["prompt_tokens"] for i in fits))) if fits else None
+    other = sum(policy(qs[i])[2] != "rag" for i in ids) / len(ids)
+    mark = lambda ok: "holds" if ok else "NOT MET"  # noqa: E731
+    lines = [f"issue 20's acceptance for {name} on {len(ids)} questions:",
+             f"- quality {got:.3f} against the best fixed strategy ({best}) {top:.3f} + 0.03: "
+             f"{mark(got >= top + 0.03)}",
+             f"- oracle {orc:.3f}: captures {share:.0%} of its headroom over {best} (half "
+             f"needed): {mark(share >= 0.5)}",
+             f"- not rag: {other:.0%} (10% needed): {mark(other >= 0.10)}"]
+    if tok is not None:
+        lines.append(f"- where full context fits ({len(fits)} questions): {tok:.0%} of full "
+                     f"context's prompt tokens (at most 40%): {mark(tok <= 0.40)}")
+        cap = 0.40 * sum(qs[i]["full_context"]["cost"]["prompt_tokens"] for i in fits)
+        lines.append(f"- reachable at all within that: the oracle held to 40% of full context's "
+                     f"tokens there scores {capped_oracle([qs[i] for i in fits], cap):.3f} on "
+                     f"those {len(fits)} (rag {mean(fixed('rag'), fits):.3f}, full context "
+                     f"{mean(fixed('full_context'), fits):.3f})")
+    return "\n".join(lines)
+
+
+def capped_oracle(group: list[dict], cap: float) -> float:
+    """The per-question oracle spending at most ``cap`` prompt tokens over ``group``: rag
+    everywhere, then the escalations that gain most quality per extra token while they fit
+    (greedy, the fractional knapsack's order: close to the best a router could do on these
+    rows with that many tokens)."""
+    spent = sum(q["rag"]["cost"]["prompt_tokens"] for q in group)
+    total = sum(q["rag"]["quality"] for q in group)
+    ups = []
+    for q in group:
+        for s, r in q.items():
+            gain = r["quality"] - q["rag"]["quality"]
+            extra = r["cost"]["prompt_tokens"] - q["rag"]["cost"]["prompt_tokens"]
+            if s not in ("rag", ROUTER) and gain > 0 and not r.get("error"):
+                ups.append((gain / max(extra, 1), gain, extra, id(q)))
+    done = set()
+    for _, gain, extra, qid in sorted(ups, reverse=True):
+        if qid not in done and spent + extra <= cap:
+            spent, total = spent + extra, total + gain
+            done.add(qid)
+    return total / len(group)
+
+
 def plot(qs: dict, policies: dict[str, Callable], path: str) -> None:
     """Quality against mean prompt tokens: each fixed strategy, the oracle, and the router's
     budget curve (the policies named ``... budget=B``)."""
@@ -449,7 +550,13 @@ def report(args) -> int:
         for leaf in (2, 10):
             policies[f"learned, {args.cv}-fold CV, min_leaf={leaf}"] = \
                 cross_validated(rows, args.cv, leaf)
-    print(table_policies(qs, policies))
+    if args.choose_on:
+        policies["best fixed per task on dev (knows the task)"] = per_task_best(dev)
+    print(table_policies(qs, policies), "\n")
+    print("routes per task\n")
+    print(table_choices(qs, policies), "\n")
+    label, opts = chosen or (BASELINE, candidates()[BASELINE])
+    print(acceptance(qs, f"the default router ({label})", policy_of(opts)))
     if args.plot:
         plot(qs, policies, args.plot)
         print(f"\nwrote {args.plot}")

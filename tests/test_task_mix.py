@@ -132,7 +132,8 @@ def _rows(n: int) -> list[dict]:
                 "length": 4000, "task": "niah", "strategy": strat, "strategy_type": strat,
                 "quality": float(right), "scores": {"contains": float(right)},
                 "cost": {"prompt_tokens": tokens}, "route": {"strategy": strat},
-                "features": {"question_kind": "lookup", "window_ratio": 0.5},
+                "features": {"question_kind": "lookup", "window_ratio": 0.5,
+                             "fits_window": True},
                 "signals": {"answer_support": float(right) if strat == "rag" else 1.0,
                             "declined": 0}})
     return rows
@@ -185,6 +186,26 @@ def test_task_mix_chooses_a_setting_on_dev_only_with_paired_evidence(tmp_path):
     out = run(12)
     assert "NOT CHOSEN, the default stays (fewer than 100 questions)" in out
     assert "chosen on dev" not in out
+    # A router told each question's task, choosing per task what won on dev: rag on niah,
+    # full context on threading; right wherever either is (the oracle's 8 of 12).
+    assert "| best fixed per task on dev (knows the task) | 12 | 0.667 | 2400 | 50% | 2/0 |" \
+        in out
+    assert "| threading | 4000 | rag 6 | full_context 6 |" in out
+    assert "| niah | 4000 | rag 6 | rag 6 |" in out
+    # The default router reads rag alone here: best fixed (rag, 0.500) + 0.03 is not met,
+    # nor half the oracle's headroom, nor 10% not rag; its tokens are 20% of full context's.
+    for line in ("issue 20's acceptance for the default router (self_route[decline]) on 12 "
+                 "questions:",
+                 "- quality 0.500 against the best fixed strategy (rag) 0.500 + 0.03: NOT MET",
+                 "- oracle 0.667: captures 0% of its headroom over rag (half needed): NOT MET",
+                 "- not rag: 0% (10% needed): NOT MET",
+                 "- where full context fits (12 questions): 20% of full context's prompt tokens "
+                 "(at most 40%): holds",
+                 # 40% of 48,000 tokens leaves 9,600 over rag's 9,600: room for 3 escalations
+                 # of 3,200 each, so both wins (questions 3 and 9) fit: 8 of 12.
+                 "- reachable at all within that: the oracle held to 40% of full context's "
+                 "tokens there scores 0.667 on those 12 (rag 0.500, full context 0.333)"):
+        assert line in out.splitlines(), line
     # 120 questions: full context is right on 20 where rag is wrong (q % 6 == 3), always with
     # low support, and never wrong where rag is right: 20 wins, 0 losses.
     out = run(120)
