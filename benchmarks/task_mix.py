@@ -23,8 +23,8 @@ Tables:
    (exact sign test); with ``--cv K``, the learned router out of sample (K folds of the rows
    given, each answered by a tree trained on the other folds);
 4. with ``--choose-on DEV``, Self-Route's setting chosen on the dev rows: each signal at each
-   threshold of ``GRID`` beside the decline (and the kind rule), paired question by question
-   against the default router's setting (decline only); the best that wins at p < 0.05 over
+   threshold of ``GRID`` beside the decline (and the kind rules of ``BASES``), paired question
+   by question against the default router's setting (decline only); the best that wins at p < 0.05 over
    the number of settings tried (Bonferroni) on 100 or more questions is chosen (else the
    default stays) and replayed on the rows given, with its budget curve (``--plot``: quality
    against prompt tokens beside each fixed strategy and the oracle).
@@ -44,12 +44,24 @@ from orchestra.errors import OrchestraError
 from orchestra.eval.results import read_results
 from orchestra.eval.datasets.mix import task_of
 
-SIGNALS = ("window_ratio", "fits_window", "kind_aggregation", "kind_multi_hop",
+SIGNALS = ("window_ratio", "fits_window", "kind_aggregation", "kind_multi_hop", "kind_multi_value",
            "retrieval_top", "retrieval_rel_margin", "retrieval_lead", "logprob_mean",
            "logprob_min", "logprob_head", "answer_in_passages", "answer_support", "declined",
            "reply_tokens", "second_read_agreement")
 FALLBACK = ("full_context", "kv_pages", "chain_of_agents", "map_reduce")
 ROUTER = "router"
+
+
+def read_rows(paths: list[str]) -> list[dict]:
+    """The results rows of ``paths``, their question kinds by today's rules (rows keep the
+    kinds of the code that wrote them)."""
+    from orchestra.routers.features import with_todays_kind
+
+    rows = [r for p in paths for r in read_results(p, missing_ok=False)]
+    for r in rows:
+        if "question" in r and isinstance(r.get("features"), dict):
+            r["features"] = with_todays_kind(r["features"], r["question"])
+    return rows
 
 
 def questions(rows: list[dict]) -> dict[str, dict[str, dict]]:
@@ -260,6 +272,8 @@ def default_policies(budgets: list[int], chosen: tuple[str, dict] | None = None
     variants = {
         "self_route[decline]": ("decline",),
         "self_route[decline,kind]": ("decline", "kind"),
+        "self_route[decline,kind] kinds=multi_hop+multi_value": (("decline", "kind"),
+                                                                 ("multi_hop", "multi_value")),
         "self_route[decline,low_confidence]": ("decline", "low_confidence"),
         "self_route[decline,unsupported]": ("decline", "unsupported"),
         "self_route[decline,disagree]": ("decline", "disagree"),
@@ -267,7 +281,8 @@ def default_policies(budgets: list[int], chosen: tuple[str, dict] | None = None
         "self_route[all]": ("decline", "kind", "low_confidence", "unsupported", "disagree"),
     }
     for name, on in variants.items():
-        pol[name] = self_route(on)
+        pol[name] = self_route(on[0], kinds=on[1]) if isinstance(on[0], tuple) else \
+            self_route(on)
     # The budget curve is drawn for the policy chosen on dev (else the one with every signal).
     label, opts = chosen or ("self_route[decline,kind,unsupported]",
                              {"escalate_on": ["decline", "kind", "unsupported"]})
@@ -295,15 +310,26 @@ def policy_of(opts: dict) -> Callable:
     return self_route(tuple(opts["escalate_on"]), **kw)
 
 
+# The bases the grid extends: Self-Route's escalations and, with "kind", the question kinds
+# that skip the first read (routers/features.py): aggregation (the router's default kinds),
+# or the kinds whose answer lies in several places (multi-hop chains, every value of a key).
+BASES = ((("decline",), None), (("decline", "kind"), None),
+         (("decline", "kind"), ("multi_hop", "multi_value")))
+
+
 def candidates() -> dict[str, dict]:
     """Self-Route settings to choose among on dev, by label: router options."""
     out: dict[str, dict] = {}
-    for base in (("decline",), ("decline", "kind")):
-        out[f"self_route[{','.join(base)}]"] = {"escalate_on": list(base)}
+    for base, kinds in BASES:
+        name = f"self_route[{','.join(base)}]"
+        extra = {"kinds": list(kinds)} if kinds else {}
+        tail = f" kinds={'+'.join(kinds)}" if kinds else ""
+        out[name + tail] = {"escalate_on": list(base), **extra}
         for sig, (opt, values) in GRID.items():
             for v in values:
                 on = [*base, sig]
-                out[f"self_route[{','.join(on)}] {opt}={v:g}"] = {"escalate_on": on, opt: v}
+                out[f"self_route[{','.join(on)}]{tail} {opt}={v:g}"] = {
+                    "escalate_on": on, opt: v, **extra}
     return out
 
 
@@ -523,7 +549,7 @@ def main(argv=None) -> int:
 
 
 def report(args) -> int:
-    rows = [r for p in args.results for r in read_results(p, missing_ok=False)]
+    rows = read_rows(args.results)
     qs = questions(rows)
     strategies = [s for s in dict.fromkeys(r["strategy"] for r in rows) if s != ROUTER]
     print(f"{len(qs)} questions, {len(rows)} rows from {', '.join(args.results)}\n")
@@ -532,7 +558,7 @@ def report(args) -> int:
     print(table_auc(qs, args.threshold), "\n")
     chosen = None
     if args.choose_on:
-        dev = questions([r for p in args.choose_on for r in read_results(p, missing_ok=False)])
+        dev = questions(read_rows(args.choose_on))
         table, chosen = choose(dev)
         print(table, "\n")
     budgets = [int(b) for b in args.budgets.split(",") if b]
@@ -540,7 +566,7 @@ def report(args) -> int:
     if args.train:
         from orchestra.routers.tree import train
 
-        model = train([r for p in args.train for r in read_results(p, missing_ok=False)],
+        model = train(read_rows(args.train),
                       min_leaf=1)
         print(f"learned tree on {model.meta['questions']} dev questions "
               f"(labels {model.meta['label_counts']}); features used: "

@@ -5,8 +5,8 @@ Rules, in order (defaults documented in routers/features.py and below):
    1/8 by default: 1024 tokens for SmolLM2): read it all (``short`` order: full context first).
 2. An aggregation/summary question over a longer corpus needs every part read: agents first
    (``aggregation`` order).
-3. A lookup or multi-hop question over a longer corpus: retrieval first (``lookup`` /
-   ``multi_hop`` orders). When a RAG strategy exists its score shape is measured; a flat
+3. A lookup, multi-value or multi-hop question over a longer corpus: retrieval first
+   (``lookup`` / ``multi_value`` / ``multi_hop`` orders). When a RAG strategy exists its score shape is measured; a flat
    shape (the best hit under ``weak_rel_margin`` = 5% ahead of the second) means the
    retriever is unsure, so the ``weak_retrieval`` order is used (KV pages, which select inside
    attention, then agents, then RAG anyway). Measured with the dense retriever on 4k and 30k
@@ -35,6 +35,8 @@ DEFAULT_ORDERS: dict[str, list[str]] = {
     "aggregation": [kinds.AGENTS, kinds.FULL, kinds.PAGES, kinds.RAG],
     "multi_hop": [kinds.RAG, kinds.AGENTS, kinds.PAGES, kinds.FULL],
     "lookup": [kinds.RAG, kinds.PAGES, kinds.AGENTS, kinds.FULL],
+    # Several values of one thing: read as a lookup until paired evidence says otherwise.
+    "multi_value": [kinds.RAG, kinds.PAGES, kinds.AGENTS, kinds.FULL],
     "weak_retrieval": [kinds.PAGES, kinds.AGENTS, kinds.RAG, kinds.FULL],
 }
 # A best hit under 5% ahead of the second is no clear winner (see the measurements above).

@@ -136,9 +136,31 @@ def strategies_for(backend, rag_scores=None, drop=()):
     ("Who was born first, Ada Lovelace or Charles Babbage?", "multi_hop"),
     ("What is the nationality of the director of the film Jaws?", "multi_hop"),
     ("What is the difference between a fund and a firm?", "multi_hop"),
+    # A relation asked of a named thing's relation: the possessive is found first.
+    ("What is the special magic number for Yangon's partner city?", "multi_hop"),
+    ("What was the name of Bohemond's nephew?", "multi_hop"),
+    # A possessive alone, or one after a lowercase word, is one fact.
+    ("What is Lima's population?", "lookup"),
+    ("What was one of the company's major exports?", "lookup"),
+    # Every value of one thing (RULER's multi-value phrasing), not an aggregation.
+    ("What are all the special magic numbers for Seattle mentioned in the provided text?",
+     "multi_value"),
+    ("Which were all of the cities he lived in?", "multi_value"),
+    ("What country are all the counties in?", "lookup"),
 ])
 def test_question_kind_rules(question, kind):
     assert F.question_kind(question)[0] == kind
+
+
+def test_rows_written_by_older_rules_get_todays_kind():
+    old = {"question_kind": "lookup", "question_kind_rule": "default", "kind_lookup": 1,
+           "kind_aggregation": 0, "kind_multi_hop": 0, "corpus_tokens": 4000}
+    new = F.with_todays_kind(old, "What is the special magic number for Oslo's partner city?")
+    assert new["question_kind"] == "multi_hop" and new["question_kind_rule"] == \
+        "relation of a relation"
+    assert new["kind_multi_hop"] == 1 and new["kind_lookup"] == 0 and \
+        new["kind_multi_value"] == 0 and new["corpus_tokens"] == 4000
+    assert old["question_kind"] == "lookup"  # the row itself is left as it was
 
 
 def test_score_shape_of_scores_or_scored_chunks(backend):
