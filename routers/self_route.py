@@ -209,7 +209,8 @@ class SelfRouter(Router):
         attempt = None
         if "kind" in self.escalate_on and feats["question_kind"] in self.kinds:
             sig = {"first": None, **feats}
-            why = [f"{feats['question_kind']} question ({feats['question_kind_rule']}): no "
+            why = [f"{feats['question_kind'].replace('_', '-')} question "
+                   f"({feats['question_kind_rule']}): no "
                    f"single passage holds its answer, so {first} was not asked"]
         else:
             attempt, sig = self._first_read(first, question, corpus, given(generation))

@@ -123,6 +123,23 @@ def test_self_route_sends_an_aggregation_question_past_rag_and_keeps_within_budg
     assert ans.route.strategy == "rag" and "over the budget of 300" in ans.route.reason
 
 
+def test_self_route_sends_the_kinds_it_is_told_past_rag_and_reads_the_rest():
+    b = ScriptedBackend(["blue", "blue", "blue"])
+    c = corpus(b)
+    router = SelfRouter({"rag": rag(b), "full_context": FullContext(b)},
+                        escalate_on=["decline", "kind"], kinds=["multi_hop", "multi_value"])
+    ans = router.route_and_answer("What is the special magic number for Oslo's partner city?",
+                                  c, b)
+    assert ans.route.strategy == "full_context" and len(b.requests) == 1
+    assert "multi-hop question (relation of a relation)" in ans.route.reason
+    ans = router.route_and_answer("What are all the special magic numbers for Oslo?", c, b)
+    assert ans.route.strategy == "full_context" and ans.route.signals["question_kind"] == \
+        "multi_value" and "multi-value question (all the values)" in ans.route.reason
+    # An aggregation question is not among these kinds: rag reads it first.
+    ans = router.route_and_answer("How many times are boats mentioned throughout?", c, b)
+    assert ans.route.strategy == "rag"
+
+
 def test_self_route_second_read_disagreement():
     b = ScriptedBackend(["4217", "1931", "4217", "4217", "4217"])
     c = corpus(b)
