@@ -488,24 +488,27 @@ def plot(qs: dict, policies: dict[str, Callable], path: str) -> None:
     def point(pol):
         got = [v for v in (pol(q) for q in qs.values() if "rag" in q) if v is not None]
         n = max(1, len(got))
-        return (sum(v[1] for v in got) / n, sum(v[0] for v in got) / n) if got else None
+        return (sum(v[1] for v in got) / n, sum(v[0] for v in got) / n, len(got)) if got else None
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    # A strategy that exists at one length only (full context inside the window, kv_pages
+    # past it) is averaged over those questions: the label says over how many.
+    fig, ax = plt.subplots(figsize=(7, 5.5))
     curve = [(n, point(p)) for n, p in policies.items() if " budget=" in n]
     curve = [(n, xy) for n, xy in curve if xy]
     if curve:
+        router = curve[0][0].split(" budget=")[0].replace(" kinds=", "\nkinds=")
         ax.plot([xy[0] for _, xy in curve], [xy[1] for _, xy in curve], "o-",
-                label=curve[0][0].split(" budget=")[0] + " at budgets")
+                label=f"{router} at budgets (n={curve[0][1][2]})")
         for n, xy in curve:
-            ax.annotate(n.split(" budget=")[1], xy, textcoords="offset points", xytext=(4, 4))
+            ax.annotate(n.split(" budget=")[1], xy[:2], textcoords="offset points", xytext=(4, 4))
     for name in ("rag", "full_context", "chain_of_agents", "kv_pages", "oracle"):
         xy = point(policies.get(name) or fixed(name))
         if xy:
-            ax.plot(*xy, "*" if name == "oracle" else "s", label=name)
+            ax.plot(*xy[:2], "*" if name == "oracle" else "s", label=f"{name} (n={xy[2]})")
     ax.set_xlabel("mean prompt tokens per question")
     ax.set_ylabel("quality (share right)")
     ax.set_title(f"task mix, {sum('rag' in q for q in qs.values())} questions")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
