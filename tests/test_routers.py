@@ -139,6 +139,14 @@ def strategies_for(backend, rag_scores=None, drop=()):
     # A relation asked of a named thing's relation: the possessive is found first.
     ("What is the special magic number for Yangon's partner city?", "multi_hop"),
     ("What was the name of Bohemond's nephew?", "multi_hop"),
+    # A thing named only by a clause about it (HotpotQA's bridge questions).
+    ("What government position was held by the woman who portrayed Corliss Archer?",
+     "multi_hop"),
+    ("The Oberoi family is part of a hotel company that has a head office in what city?",
+     "multi_hop"),
+    # ... but a describing clause in a one-fact question is not a hop.
+    ("What is the name of the region that is not defined by the county definitions?", "lookup"),
+    ("Who wrote the essay?", "lookup"),
     # A possessive alone, or one after a lowercase word, is one fact.
     ("What is Lima's population?", "lookup"),
     ("What was one of the company's major exports?", "lookup"),
