@@ -109,16 +109,16 @@ _OF_THE = re.compile(r"\bof\s+(the|a|an|his|her|their|its)\b", re.I)
 _MULTI_VALUE = re.compile(r"\b(what|which|who)\s+(are|were)\s+all\s+(of\s+)?the\b", re.I)
 # "of/for" + a named thing (up to four capitalised words) + "'s" + a lowercase noun. Case
 # matters here (no re.I): the capital marks a name, the lowercase word a relation.
-# A noun phrase then a relative clause: the thing is found by what the clause says of it.
-# ``who`` takes any lowercase verb; ``that``/``which`` only a verb of making, owning or acting,
-# since "the region that is ..." in a single-hop question is a description, not a hop.
-_DESCRIBED = re.compile(
-    r"\b(the|a|an)\s+(\w+\s+){1,3}(who|whom)\s+[a-z]\w*|"
-    r"\b(the|a|an)\s+(\w+\s+){1,3}(that|which)\s+(\w+\s+)?(played|portrayed|wrote|directed|"
-    r"founded|created|had|has|won|starred|sang|owns|owned|married|produced|hosted|released|"
-    r"published|designed|built|invented|discovered)\b", re.I)
 _RELATION_OF_RELATION = re.compile(
     r"\b(of|for)\s+(the\s+)?(?:[A-Z][\w.\-]*\s+){0,3}[A-Z][\w.\-]*['’]s\s+[a-z]\w*")
+# A noun phrase then a relative clause: the thing is found by what the clause says of it.
+# ``who`` may be followed by any word (re.I: a name too); ``that``/``which`` only by a verb of
+# making, owning or acting, since "the region that is ..." in a single-hop question is a
+# description, not a hop.
+_DESCRIBED = re.compile(
+    r"\b(the|a|an)\s+(\w+\s+){1,3}(?:(who|whom)\s+[a-z]\w*|(that|which)\s+(\w+\s+)?"
+    r"(played|portrayed|wrote|directed|founded|created|had|has|won|starred|sang|owns|owned|"
+    r"married|produced|hosted|released|published|designed|built|invented|discovered)\b)", re.I)
 
 
 def question_kind(question: str) -> tuple[str, str]:
