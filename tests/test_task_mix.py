@@ -52,6 +52,26 @@ def test_threading_chains_two_or_three_facts_behind_a_decoy():
     assert "the partner city of" in ds.samples[1].question
 
 
+def test_threading_from_crosses_halves_keeping_the_questions_of_the_city_half():
+    """benchmarks/threading_halves.py's cells: under the city half's name, the own halves
+    give the split's very samples, and swapping the essays keeps every question and answer
+    but not the text."""
+    from orchestra.eval.datasets.needle_tasks import _pools, threading_from
+
+    data_path("needle_haystack", "PaulGrahamEssays")
+    (dev_essays, dev_cities), (test_essays, _) = _pools(None, "dev"), _pools(None, "test")
+    own = load_dataset("threading:dev", TOK, [2000], limit=3).samples
+    same = threading_from(TOK, dev_essays, dev_cities, [2000], 3, 0, "threading:dev").samples
+    swapped = threading_from(TOK, test_essays, dev_cities, [2000], 3, 0, "threading:dev").samples
+    assert [s.documents[0].text for s in same] == [s.documents[0].text for s in own]
+    assert [(s.question, s.answers) for s in swapped] == [(s.question, s.answers) for s in own]
+    for a, b in zip(swapped, own):
+        assert a.documents[0].text != b.documents[0].text
+        opening = a.documents[0].text[:80]  # the haystack starts at an essay's start
+        assert any(e.startswith(opening) for e in test_essays)
+        assert not any(opening in e for e in dev_essays)
+
+
 def test_aggregation_lists_common_words_and_splits_the_vocabulary():
     data_path("needle_haystack", "PaulGrahamEssays")
     dev = load_dataset("aggregation:dev", TOK, [4000], limit=2)

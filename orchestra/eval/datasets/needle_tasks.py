@@ -105,7 +105,15 @@ def threading(tokenizer: Tokenizer, lengths: Sequence[int], limit: int, seed: in
               root: Path | None = None, split: str | None = None) -> Dataset:
     """Samples alternate 2 and 3 facts (``HOPS``)."""
     essays, cities = _pools(root, split)
-    name = "threading" + split_suffix(split)
+    return threading_from(tokenizer, essays, cities, lengths, limit, seed,
+                          "threading" + split_suffix(split))
+
+
+def threading_from(tokenizer: Tokenizer, essays: Sequence[str], cities: Sequence[str],
+                   lengths: Sequence[int], limit: int, seed: int, name: str) -> Dataset:
+    """``threading`` from given essay and city pools; ``name`` seeds the draws, so the same
+    name over pools of the same sizes draws the same chains, numbers, starts and depths
+    (benchmarks/threading_halves.py crosses the dev and test halves this way)."""
     samples = []
     for length in lengths:
         for i in range(limit):
